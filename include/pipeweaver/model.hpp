@@ -1,0 +1,4 @@
+#pragma once
+// Umbrella header for model/: model and setup descriptions and the per-layer math.
+#include "pipeweaver/model/model_spec.hpp"
+#include "pipeweaver/model/setup.hpp"
