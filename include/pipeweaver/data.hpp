@@ -2,3 +2,6 @@
 // Umbrella header for data/: samples, batches, dataset descriptions, sampling and packing.
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/data/dataset_spec.hpp"
+#include "pipeweaver/data/packing.hpp"
+#include "pipeweaver/data/random.hpp"
+#include "pipeweaver/data/sampler.hpp"

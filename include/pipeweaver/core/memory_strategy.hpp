@@ -24,6 +24,9 @@ struct MemoryStrategy {
     return MemoryStrategy{0, static_cast<std::int16_t>(layers), 0};
   }
   friend constexpr auto operator<=>(const MemoryStrategy&, const MemoryStrategy&) noexcept = default;
+  // Declared explicitly: nvcc 13 never defines the == implied by a defaulted <=> on a non-template
+  // class (undefined reference at link time).
+  friend constexpr bool operator==(const MemoryStrategy&, const MemoryStrategy&) noexcept = default;
 };
 
 /// "none", or e.g. "recompute 3 + selective 1 + offload 2".

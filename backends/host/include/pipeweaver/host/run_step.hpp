@@ -1,0 +1,133 @@
+#pragma once
+// Running a whole plan on the host: one thread per pipeline rank, each driving the generic
+// Executor over its HostRuntime; the embedded default that runs every plan on any machine.
+//
+// Fault path: the first rank that fails (a callback throws, a transfer is lost or times out,
+// its action list cannot be run) aborts the World, which wakes every blocked rank; they stop
+// with Error(cancelled). All threads are joined before run() returns or throws, and run()
+// throws the failing rank's Error(execution) (or Error(invalid_plan) from preparation), whose
+// path names the rank and the action and whose message gives the cause. A rank blocked on a
+// transfer gives up after Options::timeout, so no step hangs (a callback that never returns
+// is the one thing the host cannot interrupt).
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/execute/executor.hpp"
+#include "pipeweaver/execute/stage_io.hpp"
+#include "pipeweaver/host/runtime.hpp"
+#include "pipeweaver/model/model_spec.hpp"
+#include "pipeweaver/schedule/plan.hpp"
+
+namespace pipeweaver::host {
+
+/// How one rank ended the last step.
+struct RankOutcome {
+  bool ok = true;
+  ErrorKind kind = ErrorKind::execution;  ///< when !ok
+  std::string message;                    ///< Error::what() when !ok
+};
+
+/// Keeps one World, runtime and executor per rank across steps, so that pools and channel
+/// storage are reused (no allocation in the steady state beyond the P threads of a step).
+class HostExecutor {
+ public:
+  explicit HostExecutor(Options options = {}) : options_(std::move(options)) {}
+
+  /// Runs one step of `plan` (all ranks) and returns when every rank has finished.
+  template <StageCallbacks C>
+  void run(const Plan& plan, const ModelSpec& model, C& callbacks) {
+    const int ranks = plan.rank_count();
+    if (ranks <= 0)
+      throw Error(ErrorKind::input, "plan '" + plan.name + "' has no ranks", {.file = {}, .path = "ranks", .expected = "at least one rank"});
+    if (!world_ || world_->rank_count() != ranks) {
+      executors_.clear();
+      runtimes_.clear();
+      world_ = std::make_unique<World>(ranks, options_);
+      for (int r = 0; r < ranks; ++r) {
+        runtimes_.push_back(std::make_unique<HostRuntime>(*world_, RankId{r}));
+        executors_.push_back(std::make_unique<Executor<HostRuntime>>(*runtimes_.back(), options_.executor));
+      }
+    } else {
+      world_->reset();
+    }
+    for (auto& rt : runtimes_) rt->begin_step(plan.transfers.size());
+    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(ranks));
+    outcomes_.assign(static_cast<std::size_t>(ranks), RankOutcome{});
+
+    auto body = [&](int r) {
+      try {
+        executors_[static_cast<std::size_t>(r)]->prepare(plan, model);
+        executors_[static_cast<std::size_t>(r)]->run(callbacks);
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::cancelled) world_->abort(RankId{r}, e.what());
+        errors[static_cast<std::size_t>(r)] = std::current_exception();
+        outcomes_[static_cast<std::size_t>(r)] = RankOutcome{false, e.kind(), e.what()};
+      } catch (const std::exception& e) {
+        world_->abort(RankId{r}, e.what());
+        errors[static_cast<std::size_t>(r)] = std::current_exception();
+        outcomes_[static_cast<std::size_t>(r)] = RankOutcome{false, ErrorKind::execution, e.what()};
+      } catch (...) {
+        world_->abort(RankId{r}, "unknown exception");
+        errors[static_cast<std::size_t>(r)] = std::current_exception();
+        outcomes_[static_cast<std::size_t>(r)] = RankOutcome{false, ErrorKind::execution, "unknown exception"};
+      }
+    };
+
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::thread> threads;
+    threads.reserve(static_cast<std::size_t>(ranks));
+    try {
+      for (int r = 0; r < ranks; ++r) threads.emplace_back(body, r);
+    } catch (...) {  // could not start a thread: stop and join those that run
+      world_->abort(RankId{0}, "could not start the rank threads");
+      for (auto& t : threads) t.join();
+      throw;
+    }
+    for (auto& t : threads) t.join();
+    last_step_ = std::chrono::steady_clock::now() - start;
+
+    // The root cause: the error of the rank that aborted first, else any non-cancelled one.
+    if (world_->aborted()) {
+      const RankId first = world_->first_aborting_rank();
+      if (first.valid() && first.index() < errors.size() && errors[first.index()]) std::rethrow_exception(errors[first.index()]);
+    }
+    for (std::size_t r = 0; r < errors.size(); ++r)
+      if (errors[r] && outcomes_[r].kind != ErrorKind::cancelled) std::rethrow_exception(errors[r]);
+    for (const auto& e : errors)
+      if (e) std::rethrow_exception(e);
+  }
+
+  /// How each rank ended the last step (all ok after a successful step).
+  [[nodiscard]] const std::vector<RankOutcome>& outcomes() const noexcept { return outcomes_; }
+  /// Wall-clock time of the last step, from starting the threads to joining them.
+  [[nodiscard]] std::chrono::nanoseconds last_step_time() const noexcept { return last_step_; }
+  /// The executor of rank r (after a step: pool sizes, operation counts).
+  [[nodiscard]] const Executor<HostRuntime>& executor(RankId r) const { return *executors_.at(r.index()); }
+  [[nodiscard]] const Options& options() const noexcept { return options_; }
+
+ private:
+  Options options_;
+  std::unique_ptr<World> world_;
+  std::vector<std::unique_ptr<HostRuntime>> runtimes_;
+  std::vector<std::unique_ptr<Executor<HostRuntime>>> executors_;
+  std::vector<RankOutcome> outcomes_;
+  std::chrono::nanoseconds last_step_{0};
+};
+
+/// Runs one step of `plan` on the host backend (P threads) with the user's stage callbacks.
+/// Throws Error(execution) naming the failing rank, action and cause (see the header).
+template <StageCallbacks C>
+void run_step(const Plan& plan, const ModelSpec& model, C& callbacks, const Options& options = {}) {
+  HostExecutor executor{options};
+  executor.run(plan, model, callbacks);
+}
+
+}  // namespace pipeweaver::host

@@ -1,0 +1,45 @@
+#pragma once
+// Shared pieces of the pipeweaver tool's subcommands: output format, loading workload files
+// with their cross-checks, and small formatting helpers.
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <pipeweaver/core/error.hpp>
+#include <pipeweaver/core/units.hpp>
+#include <pipeweaver/io/workload_json.hpp>
+
+namespace pwcli {
+
+enum class Format { table, json };
+
+/// Adds `--format table|json` to a subcommand.
+inline void add_format_option(CLI::App& cmd, Format& format) {
+  cmd.add_option_function<std::string>(
+         "--format", [&format](const std::string& s) { format = s == "json" ? Format::json : Format::table; },
+         "Output format: table (default) or json")
+      ->check(CLI::IsMember({"table", "json"}));
+}
+
+/// `e` with `file` as its file if it names none (errors raised after reading, e.g. while packing).
+inline pipeweaver::Error blame(const pipeweaver::Error& e, const std::filesystem::path& file) {
+  pipeweaver::ErrorContext c = e.context();
+  if (c.file.empty()) c.file = file.string();
+  return pipeweaver::Error(e.kind(), e.message(), std::move(c));
+}
+
+/// 8030261248 -> "8.03B"
+inline std::string human_count(double n) {
+  if (n >= 1e12) return fmt::format("{:.2f}T", n / 1e12);
+  if (n >= 1e9) return fmt::format("{:.2f}B", n / 1e9);
+  if (n >= 1e6) return fmt::format("{:.2f}M", n / 1e6);
+  if (n >= 1e3) return fmt::format("{:.2f}K", n / 1e3);
+  return fmt::format("{:.0f}", n);
+}
+
+inline std::string gib(pipeweaver::Bytes b) { return fmt::format("{:.2f} GiB", pipeweaver::to_gib(b)); }
+
+}  // namespace pwcli

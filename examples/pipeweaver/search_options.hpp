@@ -1,0 +1,56 @@
+#pragma once
+// The search options of `plan`, `compare` and `suite`: --budget-ms T | --iterations I,
+// --threads N, --search-seed S, turned into PlannerOptions (plan/planner.hpp).
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include "pipeweaver/core/error.hpp"
+#include "pipeweaver/plan/planner.hpp"
+
+namespace pwcli {
+
+/// Search options shared by `plan`, `compare` and `suite`.
+struct SearchArgs {
+  std::optional<double> budget_ms;
+  std::optional<std::int64_t> iterations;
+  int threads = 1;
+  std::uint64_t search_seed = 0;
+};
+
+/// Registers --budget-ms / --iterations (mutually exclusive), --threads and --search-seed.
+inline void add_search_options(CLI::App& cmd, SearchArgs& a) {
+  auto* b = cmd.add_option("--budget-ms", a.budget_ms, "search budget per step in milliseconds of wall-clock (default 1000)");
+  auto* i = cmd.add_option("--iterations", a.iterations, "search exactly this many MCTS iterations per step (reproducible)");
+  b->excludes(i);
+  cmd.add_option("--threads", a.threads, "search worker threads (default 1)");
+  cmd.add_option("--search-seed", a.search_seed, "seed of the search (default 0)");
+}
+
+/// PlannerOptions from the search options; Error(input) on out-of-range values.
+inline pipeweaver::PlannerOptions planner_options(const SearchArgs& a) {
+  namespace pw = pipeweaver;
+  pw::PlannerOptions o;
+  if (a.threads < 1 || a.threads > 256)
+    throw pw::Error(pw::ErrorKind::input, "--threads is " + std::to_string(a.threads), {.file = {}, .path = "--threads", .expected = "an integer in [1, 256]"});
+  o.threads = a.threads;
+  o.seed = a.search_seed;
+  if (a.iterations) {
+    if (*a.iterations < 1)
+      throw pw::Error(pw::ErrorKind::input, "--iterations is " + std::to_string(*a.iterations), {.file = {}, .path = "--iterations", .expected = "an integer >= 1"});
+    o.iterations = *a.iterations;
+    o.budget = std::chrono::nanoseconds{0};
+  } else {
+    const double ms = a.budget_ms.value_or(1000.0);
+    if (!(ms > 0 && ms <= 3.6e6))
+      throw pw::Error(pw::ErrorKind::input, "--budget-ms is " + fmt::format("{}", ms), {.file = {}, .path = "--budget-ms", .expected = "a number of milliseconds in (0, 3600000]"});
+    o.budget = std::chrono::nanoseconds{static_cast<std::int64_t>(ms * 1e6)};
+  }
+  return o;
+}
+
+}  // namespace pwcli

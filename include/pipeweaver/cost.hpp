@@ -1,0 +1,5 @@
+#pragma once
+// Umbrella header for cost/: the analytic roofline model, the table model and calibration.
+#include "pipeweaver/cost/analytic.hpp"
+#include "pipeweaver/cost/calibration.hpp"
+#include "pipeweaver/cost/table.hpp"

@@ -1,0 +1,150 @@
+#pragma once
+// One training step's batch as JSON (the `--batch` file of `pipeweaver plan`): its microbatches,
+// each a list of samples in the workload sample format (../shared/workloads/README.md):
+//
+//   {"microbatches": [[{"text": 412, "image": [676, 676]}, {"text": 98}],
+//                     [{"text": 1024, "video": [2048]}]],
+//    "truncated_samples": 0}
+//
+// A sample has "text" (its text tokens, an integer >= 0) and, per modality with items, a
+// non-empty array of the items' token counts (integers >= 1); "truncated_samples" is optional
+// (default 0). Every microbatch holds at least one sample. Unknown top-level keys are errors;
+// errors are Error(input) naming the file, the JSON path and what was expected.
+// check_compatible(model, batch, source) rejects a modality no module of the model consumes
+// (a typo would otherwise be ignored silently).
+#include <algorithm>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "pipeweaver/core/error.hpp"
+#include "pipeweaver/data/batch.hpp"
+#include "pipeweaver/io/detail/json_reader.hpp"
+#include "pipeweaver/model/model_spec.hpp"
+#include "pipeweaver/model/validate.hpp"
+
+namespace pipeweaver {
+
+/// The batch as JSON (the format of the header comment).
+[[nodiscard]] inline nlohmann::ordered_json batch_to_json(const Batch& batch) {
+  nlohmann::ordered_json mbs = nlohmann::ordered_json::array();
+  for (const Microbatch& mb : batch.microbatches) {
+    nlohmann::ordered_json samples = nlohmann::ordered_json::array();
+    for (const Sample& s : mb.samples) {
+      nlohmann::ordered_json j;
+      j["text"] = s.text;
+      for (const SampleItems& it : s.items) j[it.modality] = it.tokens;
+      samples.push_back(std::move(j));
+    }
+    mbs.push_back(std::move(samples));
+  }
+  nlohmann::ordered_json out;
+  out["microbatches"] = std::move(mbs);
+  out["truncated_samples"] = batch.truncated_samples;
+  return out;
+}
+
+namespace detail {
+
+inline constexpr std::int64_t max_batch_tokens = std::int64_t{1} << 40;
+
+inline Sample sample_from_json(const nlohmann::json& j, const std::string& path, const std::string& file) {
+  const auto fail = [&](const std::string& p, std::string message, std::string expected) {
+    throw Error(ErrorKind::input, std::move(message), {.file = file, .path = p, .expected = std::move(expected)});
+  };
+  if (!j.is_object()) fail(path, "found " + json_type_name(j), "a sample: {\"text\": N, \"<modality>\": [tokens, ...]}");
+  // Modalities are open-ended, so every key but "text" is a modality (checked against the
+  // model by check_compatible).
+  const CheckedObject reader(nlohmann::json::object(), path, file, {});
+  Sample s;
+  bool has_text = false;
+  for (const auto& [key, value] : j.items()) {
+    const std::string p = path + "/" + json_pointer_token(key);
+    if (key == "text") {
+      s.text = reader.integer_value(value, p, 0, max_batch_tokens);
+      has_text = true;
+      continue;
+    }
+    if (key.empty()) fail(p, "empty modality name", "\"text\" or a modality name");
+    if (!value.is_array()) fail(p, "found " + json_type_name(value), "an array of item token counts");
+    if (value.empty()) fail(p, "empty item list", "at least one item (leave the key out when the sample has none)");
+    SampleItems items;
+    items.modality = key;
+    for (std::size_t i = 0; i < value.size(); ++i)
+      items.tokens.push_back(reader.integer_value(value[i], p + "/" + std::to_string(i), 1, max_batch_tokens));
+    s.items.push_back(std::move(items));
+  }
+  if (!has_text) fail(path + "/text", "missing required key \"text\"", "the sample's text tokens, an integer >= 0");
+  std::sort(s.items.begin(), s.items.end(), [](const SampleItems& a, const SampleItems& b) { return a.modality < b.modality; });
+  return s;
+}
+
+inline Batch batch_from_json_impl(const nlohmann::json& j, std::string_view source) {
+  const std::string file(source);
+  const CheckedObject root(j, "", file, {"microbatches", "truncated_samples"}, "a batch (a JSON object)");
+  Batch b;
+  const auto& mbs = root.array("microbatches", /*non_empty=*/true);
+  for (std::size_t m = 0; m < mbs.size(); ++m) {
+    const std::string mp = "/microbatches/" + std::to_string(m);
+    if (!mbs[m].is_array())
+      root.fail_at(mp, "found " + json_type_name(mbs[m]), "a microbatch: an array of samples");
+    if (mbs[m].empty()) root.fail_at(mp, "empty microbatch", "at least one sample");
+    Microbatch mb;
+    for (std::size_t i = 0; i < mbs[m].size(); ++i)
+      mb.samples.push_back(sample_from_json(mbs[m][i], mp + "/" + std::to_string(i), file));
+    b.microbatches.push_back(std::move(mb));
+  }
+  if (root.has("truncated_samples"))
+    b.truncated_samples = static_cast<int>(root.integer("truncated_samples", 0, 1 << 30));
+  return b;
+}
+
+}  // namespace detail
+
+/// A batch from parsed JSON; `source` names it in errors.
+[[nodiscard]] inline Batch batch_from_json(const nlohmann::json& j, std::string_view source) {
+  return detail::batch_from_json_impl(j, source);
+}
+/// A batch from JSON text.
+[[nodiscard]] inline Batch parse_batch(std::string_view text, std::string_view source_name) {
+  return detail::batch_from_json_impl(detail::parse_json_text(text, source_name), source_name);
+}
+/// A batch file.
+[[nodiscard]] inline Batch read_batch(const std::filesystem::path& path) {
+  return parse_batch(detail::read_text_file(path), path.string());
+}
+/// Writes `batch` as JSON; Error(input) naming the file when it cannot be written.
+inline void write_batch(const Batch& batch, const std::filesystem::path& path) {
+  std::ofstream out(path, std::ios::binary);
+  if (out) out << batch_to_json(batch).dump(1) << '\n';
+  if (!out)
+    throw Error(ErrorKind::input, "cannot write the batch file", {.file = path.string(), .path = {}, .expected = "a writable path"});
+}
+
+/// Every modality of `batch` is consumed by a module of `model` (Error(input) naming `source`
+/// and the first sample's path otherwise).
+inline void check_compatible(const ModelSpec& model, const Batch& batch, std::string_view source) {
+  for (std::size_t m = 0; m < batch.microbatches.size(); ++m)
+    for (std::size_t i = 0; i < batch.microbatches[m].samples.size(); ++i)
+      for (const SampleItems& it : batch.microbatches[m].samples[i].items) {
+        const bool known = std::any_of(model.modules.begin(), model.modules.end(),
+                                       [&](const ModuleSpec& mod) { return mod.modality == it.modality; });
+        if (!known) {
+          std::string consumed;
+          for (const ModuleSpec& mod : model.modules)
+            if (mod.modality != "text") consumed += (consumed.empty() ? "" : ", ") + mod.modality;
+          throw Error(ErrorKind::input, "modality \"" + it.modality + "\" is not consumed by model '" + model.name + "'",
+                      {.file = std::string(source),
+                       .path = "/microbatches/" + std::to_string(m) + "/" + std::to_string(i) + "/" + detail::json_pointer_token(it.modality),
+                       .expected = "\"text\" or one of the model's modalities: " + consumed});
+        }
+      }
+}
+
+}  // namespace pipeweaver

@@ -1,0 +1,237 @@
+#pragma once
+// Consistency checks of a ModelSpec and a Setup, whoever built them (the JSON reader calls these
+// and adds the file name; code that builds specs by hand can call them too). Every error is
+// ErrorKind::input with the JSON path of the offending field, as in the interchange format
+// (../shared/workloads/README.md), and what would have been accepted.
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/model/model_spec.hpp"
+#include "pipeweaver/model/setup.hpp"
+
+namespace pipeweaver {
+
+/// Bounds on sizes. Far above any real model or cluster; they keep every product the library
+/// forms (parameters, tokens x hidden, FLOPs) inside int64 / double range.
+namespace limits {
+inline constexpr std::int64_t max_layers = 32767;  // MemoryStrategy counts layers in int16
+inline constexpr std::int64_t max_hidden = std::int64_t{1} << 20;
+inline constexpr std::int64_t max_heads = std::int64_t{1} << 16;
+inline constexpr std::int64_t max_vocab = std::int64_t{1} << 24;
+inline constexpr double max_output_tokens_per_input_token = 1024;
+inline constexpr std::int64_t max_pipeline_stages = 1024;
+inline constexpr std::int64_t max_tensor_parallel = 1024;
+inline constexpr std::int64_t max_data_parallel = std::int64_t{1} << 20;
+inline constexpr std::int64_t max_microbatches_per_step = std::int64_t{1} << 16;
+inline constexpr std::int64_t max_microbatch_tokens = std::int64_t{1} << 30;
+inline constexpr std::int64_t max_microbatch_items = std::int64_t{1} << 20;
+}  // namespace limits
+
+namespace detail {
+
+/// One reference token of a JSON pointer: "~" -> "~0", "/" -> "~1".
+[[nodiscard]] inline std::string json_pointer_token(std::string_view key) {
+  std::string out;
+  out.reserve(key.size());
+  for (char c : key) {
+    if (c == '~') out += "~0";
+    else if (c == '/') out += "~1";
+    else out += c;
+  }
+  return out;
+}
+
+/// Shortest text that reads back as the same double (e.g. "0.25", "1e+300").
+[[nodiscard]] inline std::string number_text(double v) {
+  char buf[64];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
+[[nodiscard]] inline std::string range_text(std::int64_t lo, std::int64_t hi) {
+  return "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+}
+
+inline void check_int_range(std::int64_t v, std::int64_t lo, std::int64_t hi, const std::string& what,
+                            const std::string& path) {
+  if (v < lo || v > hi)
+    throw Error(ErrorKind::input, what + " is " + std::to_string(v) + ", out of range",
+                {.file = {}, .path = path, .expected = range_text(lo, hi)});
+}
+
+/// A finite number > 0 (or >= 0 with allow_zero).
+inline void check_positive(double v, bool allow_zero, const std::string& what, const std::string& path) {
+  const bool ok = std::isfinite(v) && (allow_zero ? v >= 0 : v > 0);
+  if (!ok)
+    throw Error(ErrorKind::input, what + " is " + number_text(v),
+                {.file = {}, .path = path, .expected = allow_zero ? "a finite number >= 0" : "a finite number > 0"});
+}
+
+[[nodiscard]] inline std::string module_names(const ModelSpec& m) {
+  std::string s;
+  for (const auto& mod : m.modules) {
+    if (!s.empty()) s += ", ";
+    s += "\"" + mod.name + "\"";
+  }
+  return s.empty() ? "(no modules)" : s;
+}
+
+}  // namespace detail
+
+/// Checks a model: at least one module; unique non-empty names; positive shapes within
+/// `limits`; hidden divisible by heads and heads by kv_heads; `feeds` naming another module
+/// listed later (modules are in data-flow order), so no cycles; exactly one backbone; every
+/// encoder feeds a module; a generator or a cross-attention module is fed by some module;
+/// output_tokens_per_input_token in (0, 1024].
+inline void validate(const ModelSpec& model) {
+  using detail::check_int_range;
+  if (model.modules.empty())
+    throw Error(ErrorKind::input, "the model has no modules", {.file = {}, .path = "/modules", .expected = "a non-empty array of modules"});
+  const auto n = model.modules.size();
+  int backbones = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const ModuleSpec& m = model.modules[i];
+    const std::string at = "/modules/" + std::to_string(i);
+    if (m.name.empty())
+      throw Error(ErrorKind::input, "empty module name", {.file = {}, .path = at + "/name", .expected = "a non-empty string"});
+    for (std::size_t j = 0; j < i; ++j)
+      if (model.modules[j].name == m.name)
+        throw Error(ErrorKind::input, "duplicate module name \"" + m.name + "\" (also /modules/" + std::to_string(j) + ")",
+                    {.file = {}, .path = at + "/name", .expected = "a name no other module has"});
+    if (m.modality.empty())
+      throw Error(ErrorKind::input, "empty modality", {.file = {}, .path = at + "/modality", .expected = "a non-empty string such as \"text\" or \"image\""});
+    check_int_range(m.layers, 1, limits::max_layers, "layers", at + "/layers");
+    check_int_range(m.hidden, 1, limits::max_hidden, "hidden", at + "/hidden");
+    check_int_range(m.ffn_hidden, 1, limits::max_hidden, "ffn_hidden", at + "/ffn_hidden");
+    check_int_range(m.heads, 1, limits::max_heads, "heads", at + "/heads");
+    check_int_range(m.kv_heads, 1, limits::max_heads, "kv_heads", at + "/kv_heads");
+    if (m.hidden % m.heads != 0)
+      throw Error(ErrorKind::input,
+                  "hidden " + std::to_string(m.hidden) + " is not divisible by heads " + std::to_string(m.heads),
+                  {.file = {}, .path = at + "/heads", .expected = "a divisor of hidden"});
+    if (m.heads % m.kv_heads != 0)
+      throw Error(ErrorKind::input,
+                  "heads " + std::to_string(m.heads) + " is not divisible by kv_heads " + std::to_string(m.kv_heads),
+                  {.file = {}, .path = at + "/kv_heads", .expected = "a divisor of heads (grouped-query attention)"});
+    if (m.vocab) check_int_range(*m.vocab, 1, limits::max_vocab, "vocab", at + "/vocab");
+    if (m.role == ModuleRole::backbone) ++backbones;
+    if (m.role == ModuleRole::encoder) {
+      if (!m.feeds)
+        throw Error(ErrorKind::input, "encoder \"" + m.name + "\" feeds no module",
+                    {.file = {}, .path = at + "/feeds", .expected = "the name of the module that consumes this encoder's output"});
+      const double r = m.output_tokens_per_input_token;
+      if (!(std::isfinite(r) && r > 0 && r <= limits::max_output_tokens_per_input_token))
+        throw Error(ErrorKind::input, "output_tokens_per_input_token is " + detail::number_text(r),
+                    {.file = {}, .path = at + "/output_tokens_per_input_token", .expected = "a number in (0, 1024]"});
+    }
+    if (m.feeds) {
+      const auto f = *m.feeds;
+      if (!f.valid() || f.index() >= n)
+        throw Error(ErrorKind::input, "feeds names module #" + std::to_string(f.value()) + ", which does not exist",
+                    {.file = {}, .path = at + "/feeds", .expected = "one of " + detail::module_names(model)});
+      if (f.index() <= i) {
+        // Follow the chain from i: it returns to i exactly when the feeds form a cycle.
+        std::string cycle = m.name;
+        std::size_t cur = i;
+        bool is_cycle = false;
+        for (std::size_t steps = 0; steps <= n; ++steps) {
+          const auto& nx = model.modules[cur].feeds;
+          if (!nx || !nx->valid() || nx->index() >= n) break;
+          cur = nx->index();
+          cycle += " -> " + model.modules[cur].name;
+          if (cur == i) {
+            is_cycle = true;
+            break;
+          }
+        }
+        if (is_cycle)
+          throw Error(ErrorKind::input, "feeds form a cycle: " + cycle,
+                      {.file = {}, .path = at + "/feeds", .expected = "an acyclic data flow"});
+        throw Error(ErrorKind::input,
+                    "\"" + m.name + "\" feeds \"" + model.modules[f.index()].name + "\", which is listed before it",
+                    {.file = {}, .path = at + "/feeds", .expected = "a module listed after this one (modules are in data-flow order)"});
+      }
+    }
+  }
+  if (backbones != 1)
+    throw Error(ErrorKind::input, "the model has " + std::to_string(backbones) + " backbone modules",
+                {.file = {}, .path = "/modules", .expected = "exactly one module with role \"backbone\""});
+  for (std::size_t i = 0; i < n; ++i) {
+    const ModuleSpec& m = model.modules[i];
+    const bool fed = !model.feeders(ModuleId{static_cast<ModuleId::rep>(i)}).empty();
+    const std::string at = "/modules/" + std::to_string(i);
+    if (m.role == ModuleRole::generator && !fed)
+      throw Error(ErrorKind::input, "generator \"" + m.name + "\" is fed by no module",
+                  {.file = {}, .path = at + "/role", .expected = "a module whose \"feeds\" names this generator (its conditioning)"});
+    if (m.cross_attention && !fed)
+      throw Error(ErrorKind::input, "\"" + m.name + "\" has cross_attention but no module feeds it",
+                  {.file = {}, .path = at + "/cross_attention", .expected = "false, or a module whose \"feeds\" names this one"});
+  }
+}
+
+/// Checks a setup on its own: layout sizes, device and link figures, the microbatch budget
+/// (module named, max_tokens > 0, max_items > 0 when given), a tensor-parallel link when
+/// tensor_parallel > 1, optimizer_bytes_per_param > 0. Whether the budget module exists in a
+/// model is check_compatible's business.
+inline void validate(const Setup& s) {
+  using detail::check_int_range;
+  using detail::check_positive;
+  check_int_range(s.pipeline_stages, 1, limits::max_pipeline_stages, "pipeline_stages", "/pipeline_stages");
+  check_int_range(s.tensor_parallel, 1, limits::max_tensor_parallel, "tensor_parallel", "/tensor_parallel");
+  check_int_range(s.data_parallel, 1, limits::max_data_parallel, "data_parallel", "/data_parallel");
+  check_positive(s.device.bf16_tflops, false, "bf16_tflops", "/device/bf16_tflops");
+  check_positive(s.device.hbm_gb_per_s, false, "hbm_gb_per_s", "/device/hbm_gb_per_s");
+  check_positive(s.device.memory_gib, false, "memory_gib", "/device/memory_gib");
+  check_positive(s.device.reserved_gib, true, "reserved_gib", "/device/reserved_gib");
+  if (!(s.device.reserved_gib < s.device.memory_gib))
+    throw Error(ErrorKind::input,
+                "reserved_gib " + detail::number_text(s.device.reserved_gib) + " leaves no memory of memory_gib " +
+                    detail::number_text(s.device.memory_gib),
+                {.file = {}, .path = "/device/reserved_gib", .expected = "less than memory_gib"});
+  check_positive(s.pipeline_link.gb_per_s, false, "gb_per_s", "/links/pipeline/gb_per_s");
+  check_positive(s.pipeline_link.latency_us, true, "latency_us", "/links/pipeline/latency_us");
+  if (s.tensor_parallel_link) {
+    check_positive(s.tensor_parallel_link->gb_per_s, false, "gb_per_s", "/links/tensor_parallel/gb_per_s");
+    check_positive(s.tensor_parallel_link->latency_us, true, "latency_us", "/links/tensor_parallel/latency_us");
+  } else if (s.tensor_parallel > 1) {
+    throw Error(ErrorKind::input,
+                "tensor_parallel is " + std::to_string(s.tensor_parallel) + " but links.tensor_parallel is missing",
+                {.file = {}, .path = "/links/tensor_parallel", .expected = "{\"gb_per_s\": ..., \"latency_us\": ...} when tensor_parallel > 1"});
+  }
+  if (s.microbatch.module.empty())
+    throw Error(ErrorKind::input, "empty microbatch module name",
+                {.file = {}, .path = "/microbatch/module", .expected = "the name of a module of the model"});
+  check_int_range(s.microbatch.max_tokens, 1, limits::max_microbatch_tokens, "max_tokens", "/microbatch/max_tokens");
+  if (s.microbatch.max_items)
+    check_int_range(*s.microbatch.max_items, 1, limits::max_microbatch_items, "max_items", "/microbatch/max_items");
+  check_int_range(s.microbatches_per_step, 1, limits::max_microbatches_per_step, "microbatches_per_step",
+                  "/microbatches_per_step");
+  if (!(std::isfinite(s.optimizer_bytes_per_param) && s.optimizer_bytes_per_param > 0 &&
+        s.optimizer_bytes_per_param <= 1024))
+    throw Error(ErrorKind::input, "optimizer_bytes_per_param is " + detail::number_text(s.optimizer_bytes_per_param),
+                {.file = {}, .path = "/optimizer_bytes_per_param", .expected = "a number in (0, 1024]"});
+}
+
+/// Checks that a setup fits a model: the microbatch budget's module exists, and max_items is
+/// given only for a module that consumes items (an encoder or a generator; the backbone
+/// consumes text plus encoder outputs). Paths refer to the setup file.
+inline void check_compatible(const ModelSpec& model, const Setup& setup) {
+  const auto id = model.find(setup.microbatch.module);
+  if (!id)
+    throw Error(ErrorKind::input,
+                "microbatch.module \"" + setup.microbatch.module + "\" is not a module of model \"" + model.name + "\"",
+                {.file = {}, .path = "/microbatch/module", .expected = "one of " + detail::module_names(model)});
+  const ModuleSpec& m = model.module(*id);
+  if (setup.microbatch.max_items && m.role == ModuleRole::backbone)
+    throw Error(ErrorKind::input,
+                "max_items is given but budget module \"" + m.name + "\" is the backbone, which consumes no items",
+                {.file = {}, .path = "/microbatch/max_items", .expected = "no max_items, or an encoder or generator as microbatch.module"});
+}
+
+}  // namespace pipeweaver

@@ -1,0 +1,439 @@
+#pragma once
+// Dual-queue interleaving (DESIGN §2.3, issue 4 item 3): a greedy list scheduler that turns
+// segment priorities into a per-rank order of stages.
+//
+// A stage enters its rank's forward or backward queue once every input is scheduled; its ready
+// time is  max over inputs u of end(u) + transfer(u, v)  (transfer is zero on one rank). Each
+// rank r keeps t_last (end of its last stage) and the type it ran last. Repeatedly:
+//   * take the rank whose next possible start  s_r = max(t_last_r, earliest ready time among its
+//     eligible queued stages)  is smallest (ties: lowest rank);
+//   * among its stages ready by s_r: if both queues have one, alternate F and B from the type
+//     run last (1F1B-like); otherwise take the one queue that has one; within a queue the
+//     highest priority goes first (ties: lowest node index). When nothing is ready before
+//     t_last this is the stage ready earliest, so independent work fills bubbles;
+//   * a forward whose activation bytes would push the rank over its budget is skipped (the
+//     highest-priority ready forward that fits runs instead); when none fits, the forward queue
+//     pauses until a backward of that rank releases memory (the backward of a stage releases its
+//     forward's bytes; for a split backward, the weight part does) or a forward that fits
+//     arrives. With admission groups (InterleaveInput::group, e.g. the microbatch), a group's
+//     first forward on a rank reserves room for all its forwards there, so a started group never
+//     blocks on memory and pausing cannot deadlock as long as each group fits alone. If every
+//     rank is nevertheless stalled by forwards that do not fit, the forward that can start
+//     earliest runs anyway and the result reports memory_respected = false (the caller treats
+//     that as infeasible or retries with more frugal strategies).
+// Because the rank with the smallest possible start is always served, every stage that could be
+// ready by that start is already queued: it is a true list scheduler (no lookahead needed).
+// O(n·(P + log n)) per call when forwards fit (plus a scan of the ready forwards when the
+// top one does not); buffers are kept in the object and reused across calls.
+// std-only (compiles under nvcc).
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/core/memory_strategy.hpp"
+#include "pipeweaver/core/pass.hpp"
+#include "pipeweaver/core/units.hpp"
+#include "pipeweaver/schedule/stage_graph.hpp"
+
+namespace pipeweaver {
+
+struct InterleaveInput {
+  std::span<const std::int64_t> priority;     ///< per node, higher runs first
+  std::span<const Nanoseconds> latency;       ///< per node
+  std::span<const Bytes> activation_bytes;    ///< per node (read for forwards); empty: no memory limit
+  std::span<const Bytes> memory_budget;       ///< per rank, static memory already subtracted; empty: unlimited
+  std::span<const MemoryStrategy> strategy;   ///< per node, copied into the schedule; empty: none
+  /// Per node, an admission group >= 0 (e.g. its microbatch); empty: every forward on its own.
+  /// See "admission control" below: groups keep memory pausing from deadlocking.
+  std::span<const std::int32_t> group;
+};
+
+struct InterleaveResult {
+  Schedule schedule;
+  std::vector<Nanoseconds> start;  ///< per node
+  std::vector<Nanoseconds> end;    ///< per node
+  Nanoseconds step_time{0};        ///< latest end
+  std::vector<Bytes> peak_activation;  ///< per rank, largest sum of held activation bytes
+  bool memory_respected = true;    ///< false when a forward had to overflow its rank's budget
+  bool complete = true;            ///< false when some node never became ready (a dependency cycle)
+};
+
+class DualQueueInterleaver {
+ public:
+  /// Precomputes what depends only on `graph` (which backward releases which forward's
+  /// activations); later runs on the same graph object skip that work. Call it again if the
+  /// graph changes while this interleaver is kept (runs on another graph recompute it each time).
+  void prepare(const StageGraph& graph) {
+    prepare_release(graph);
+    prepared_ = &graph;
+  }
+
+  /// `transfer(from, to) -> Nanoseconds` for an edge between nodes on different ranks.
+  template <class TransferFn>
+  [[nodiscard]] InterleaveResult run(const StageGraph& graph, const InterleaveInput& in, TransferFn&& transfer) {
+    InterleaveResult out;
+    run(graph, in, transfer, out);
+    return out;
+  }
+
+  /// As above, writing into `out` (its buffers are reused).
+  template <class TransferFn>
+  void run(const StageGraph& graph, const InterleaveInput& in, TransferFn&& transfer, InterleaveResult& out) {
+    const std::size_t n = graph.nodes.size();
+    check(graph, in);
+    int P = static_cast<int>(in.memory_budget.size());
+    for (const auto& nd : graph.nodes) P = std::max(P, nd.rank.value() + 1);
+    const auto Pu = static_cast<std::size_t>(P);
+    if (prepared_ != &graph || release_.size() != n) prepare_release(graph);
+
+    out.schedule.ranks.resize(Pu);
+    for (auto& r : out.schedule.ranks) r.clear();
+    out.start.assign(n, Nanoseconds{0});
+    out.end.assign(n, Nanoseconds{0});
+    out.peak_activation.assign(Pu, Bytes{0});
+    out.memory_respected = true;
+    out.complete = true;
+    out.step_time = Nanoseconds{0};
+
+    remaining_.resize(n);
+    ready_.assign(n, 0);
+    auto& per_rank = per_rank_;
+    per_rank.assign(Pu, 0);
+    for (std::size_t v = 0; v < n; ++v) {
+      remaining_[v] = static_cast<std::int32_t>(graph.nodes[v].inputs.size());
+      ++per_rank[static_cast<std::size_t>(graph.nodes[v].rank.value())];
+    }
+    ranks_.resize(Pu);
+    for (std::size_t r = 0; r < Pu; ++r) {
+      RankState& rs = ranks_[r];
+      for (auto* q : {&rs.pend[0], &rs.pend[1], &rs.rdy[0], &rs.rdy[1]}) {
+        q->clear();
+        q->reserve(per_rank[r]);
+      }
+      rs.t_last = 0;
+      rs.last_forward = false;  // so that the first choice between F and B is a forward
+      rs.paused = false;
+      rs.paused_next = kInf;
+      rs.mem = 0;
+      rs.reserved = 0;
+      out.schedule.ranks[r].reserve(per_rank[r]);
+    }
+
+    next_.assign(Pu, kInf);
+    dirty_.assign(Pu, 1);
+    tracked_ = !in.activation_bytes.empty();
+    limited_ = tracked_ && !in.memory_budget.empty();
+    prepare_groups(graph, in, Pu);
+    for (std::size_t v = 0; v < n; ++v)
+      if (remaining_[v] == 0) enqueue(graph, in, static_cast<NodeIndex>(v));
+
+    std::size_t done = 0;
+    while (done < n) {
+      // The rank that can start something earliest. A rank's next start only changes when it
+      // runs something or receives a stage, so it is recomputed only then (dirty_).
+      std::int64_t best_s = kInf;
+      std::size_t best_r = 0;
+      for (std::size_t r = 0; r < Pu; ++r) {
+        if (dirty_[r]) {
+          next_[r] = next_start(ranks_[r]);
+          dirty_[r] = 0;
+        }
+        if (next_[r] < best_s) {
+          best_s = next_[r];
+          best_r = r;
+        }
+      }
+      bool force = false;
+      if (best_s == kInf) {
+        // Stalled: only forwards that do not fit remain queued. Run the earliest one over budget.
+        for (std::size_t r = 0; r < Pu; ++r) {
+          const std::int64_t s = any_forward_start(ranks_[r]);
+          if (s < best_s) {
+            best_s = s;
+            best_r = r;
+          }
+        }
+        if (best_s == kInf) {
+          out.complete = false;
+          break;
+        }
+        force = true;
+      }
+      RankState& rs = ranks_[best_r];
+      dirty_[best_r] = 1;
+      promote(rs, 0, best_s);
+      promote(rs, 1, best_s);
+      // Highest-priority ready forward that fits (the heap top in the common case).
+      std::size_t f_pos = kNone;
+      if (!rs.rdy[0].empty()) {
+        if (force || fits(graph, in, rs, best_r, rs.rdy[0].front().node)) {
+          f_pos = 0;
+        } else {
+          for (std::size_t i = 1; i < rs.rdy[0].size(); ++i)
+            if ((f_pos == kNone || rdy_after(rs.rdy[0][f_pos], rs.rdy[0][i])) && fits(graph, in, rs, best_r, rs.rdy[0][i].node))
+              f_pos = i;
+        }
+      }
+      const bool f_ok = f_pos != kNone;
+      const bool b_ok = !rs.rdy[1].empty();
+      bool take_forward;
+      if (f_ok && b_ok) take_forward = !rs.last_forward;
+      else if (f_ok) take_forward = true;
+      else if (b_ok) take_forward = false;
+      else {
+        // Nothing fits now: pause the forward queue until a backward releases memory or a
+        // forward that fits arrives.
+        pause(graph, in, rs, best_r);
+        continue;
+      }
+      if (force) out.memory_respected = false;
+      const NodeIndex v = take_forward ? take(rs.rdy[0], f_pos) : take(rs.rdy[1], 0);
+      const auto vu = static_cast<std::size_t>(v);
+      const std::int64_t start = std::max(rs.t_last, ready_[vu]);
+      const std::int64_t end = start + in.latency[vu].count();
+      out.start[vu] = Nanoseconds{start};
+      out.end[vu] = Nanoseconds{end};
+      out.step_time = std::max(out.step_time, Nanoseconds{end});
+      out.schedule.ranks[best_r].push_back({v, in.strategy.empty() ? MemoryStrategy{} : in.strategy[vu]});
+      rs.t_last = end;
+      rs.last_forward = take_forward;
+      if (tracked_) {
+        if (take_forward && holds(v)) {
+          rs.reserved += admission_cost(graph, in, rs, best_r, v);
+          admit(graph, in, best_r, v);
+          rs.paused = false;  // recomputed at the next decision if nothing fits any more
+          rs.mem += in.activation_bytes[vu].count();
+          out.peak_activation[best_r] = std::max(out.peak_activation[best_r], Bytes{rs.mem});
+        } else if (!take_forward && holder_[vu] >= 0) {
+          const std::int64_t freed = in.activation_bytes[static_cast<std::size_t>(holder_[vu])].count();
+          rs.mem -= freed;
+          rs.reserved -= freed;
+          rs.paused = false;
+        }
+      }
+      ++done;
+      for (NodeIndex u : graph.nodes[vu].outputs) {
+        const auto uu = static_cast<std::size_t>(u);
+        std::int64_t arrive = end;
+        if (rank_[uu] != rank_[vu]) arrive += Nanoseconds{transfer(v, u)}.count();
+        ready_[uu] = std::max(ready_[uu], arrive);
+        if (--remaining_[uu] == 0) enqueue(graph, in, u);
+      }
+    }
+  }
+
+ private:
+  static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max();
+
+  struct Entry {
+    std::int64_t ready;
+    std::int64_t priority;
+    NodeIndex node;
+  };
+  // Pending heap: earliest ready first, then priority, then node. std heaps are max-heaps, so
+  // the comparators say "a comes after b".
+  static bool pend_after(const Entry& a, const Entry& b) {
+    if (a.ready != b.ready) return a.ready > b.ready;
+    if (a.priority != b.priority) return a.priority < b.priority;
+    return a.node > b.node;
+  }
+  static bool rdy_after(const Entry& a, const Entry& b) {
+    if (a.priority != b.priority) return a.priority < b.priority;
+    return a.node > b.node;
+  }
+  struct RankState {
+    std::vector<Entry> pend[2];  ///< [0] forwards, [1] backwards, not yet ready by the rank's clock
+    std::vector<Entry> rdy[2];
+    std::int64_t t_last = 0;
+    std::int64_t mem = 0;       ///< activation bytes held now
+    std::int64_t reserved = 0;  ///< bytes held + promised to admitted groups' later forwards
+    std::int64_t paused_next = kInf;  ///< while paused: earliest ready time of a queued forward that fits
+    bool last_forward = false;
+    bool paused = false;
+  };
+  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+
+  static std::int64_t queue_start(const RankState& rs, int q) {
+    std::int64_t e = kInf;
+    if (!rs.rdy[q].empty()) e = rs.t_last;
+    if (!rs.pend[q].empty()) e = std::min(e, std::max(rs.t_last, rs.pend[q].front().ready));
+    return e;
+  }
+  static std::int64_t next_start(const RankState& rs) {
+    const std::int64_t f = rs.paused ? (rs.paused_next == kInf ? kInf : std::max(rs.t_last, rs.paused_next))
+                                     : queue_start(rs, 0);
+    return std::min(f, queue_start(rs, 1));
+  }
+  static std::int64_t any_forward_start(const RankState& rs) { return queue_start(rs, 0); }
+
+  // Admission control. Without groups, a forward needs room for its own bytes. With groups
+  // (e.g. microbatches), the first forward of a group on a rank reserves the bytes of all the
+  // group's forwards there, and the group's later forwards are covered: a group that started
+  // can always finish, so forwards never block the backwards that would free memory.
+  [[nodiscard]] std::int64_t admission_cost(const StageGraph& g, const InterleaveInput& in, const RankState&, std::size_t r,
+                                            NodeIndex v) const {
+    const auto vu = static_cast<std::size_t>(v);
+    if (!holds(v)) return 0;
+    if (in.group.empty()) return in.activation_bytes[vu].count();
+    (void)g;
+    const std::size_t slot = static_cast<std::size_t>(in.group[vu]) * ranks_.size() + r;
+    return admitted_[slot] ? 0 : group_bytes_[slot];
+  }
+  void admit(const StageGraph&, const InterleaveInput& in, std::size_t r, NodeIndex v) {
+    if (in.group.empty()) return;
+    admitted_[static_cast<std::size_t>(in.group[static_cast<std::size_t>(v)]) * ranks_.size() + r] = 1;
+  }
+  [[nodiscard]] bool fits(const StageGraph& g, const InterleaveInput& in, const RankState& rs, std::size_t r, NodeIndex v) const {
+    if (!limited_) return true;
+    return rs.reserved + admission_cost(g, in, rs, r, v) <= in.memory_budget[r].count();
+  }
+  void pause(const StageGraph& g, const InterleaveInput& in, RankState& rs, std::size_t r) {
+    rs.paused = true;
+    rs.paused_next = kInf;
+    for (int k = 0; k < 2; ++k) {
+      const auto& q = k == 0 ? rs.rdy[0] : rs.pend[0];
+      for (const Entry& e : q)
+        if (fits(g, in, rs, r, e.node)) rs.paused_next = std::min(rs.paused_next, e.ready);
+    }
+  }
+  void prepare_groups(const StageGraph& g, const InterleaveInput& in, std::size_t P) {
+    if (in.group.empty() || !tracked_) return;
+    std::int32_t G = 0;
+    for (std::size_t v = 0; v < g.nodes.size(); ++v) G = std::max(G, in.group[v] + 1);
+    group_bytes_.assign(static_cast<std::size_t>(G) * P, 0);
+    admitted_.assign(static_cast<std::size_t>(G) * P, 0);
+    for (std::size_t v = 0; v < g.nodes.size(); ++v)
+      if (g.nodes[v].stage.pass == Pass::forward && holds(static_cast<NodeIndex>(v)))
+        group_bytes_[static_cast<std::size_t>(in.group[v]) * P + g.nodes[v].rank.index()] += in.activation_bytes[v].count();
+  }
+  static void promote(RankState& rs, int q, std::int64_t s) {
+    auto& pend = rs.pend[q];
+    while (!pend.empty() && pend.front().ready <= s) {
+      std::pop_heap(pend.begin(), pend.end(), pend_after);
+      rs.rdy[q].push_back(pend.back());
+      pend.pop_back();
+      std::push_heap(rs.rdy[q].begin(), rs.rdy[q].end(), rdy_after);
+    }
+  }
+  /// Removes entry `i` of a ready heap (0 = its top) and returns its node.
+  static NodeIndex take(std::vector<Entry>& heap, std::size_t i) {
+    const NodeIndex v = heap[i].node;
+    if (i == 0) {
+      std::pop_heap(heap.begin(), heap.end(), rdy_after);
+      heap.pop_back();
+    } else {
+      heap[i] = heap.back();
+      heap.pop_back();
+      std::make_heap(heap.begin(), heap.end(), rdy_after);
+    }
+    return v;
+  }
+  void enqueue(const StageGraph& g, const InterleaveInput& in, NodeIndex v) {
+    const auto vu = static_cast<std::size_t>(v);
+    const auto r = static_cast<std::size_t>(rank_[vu]);
+    auto& rs = ranks_[r];
+    dirty_[r] = 1;
+    const bool forward = forward_[vu] != 0;
+    auto& pend = rs.pend[forward ? 0 : 1];
+    pend.push_back({ready_[vu], in.priority[vu], v});
+    std::push_heap(pend.begin(), pend.end(), pend_after);
+    if (forward && rs.paused && fits(g, in, rs, r, v)) rs.paused_next = std::min(rs.paused_next, ready_[vu]);
+  }
+  [[nodiscard]] bool holds(NodeIndex forward) const { return release_[static_cast<std::size_t>(forward)] >= 0; }
+
+  // release_[forward] = the backward node that frees its activations (-1: none, the forward
+  // holds nothing); holder_[backward] = the forward whose activations it frees (-1: none).
+  void prepare_release(const StageGraph& g) {
+    prepared_ = nullptr;
+    const std::size_t n = g.nodes.size();
+    release_.assign(n, -1);
+    holder_.assign(n, -1);
+    rank_.resize(n);
+    forward_.resize(n);
+    for (std::size_t v = 0; v < n; ++v) {
+      rank_[v] = g.nodes[v].rank.value();
+      forward_[v] = g.nodes[v].stage.pass == Pass::forward ? 1 : 0;
+    }
+    keys_.clear();
+    for (std::size_t v = 0; v < n; ++v) {
+      const StageRef& s = g.nodes[v].stage;
+      if (s.pass == Pass::forward) keys_.push_back({s.module.value(), s.chunk, s.sub_microbatch.value(), static_cast<NodeIndex>(v)});
+    }
+    std::sort(keys_.begin(), keys_.end());
+    for (std::size_t v = 0; v < n; ++v) {
+      const StageRef& s = g.nodes[v].stage;
+      if (s.pass != Pass::backward && s.pass != Pass::backward_weight) continue;
+      const Key k{s.module.value(), s.chunk, s.sub_microbatch.value(), -1};
+      auto it = std::lower_bound(keys_.begin(), keys_.end(), k);
+      if (it == keys_.end() || it->module != k.module || it->chunk != k.chunk || it->smb != k.smb) continue;
+      release_[static_cast<std::size_t>(it->node)] = static_cast<NodeIndex>(v);
+      holder_[v] = it->node;
+    }
+  }
+
+  static void check(const StageGraph& g, const InterleaveInput& in) {
+    const std::size_t n = g.nodes.size();
+    auto need = [&](std::size_t got, const char* what) {
+      if (got != n)
+        throw Error(ErrorKind::input,
+                    std::string(what) + " has " + std::to_string(got) + " entries for " + std::to_string(n) + " stage nodes",
+                    ErrorContext{{}, std::string("InterleaveInput::") + what, "one entry per node"});
+    };
+    need(in.priority.size(), "priority");
+    need(in.latency.size(), "latency");
+    if (!in.activation_bytes.empty()) need(in.activation_bytes.size(), "activation_bytes");
+    if (!in.strategy.empty()) need(in.strategy.size(), "strategy");
+    if (!in.group.empty()) {
+      need(in.group.size(), "group");
+      for (std::size_t v = 0; v < n; ++v)
+        if (in.group[v] < 0 || static_cast<std::size_t>(in.group[v]) > n)
+          throw Error(ErrorKind::input, "admission group " + std::to_string(in.group[v]) + " out of range",
+                      ErrorContext{{}, "node " + std::to_string(v), "0 <= group <= node count"});
+    }
+    for (std::size_t v = 0; v < n; ++v) {
+      const StageNode& nd = g.nodes[v];
+      auto where = [v] { return "node " + std::to_string(v); };  // built only on error: this runs per call
+      if (nd.rank.value() < 0 || (!in.memory_budget.empty() && nd.rank.index() >= in.memory_budget.size()))
+        throw Error(ErrorKind::input, "rank " + std::to_string(nd.rank.value()) + " out of range",
+                    ErrorContext{{}, where(), "0 <= rank < " + std::to_string(in.memory_budget.size()) + " (memory_budget entries)"});
+      if (in.latency[v] < Nanoseconds{0})
+        throw Error(ErrorKind::input, "negative latency", ErrorContext{{}, where(), "latency >= 0"});
+      for (NodeIndex u : nd.inputs)
+        if (u < 0 || static_cast<std::size_t>(u) >= n)
+          throw Error(ErrorKind::input, "input " + std::to_string(u) + " out of range",
+                      ErrorContext{{}, where(), "0 <= input < " + std::to_string(n)});
+      for (NodeIndex u : nd.outputs)
+        if (u < 0 || static_cast<std::size_t>(u) >= n)
+          throw Error(ErrorKind::input, "output " + std::to_string(u) + " out of range",
+                      ErrorContext{{}, where(), "0 <= output < " + std::to_string(n)});
+    }
+  }
+
+  struct Key {
+    std::int32_t module, chunk, smb;
+    NodeIndex node;
+    friend auto operator<=>(const Key&, const Key&) = default;
+  };
+  const StageGraph* prepared_ = nullptr;  ///< graph whose release_/holder_ are kept (prepare())
+  std::vector<std::size_t> per_rank_;
+  std::vector<std::int64_t> next_;  ///< per rank: cached next_start
+  std::vector<char> dirty_;         ///< per rank: next_ must be recomputed
+  std::vector<RankState> ranks_;
+  std::vector<std::int32_t> remaining_;
+  std::vector<std::int64_t> ready_;
+  std::vector<NodeIndex> release_, holder_;
+  std::vector<std::int32_t> rank_;  ///< per node (prepared with release_)
+  std::vector<char> forward_;       ///< per node: a forward stage
+  std::vector<Key> keys_;
+  std::vector<std::int64_t> group_bytes_;  ///< [group * P + rank]: bytes of the group's forwards on the rank
+  std::vector<char> admitted_;             ///< [group * P + rank]
+  bool tracked_ = false, limited_ = false;
+};
+
+}  // namespace pipeweaver

@@ -1,0 +1,451 @@
+#pragma once
+// Scores a segment-unit order (DESIGN §2.3, the inner two phases of the search):
+//   order -> priorities -> dual-queue interleaving -> per-rank memory optimisation -> fast
+//   emulation (emulate_schedule) -> step time; score = lower_bound / step_time in (0, 1].
+//
+// StepTables holds everything the cost model says about one step (read-only once built, shared
+// by every search worker): per forward/backward stage pair its candidate strategies (shared by
+// pairs with the same module, layer count, position class and sub-microbatch shape, through a
+// StageCostCache that the caller may keep across steps), the per-pass latency of every
+// candidate, per-edge transfer times, static memory and budgets, and the lower bound.
+//
+// The interleaver runs with every pair at a base strategy — the most frugal (as DESIGN says:
+// it keeps more work in flight, and the optimiser then buys time back with the memory left) and,
+// with try_both_bases, also the fastest (no recompute at all when that fits) — and the better
+// outcome is kept. The interleaver's admission groups are microbatches, so memory pausing never
+// deadlocks when one microbatch fits. An order whose schedule cannot fit memory even at the
+// most frugal strategies scores feasible = false (score 0.01 · lower_bound / step_time, so
+// infeasible orders still rank among themselves but below every feasible one).
+// ScheduleEvaluator is one worker's scratch (not thread-safe; one per thread).
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <map>
+#include <span>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "pipeweaver/core/concepts.hpp"
+#include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/units.hpp"
+#include "pipeweaver/emulate/lower_bound.hpp"
+#include "pipeweaver/emulate/schedule_emulator.hpp"
+#include "pipeweaver/emulate/stage_cost_cache.hpp"
+#include "pipeweaver/model/memory.hpp"
+#include "pipeweaver/model/model_spec.hpp"
+#include "pipeweaver/model/setup.hpp"
+#include "pipeweaver/partition/dip_partitioner.hpp"
+#include "pipeweaver/schedule/dual_queue_interleaver.hpp"
+#include "pipeweaver/schedule/partition.hpp"
+#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/schedule/stage_graph.hpp"
+#include "pipeweaver/search/memory_optimizer.hpp"
+#include "pipeweaver/search/segments.hpp"
+
+namespace pipeweaver {
+
+struct StepTablesOptions {
+  CandidateOptions candidates{.max_candidates = 10, .selective = true, .offload = true, .max_evaluations = 120};
+};
+
+/// Read-only description of one step for the search (see the header comment).
+struct StepTables {
+  const StageGraph* graph = nullptr;
+  const SegmentUnits* units = nullptr;
+  int ranks = 1;
+  std::vector<std::int32_t> pair_of_node;       ///< per node: its stage pair
+  std::vector<NodeIndex> forward_of_pair;       ///< per pair
+  std::vector<std::int32_t> list_of_pair;       ///< per pair: index into candidate_lists
+  std::vector<std::vector<StrategyCandidate>> candidate_lists;  ///< fastest first
+  /// [list][candidate][pass]: latency of the pair's stage in each pass under that candidate.
+  std::vector<std::vector<std::array<Nanoseconds, 4>>> pass_latency;
+  std::vector<std::int32_t> microbatch_of_node;
+  std::vector<std::vector<Nanoseconds>> out_transfer;  ///< parallel to graph->nodes[u].outputs
+  std::vector<Bytes> static_memory;   ///< per rank
+  Bytes capacity{0};
+  std::vector<Bytes> activation_budget;  ///< per rank: capacity − static (may be negative)
+  LowerBound bound;                   ///< at MemoryStrategy{} (emulate/lower_bound.hpp)
+
+  [[nodiscard]] Nanoseconds transfer(NodeIndex u, NodeIndex v) const {
+    const auto& outs = graph->nodes[static_cast<std::size_t>(u)].outputs;
+    for (std::size_t i = 0; i < outs.size(); ++i)
+      if (outs[i] == v) return out_transfer[static_cast<std::size_t>(u)][i];
+    return Nanoseconds{0};
+  }
+};
+
+/// Builds the tables. Throws Error{infeasible} when the partition's static memory exceeds the
+/// capacity on some rank (check_static_memory).
+template <class C>
+  requires CostModel<C, StageSpec, SubMicrobatchSpec>
+[[nodiscard]] StepTables build_step_tables(const ModelSpec& model, const Setup& setup, const Partition& partition,
+                                           std::span<const SubMicrobatchSpec> smbs, const StageGraph& graph,
+                                           const SegmentUnits& units, StageCostCache<C>& cache,
+                                           const StepTablesOptions& options = {}) {
+  check_static_memory(model, setup, partition);
+  StepTables t;
+  t.graph = &graph;
+  t.units = &units;
+  t.ranks = partition.ranks;
+  const std::size_t n = graph.nodes.size();
+  // Pairs: one per forward; backwards join their forward's pair (module, chunk, smb).
+  std::map<std::tuple<int, int, int>, std::int32_t> pair_by_stage;
+  t.pair_of_node.assign(n, -1);
+  for (std::size_t v = 0; v < n; ++v) {
+    const StageRef& s = graph.nodes[v].stage;
+    if (s.pass != Pass::forward) continue;
+    const auto p = static_cast<std::int32_t>(t.forward_of_pair.size());
+    pair_by_stage[{s.module.value(), s.chunk, s.sub_microbatch.value()}] = p;
+    t.forward_of_pair.push_back(static_cast<NodeIndex>(v));
+    t.pair_of_node[v] = p;
+  }
+  std::vector<std::vector<NodeIndex>> backwards_of_pair(t.forward_of_pair.size());
+  for (std::size_t v = 0; v < n; ++v) {
+    const StageRef& s = graph.nodes[v].stage;
+    if (s.pass == Pass::forward) continue;
+    auto it = pair_by_stage.find({s.module.value(), s.chunk, s.sub_microbatch.value()});
+    if (it == pair_by_stage.end())
+      throw Error(ErrorKind::invalid_plan, "backward stage node " + std::to_string(v) + " has no forward",
+                  ErrorContext{{}, "node " + std::to_string(v), "a forward node for every backward stage"});
+    t.pair_of_node[v] = it->second;
+    backwards_of_pair[static_cast<std::size_t>(it->second)].push_back(static_cast<NodeIndex>(v));
+  }
+  // Candidate lists, shared by pairs with the same cache key.
+  std::vector<ShapeId> shape(smbs.size(), -1);
+  std::map<std::tuple<int, int, int, int, ShapeId, int>, std::int32_t> list_by_key;
+  t.list_of_pair.assign(t.forward_of_pair.size(), -1);
+  for (std::size_t p = 0; p < t.forward_of_pair.size(); ++p) {
+    const StageRef& s = graph.nodes[static_cast<std::size_t>(t.forward_of_pair[p])].stage;
+    const auto si = s.sub_microbatch.index();
+    if (shape[si] < 0) shape[si] = cache.intern(smbs[si]);
+    const Chunk& ch = partition.chunk(s.module, s.chunk);
+    const int L = model.module(s.module).layers;
+    const int pos = (ch.first_layer == 0 ? 1 : 0) + (ch.first_layer + ch.layer_count >= L ? 2 : 0);
+    int passes = 0;  // bit set of the backward passes the pair has
+    for (NodeIndex b : backwards_of_pair[p]) passes |= 1 << static_cast<int>(graph.nodes[static_cast<std::size_t>(b)].stage.pass);
+    const auto key = std::tuple{s.module.value(), ch.layer_count, pos, ch.first_layer * (cache.uniform_layers() ? 0 : 1), shape[si], passes};
+    auto it = list_by_key.find(key);
+    if (it != list_by_key.end()) {
+      t.list_of_pair[p] = it->second;
+      continue;
+    }
+    const auto id = static_cast<std::int32_t>(t.candidate_lists.size());
+    list_by_key.emplace(key, id);
+    t.list_of_pair[p] = id;
+    auto stage = [&](Pass pass) { return StageSpec::of(partition, s.module, s.chunk, pass); };
+    auto eval = [&](const MemoryStrategy& st) {
+      StrategyCost c;
+      const StageCost f = cache.stage_cost(stage(Pass::forward), smbs[si], shape[si], st);
+      c.time = f.latency;
+      c.bytes = f.activation;
+      for (int q = 1; q < 4; ++q)
+        if (passes & (1 << q)) c.time += cache.stage_cost(stage(static_cast<Pass>(q)), smbs[si], shape[si], st).latency;
+      return c;
+    };
+    std::vector<StrategyCandidate> list;
+    if (passes == 0) {  // no backward: nothing to trade, the forward keeps nothing
+      const StrategyCost c = eval(MemoryStrategy{});
+      list.push_back({MemoryStrategy{}, c.time, c.bytes});
+    } else {
+      list = candidate_strategies(ch.layer_count, eval, options.candidates);
+    }
+    std::vector<std::array<Nanoseconds, 4>> lat(list.size());
+    for (std::size_t k = 0; k < list.size(); ++k)
+      for (int q = 0; q < 4; ++q)
+        if (q == 0 || (passes & (1 << q)))
+          lat[k][static_cast<std::size_t>(q)] = cache.stage_cost(stage(static_cast<Pass>(q)), smbs[si], shape[si], list[k].strategy).latency;
+    t.candidate_lists.push_back(std::move(list));
+    t.pass_latency.push_back(std::move(lat));
+  }
+  t.microbatch_of_node.resize(n);
+  for (std::size_t v = 0; v < n; ++v)
+    t.microbatch_of_node[v] = smbs[graph.nodes[v].stage.sub_microbatch.index()].microbatch().value();
+  t.out_transfer.resize(n);
+  for (std::size_t u = 0; u < n; ++u) {
+    const auto& nu = graph.nodes[u];
+    t.out_transfer[u].resize(nu.outputs.size());
+    for (std::size_t i = 0; i < nu.outputs.size(); ++i) {
+      const auto& nv = graph.nodes[static_cast<std::size_t>(nu.outputs[i])];
+      t.out_transfer[u][i] = nv.rank == nu.rank ? Nanoseconds{0} : cache.cost().transfer_time(edge_bytes(cache.cost(), partition, smbs, nu, nv));
+    }
+  }
+  t.static_memory = static_memory_per_rank(model, setup, partition);
+  t.capacity = memory_capacity(setup);
+  for (Bytes s : t.static_memory) t.activation_budget.push_back(t.capacity - s);
+  t.bound = lower_bound(graph, partition, smbs, cache);
+  return t;
+}
+
+struct ScheduleEvaluatorOptions {
+  bool optimize_memory = true;  ///< run the per-rank memory optimiser (off: base strategies stay)
+  bool try_both_bases = true;   ///< interleave at the most frugal and at the fastest strategies
+  /// Per rollout the branch-and-bound gets a small node budget: the greedy warm start is
+  /// usually within the gap already, and a rollout must stay cheap.
+  MemoryOptimizerOptions memory{.gap = 0.05, .node_limit = 2000};
+};
+
+struct Evaluation {
+  bool feasible = false;
+  Nanoseconds step_time{0};
+  Schedule schedule;
+  double score = 0;
+};
+
+class ScheduleEvaluator {
+ public:
+  explicit ScheduleEvaluator(const StepTables& tables, ScheduleEvaluatorOptions options = {})
+      : t_(&tables), opt_(options) {
+    const std::size_t n = tables.graph->nodes.size();
+    for (int base = 0; base < 2; ++base) {
+      auto& lat = base_latency_[base];
+      auto& bytes = base_bytes_[base];
+      auto& strat = base_strategy_[base];
+      lat.resize(n);
+      bytes.resize(n);
+      strat.resize(n);
+      for (std::size_t v = 0; v < n; ++v) {
+        const auto p = static_cast<std::size_t>(tables.pair_of_node[v]);
+        const auto l = static_cast<std::size_t>(tables.list_of_pair[p]);
+        const std::size_t k = base == 0 ? tables.candidate_lists[l].size() - 1 : 0;  // 0: frugal, 1: fastest
+        const Pass pass = tables.graph->nodes[v].stage.pass;
+        lat[v] = tables.pass_latency[l][k][static_cast<std::size_t>(pass)];
+        bytes[v] = pass == Pass::forward ? tables.candidate_lists[l][k].bytes : Bytes{0};
+        strat[v] = tables.candidate_lists[l][k].strategy;
+      }
+    }
+    if (!(opt_.memory.gap >= 0))
+      throw Error(ErrorKind::input, "negative optimality gap", ErrorContext{{}, "MemoryOptimizerOptions::gap", ">= 0"});
+    // The fastest candidate of each list, as the solver orders them (time, then bytes, then index).
+    for (const auto& list : tables.candidate_lists) {
+      std::size_t f = 0;
+      for (std::size_t k = 1; k < list.size(); ++k)
+        if (list[k].time < list[f].time || (list[k].time == list[f].time && list[k].bytes < list[f].bytes)) f = k;
+      fastest_.push_back(static_cast<std::int32_t>(f));
+      list_span_.emplace_back(list);
+    }
+    const std::size_t pairs = tables.forward_of_pair.size();
+    pair_releases_.assign(pairs, 0);
+    fastest_bytes_.resize(pairs);
+    for (std::size_t p = 0; p < pairs; ++p) {
+      const auto l = static_cast<std::size_t>(tables.list_of_pair[p]);
+      fastest_bytes_[p] = tables.candidate_lists[l][static_cast<std::size_t>(fastest_[l])].bytes.count();
+    }
+    for (std::size_t v = 0; v < n; ++v) {
+      const Pass pass = tables.graph->nodes[v].stage.pass;
+      if (pass == Pass::backward || pass == Pass::backward_weight) pair_releases_[static_cast<std::size_t>(tables.pair_of_node[v])] = 1;
+    }
+    local_of_pair_.assign(pairs, -1);
+    dq_.prepare(*tables.graph);
+    // Per node, its smallest latency over its pair's candidates (a bound for any choice).
+    min_latency_.resize(n);
+    for (std::size_t v = 0; v < n; ++v) {
+      const auto l = static_cast<std::size_t>(tables.list_of_pair[static_cast<std::size_t>(tables.pair_of_node[v])]);
+      const auto q = static_cast<std::size_t>(tables.graph->nodes[v].stage.pass);
+      Nanoseconds m = tables.pass_latency[l][0][q];
+      for (const auto& c : tables.pass_latency[l]) m = std::min(m, c[q]);
+      min_latency_[v] = m;
+    }
+  }
+
+  /// Score of an order (see the header comment).
+  double operator()(std::span<const std::int32_t> order) { return evaluate(order, nullptr).score; }
+
+  /// Full evaluation; with `out`, the winning schedule is stored there.
+  Evaluation evaluate(std::span<const std::int32_t> order) {
+    Evaluation e;
+    (void)evaluate(order, &e);
+    return e;
+  }
+
+ private:
+  // The fastest base runs first when both are tried. The frugal base then only wins with a
+  // step time <= the fastest base's (ties go to the frugal base, as when it ran first), and
+  // whatever strategies the optimiser picks, its step time is at least that of its schedule
+  // emulated at each node's smallest candidate latency (the emulation is monotone in the
+  // latencies: fixed orders on ranks and links). When that bound already exceeds a feasible
+  // fastest-base result, the frugal base's memory optimisation and emulation are skipped:
+  // the result is the same, for about a third of the cost of a rollout.
+  Evaluation evaluate(std::span<const std::int32_t> order, Evaluation* out) {
+    const StepTables& t = *t_;
+    priorities_from_sequence(*t.units, order, unit_prio_, node_prio_);
+    auto transfer = [&](NodeIndex u, NodeIndex v) { return t.transfer(u, v); };
+    Evaluation best;
+    best.step_time = Nanoseconds::max();
+    bool fast_ran = false;
+    if (opt_.try_both_bases && run_base(1, transfer)) {
+      fast_ran = true;
+      best.feasible = base_feasible_;
+      best.step_time = timing_.step_time;
+      if (out) best.schedule = inter_.schedule;
+    }
+    const bool prune = fast_ran && best.feasible && opt_.optimize_memory;
+    if (run_base(0, transfer, prune ? best.step_time : Nanoseconds::max())) {
+      const bool feasible = base_feasible_;
+      const Nanoseconds step = timing_.step_time;
+      // The frugal base wins unless the fastest one is strictly better (it ran first before).
+      const bool fast_better = fast_ran && ((best.feasible && !feasible) || (best.feasible == feasible && best.step_time < step));
+      if (!fast_better) {
+        best.feasible = feasible;
+        best.step_time = step;
+        if (out) best.schedule = inter_.schedule;
+      }
+    }
+    if (best.step_time == Nanoseconds::max()) {
+      best.step_time = Nanoseconds{0};
+      best.score = 0;
+    } else {
+      const double s = static_cast<double>(t.bound.value.count()) / static_cast<double>(std::max<std::int64_t>(best.step_time.count(), 1));
+      best.score = best.feasible ? std::min(s, 1.0) : 0.01 * std::min(s, 1.0);
+    }
+    if (out) *out = std::move(best);
+    return best;
+  }
+
+  // Interleaves at base `base`, optimises memory and emulates into inter_/timing_/base_feasible_.
+  // False when the interleaving is incomplete, or when the schedule at its smallest latencies
+  // already takes longer than `beat` (the base cannot win; see evaluate).
+  template <class Transfer>
+  bool run_base(int base, const Transfer& transfer, Nanoseconds beat = Nanoseconds::max()) {
+    const StepTables& t = *t_;
+    InterleaveInput in{node_prio_, base_latency_[base], base_bytes_[base], t.activation_budget, base_strategy_[base],
+                       t.microbatch_of_node};
+    dq_.run(*t.graph, in, transfer, inter_);
+    if (!inter_.complete) return false;
+    if (beat != Nanoseconds::max()) {
+      emulate_schedule(*t.graph, inter_.schedule, std::span<const Nanoseconds>(min_latency_), transfer, timing_, timing_ws_);
+      if (timing_.step_time > beat) return false;
+    }
+    base_feasible_ = inter_.memory_respected;
+    lat_.assign(base_latency_[base].begin(), base_latency_[base].end());
+    if (opt_.optimize_memory) base_feasible_ = optimise_memory(inter_.schedule);
+    emulate_schedule(*t.graph, inter_.schedule, std::span<const Nanoseconds>(lat_), transfer, timing_, timing_ws_);
+    return true;
+  }
+
+  // Per rank: choose candidates under the memory limit, write strategies into the schedule and
+  // latencies into lat_. Returns false if some rank cannot fit. Equivalent to rank_pairs +
+  // alive_points + optimize_rank_memory per rank, with two shortcuts that do not change the
+  // result: the events come from the tables (no key sorting), and a rank on which every pair
+  // at its fastest candidate fits at every forward start takes the fastest everywhere without
+  // the solver (the solver's greedy start is then already feasible and optimal).
+  bool optimise_memory(Schedule& schedule) {
+    const StepTables& t = *t_;
+    bool ok = true;
+    for (std::size_t r = 0; r < schedule.ranks.size(); ++r) {
+      auto& list = schedule.ranks[r];
+      // Events in schedule order, pairs numbered locally in forward order (as rank_pairs does).
+      rank_pair_.clear();
+      events_.clear();
+      for (const ScheduledStage& st : list) {
+        const auto v = static_cast<std::size_t>(st.node);
+        const auto gp = static_cast<std::size_t>(t.pair_of_node[v]);
+        const Pass pass = t.graph->nodes[v].stage.pass;
+        if (pass == Pass::forward) {
+          const auto lp = static_cast<std::int32_t>(rank_pair_.size());
+          local_of_pair_[gp] = lp;
+          rank_pair_.push_back(static_cast<std::int32_t>(gp));
+          events_.push_back({lp, true});
+          if (!pair_releases_[gp]) events_.push_back({lp, false});
+        } else if (pass != Pass::backward_input && local_of_pair_[gp] >= 0) {
+          events_.push_back({local_of_pair_[gp], false});
+        }
+      }
+      const std::size_t np = rank_pair_.size();
+      alive_.assign(np, 0);
+      // Does every pair at its fastest fit at every forward start?
+      const std::int64_t budget = t.activation_budget[r].count();
+      std::int64_t load = 0;
+      bool fastest_fits = true;
+      for (const PairEvent& e : events_) {
+        const auto lp = static_cast<std::size_t>(e.pair);
+        const std::int64_t b = fastest_bytes_[static_cast<std::size_t>(rank_pair_[lp])];
+        if (e.forward) {
+          if (!alive_[lp]) {
+            alive_[lp] = 1;
+            load += b;
+          }
+          if (load > budget) {
+            fastest_fits = false;
+            break;
+          }
+        } else if (alive_[lp]) {
+          alive_[lp] = 0;
+          load -= b;
+        }
+      }
+      choice_.assign(np, 0);
+      if (fastest_fits) {
+        for (std::size_t i = 0; i < np; ++i) choice_[i] = fastest_[static_cast<std::size_t>(t.list_of_pair[static_cast<std::size_t>(rank_pair_[i])])];
+      } else {
+        // Alive sets at each forward start (alive_points), compressed.
+        alive_.assign(np, 0);
+        live_.clear();
+        point_begin_.assign(1, 0);
+        point_pairs_.clear();
+        for (const PairEvent& e : events_) {
+          const auto lp = static_cast<std::size_t>(e.pair);
+          if (e.forward) {
+            if (!alive_[lp]) {
+              alive_[lp] = 1;
+              live_.push_back(e.pair);
+            }
+            point_pairs_.insert(point_pairs_.end(), live_.begin(), live_.end());
+            point_begin_.push_back(static_cast<std::int32_t>(point_pairs_.size()));
+          } else if (alive_[lp]) {
+            alive_[lp] = 0;
+            live_.erase(std::find(live_.begin(), live_.end(), e.pair));
+          }
+        }
+        cands_.clear();
+        for (std::int32_t gp : rank_pair_) cands_.push_back(list_span_[static_cast<std::size_t>(t.list_of_pair[static_cast<std::size_t>(gp)])]);
+        const detail::RankMemoryView view{cands_, point_begin_, point_pairs_, t.static_memory[r], t.capacity};
+        bnb_.solve(view, opt_.memory, assignment_);
+        if (!assignment_.feasible) ok = false;  // keep the base strategies on this rank
+        else choice_ = assignment_.choice;
+      }
+      if (fastest_fits || assignment_.feasible)
+        for (auto& st : list) {
+          const auto v = static_cast<std::size_t>(st.node);
+          const auto p = static_cast<std::size_t>(t.pair_of_node[v]);
+          const std::int32_t lp = local_of_pair_[p];
+          if (lp < 0) continue;
+          const auto k = static_cast<std::size_t>(choice_[static_cast<std::size_t>(lp)]);
+          const auto l = static_cast<std::size_t>(t.list_of_pair[p]);
+          st.strategy = t.candidate_lists[l][k].strategy;
+          lat_[v] = t.pass_latency[l][k][static_cast<std::size_t>(t.graph->nodes[v].stage.pass)];
+        }
+      for (std::int32_t gp : rank_pair_) local_of_pair_[static_cast<std::size_t>(gp)] = -1;
+    }
+    return ok;
+  }
+
+  const StepTables* t_;
+  ScheduleEvaluatorOptions opt_;
+  std::vector<Nanoseconds> base_latency_[2];
+  std::vector<Bytes> base_bytes_[2];
+  std::vector<MemoryStrategy> base_strategy_[2];
+  std::vector<std::int64_t> unit_prio_, node_prio_;
+  DualQueueInterleaver dq_;
+  InterleaveResult inter_;
+  std::vector<Nanoseconds> lat_;
+  std::vector<Nanoseconds> min_latency_;
+  bool base_feasible_ = false;
+  // Tables derived once per evaluator (see optimise_memory).
+  std::vector<char> pair_releases_;                       ///< per pair: has a releasing backward
+  std::vector<std::int64_t> fastest_bytes_;               ///< per pair: bytes of its fastest candidate
+  std::vector<std::int32_t> fastest_;                     ///< per list: index of its fastest candidate
+  std::vector<std::span<const StrategyCandidate>> list_span_;
+  // Per-rank scratch.
+  std::vector<std::int32_t> local_of_pair_;  ///< global pair -> local index on the rank being optimised, else -1
+  std::vector<std::int32_t> rank_pair_, choice_, live_, point_begin_, point_pairs_;
+  std::vector<PairEvent> events_;
+  std::vector<char> alive_;
+  std::vector<std::span<const StrategyCandidate>> cands_;
+  detail::MemoryBranchAndBound bnb_;
+  MemoryAssignment assignment_;
+  ScheduleTiming timing_;
+  ScheduleWorkspace timing_ws_;
+};
+
+}  // namespace pipeweaver

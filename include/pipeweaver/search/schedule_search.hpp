@@ -1,0 +1,68 @@
+#pragma once
+// One step's schedule search (DESIGN §2.3): decision units and seed orders of the stage graph,
+// the step tables, MCTS over unit orders scored by ScheduleEvaluator (one per worker thread),
+// and the best order's schedule. The seeds (1F1B-like, interleaved-like, encoder-in-bubbles)
+// are always scored, so the result is never worse than the best of them under the same
+// partition.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pipeweaver/core/concepts.hpp"
+#include "pipeweaver/core/units.hpp"
+#include "pipeweaver/emulate/lower_bound.hpp"
+#include "pipeweaver/emulate/stage_cost_cache.hpp"
+#include "pipeweaver/model/model_spec.hpp"
+#include "pipeweaver/model/setup.hpp"
+#include "pipeweaver/schedule/partition.hpp"
+#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/schedule/stage_graph.hpp"
+#include "pipeweaver/search/mcts.hpp"
+#include "pipeweaver/search/schedule_evaluator.hpp"
+#include "pipeweaver/search/segments.hpp"
+
+namespace pipeweaver {
+
+struct ScheduleSearchOptions {
+  MctsOptions mcts{};
+  ScheduleEvaluatorOptions evaluator{};
+  StepTablesOptions tables{};
+};
+
+struct ScheduleSearchResult {
+  Schedule schedule;
+  bool feasible = false;          ///< fits memory on every rank
+  Nanoseconds step_time{0};       ///< emulate_schedule of `schedule`
+  LowerBound bound;               ///< of this step under this partition
+  std::string found_by;           ///< a seed's name, or "mcts"
+  MctsResult search;              ///< iterations, rollouts, tree size, convergence trace
+};
+
+/// Searches one step. The cache is used only on the calling thread (building the tables), so a
+/// caller may keep it across steps (temporal reuse).
+template <class C>
+  requires CostModel<C, StageSpec, SubMicrobatchSpec>
+[[nodiscard]] ScheduleSearchResult search_schedule(const ModelSpec& model, const Setup& setup, const Partition& partition,
+                                                   std::span<const SubMicrobatchSpec> smbs, const StageGraph& graph,
+                                                   StageCostCache<C>& cache, const ScheduleSearchOptions& options = {}) {
+  const SegmentUnits units = segment_units(graph, smbs, partition.ranks);
+  const StepTables tables = build_step_tables(model, setup, partition, smbs, graph, units, cache, options.tables);
+  const std::vector<SeedOrder> seeds = seed_orders(model, units, partition.ranks);
+  std::vector<std::vector<std::int32_t>> seed_sequences;
+  for (const auto& s : seeds) seed_sequences.push_back(s.sequence);
+  const UnitDag dag{units.successors, units.indegree};
+  ScheduleSearchResult out;
+  out.search = mcts_search(dag, seed_sequences, [&](int) { return ScheduleEvaluator(tables, options.evaluator); }, options.mcts);
+  ScheduleEvaluator final_eval(tables, options.evaluator);
+  Evaluation e = final_eval.evaluate(out.search.best_sequence);
+  out.schedule = std::move(e.schedule);
+  out.feasible = e.feasible;
+  out.step_time = e.step_time;
+  out.bound = tables.bound;
+  out.found_by = out.search.best_seed >= 0 ? seeds[static_cast<std::size_t>(out.search.best_seed)].name : "mcts";
+  return out;
+}
+
+}  // namespace pipeweaver

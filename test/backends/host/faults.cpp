@@ -1,0 +1,168 @@
+// The fault path (issue 5): a callback that throws, or a transfer that never arrives, on one
+// rank of four stops every rank within the timeout; the caller gets Error(execution) naming
+// the rank, the action and the cause. (The lead runs these under TSan and ASan too.)
+#include <doctest/doctest.h>
+
+#include "backends/host/plans.hpp"
+
+#include <pipeweaver/host.hpp>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+
+namespace pw = pipeweaver;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct NoOp {
+  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
+  void backward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
+};
+
+// Throws on the first backward of `rank` (called from several threads: only that rank's
+// thread ever touches `thrown`).
+struct ThrowOnRank {
+  int rank;
+  bool thrown = false;
+  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
+  void backward(const pw::StageSpec& s, const pw::SubMicrobatchSpec&, pw::StageIO&) {
+    if (s.rank().value() == rank && !thrown) {
+      thrown = true;
+      throw std::runtime_error("injected failure");
+    }
+  }
+};
+
+pw::Batch small_batch() {
+  pw::Batch b;
+  for (int mb = 0; mb < 3; ++mb) {
+    pw::Microbatch m;
+    for (int s = 0; s < 2; ++s) m.samples.push_back(pw::Sample{10 + s, {pw::SampleItems{"image", {8, 12}}}});
+    b.microbatches.push_back(m);
+  }
+  return b;
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("host faults: the same plan runs cleanly without a fault") {
+  const auto model = test_plans::tiny_vlm();
+  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(), small_batch());
+  pw::host::HostExecutor ex;
+  NoOp cb;
+  CHECK_NOTHROW(ex.run(plan, model, cb));
+  for (const auto& o : ex.outcomes()) CHECK(o.ok);
+}
+
+TEST_CASE("host faults: a throwing callback on rank 2 stops all four ranks with an error naming it") {
+  const auto model = test_plans::tiny_vlm();
+  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(), small_batch());
+  pw::host::Options o;
+  o.timeout = 2s;
+  pw::host::HostExecutor ex(o);
+  ThrowOnRank cb{2};
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    ex.run(plan, model, cb);
+    FAIL("no error");
+  } catch (const pw::Error& e) {
+    CHECK(e.kind() == pw::ErrorKind::execution);
+    const std::string what = e.what();
+    INFO(what);
+    CHECK(contains(e.context().path, "rank 2, action "));
+    CHECK(contains(e.context().path, "Backward("));
+    CHECK(contains(what, "backward callback threw: injected failure"));
+  }
+  // Nobody waited for a timeout: the abort woke them.
+  CHECK(std::chrono::steady_clock::now() - start < 1500ms);
+  REQUIRE(ex.outcomes().size() == 4);
+  for (int r = 0; r < 4; ++r) {
+    CAPTURE(r);
+    CHECK_FALSE(ex.outcomes()[static_cast<std::size_t>(r)].ok);
+    CHECK(ex.outcomes()[static_cast<std::size_t>(r)].kind == (r == 2 ? pw::ErrorKind::execution : pw::ErrorKind::cancelled));
+  }
+  SUBCASE("the executor runs the next step normally") {
+    NoOp ok;
+    CHECK_NOTHROW(ex.run(plan, model, ok));
+  }
+}
+
+TEST_CASE("host faults: a lost transfer stops every rank within the timeout") {
+  const auto model = test_plans::tiny_vlm();
+  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(), small_batch());
+  // A transfer into rank 1 from the middle of the step.
+  std::size_t lost = plan.transfers.size();
+  for (std::size_t t = plan.transfers.size() / 2; t < plan.transfers.size(); ++t)
+    if (plan.transfers[t].to == pw::RankId{1}) {
+      lost = t;
+      break;
+    }
+  REQUIRE(lost < plan.transfers.size());
+  for (const bool last_on_link : {false, true}) {
+    // Lost alone (the receiver times out), or followed by other messages on its link (the
+    // receiver sees the wrong message at once).
+    CAPTURE(last_on_link);
+    pw::host::Options o;
+    o.timeout = 300ms;
+    o.drop_transfer = pw::TransferId{static_cast<pw::TransferId::rep>(lost)};
+    if (last_on_link) {
+      // The last transfer of the plan on some link: nothing comes after it there.
+      for (std::size_t t = plan.transfers.size(); t-- > 0;) {
+        bool later = false;
+        for (std::size_t u = t + 1; u < plan.transfers.size(); ++u)
+          later = later || (plan.transfers[u].from == plan.transfers[t].from && plan.transfers[u].to == plan.transfers[t].to);
+        if (!later) {
+          o.drop_transfer = pw::TransferId{static_cast<pw::TransferId::rep>(t)};
+          break;
+        }
+      }
+    }
+    const auto dropped = plan.transfers[o.drop_transfer->index()];
+    pw::host::HostExecutor ex(o);
+    NoOp cb;
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      ex.run(plan, model, cb);
+      FAIL("no error");
+    } catch (const pw::Error& e) {
+      const std::string what = e.what();
+      INFO(what);
+      CHECK(e.kind() == pw::ErrorKind::execution);
+      CHECK(contains(e.context().path, "rank " + std::to_string(dropped.to.value()) + ", action "));
+      CHECK(contains(e.context().path, "Wait(transfer "));
+      CHECK((contains(what, "did not arrive within 300 ms") || contains(what, "was expected (a message was lost")));
+      if (last_on_link) CHECK(contains(what, "transfer " + std::to_string(o.drop_transfer->value()) + " from rank"));
+    }
+    CHECK(std::chrono::steady_clock::now() - start < 300ms + 1500ms);
+    // Every rank returned: the receiver with the error, the others stopped by it (or done,
+    // when their work did not depend on the lost message).
+    for (std::size_t r = 0; r < ex.outcomes().size(); ++r) {
+      const auto& out = ex.outcomes()[r];
+      if (r == dropped.to.index()) CHECK((!out.ok && out.kind == pw::ErrorKind::execution));
+      else CHECK((out.ok || out.kind == pw::ErrorKind::cancelled));
+    }
+  }
+}
+
+TEST_CASE("host faults: a plan that puts an action on the wrong rank is rejected before it hangs") {
+  const auto model = test_plans::tiny_vlm();
+  auto plan = test_plans::make_plan(model, test_plans::dip_partition(), small_batch());
+  std::swap(plan.ranks[0], plan.ranks[1]);
+  pw::host::Options o;
+  o.timeout = 2s;
+  pw::host::HostExecutor ex(o);
+  NoOp cb;
+  try {
+    ex.run(plan, model, cb);
+    FAIL("no error");
+  } catch (const pw::Error& e) {
+    INFO(e.what());
+    CHECK(e.kind() == pw::ErrorKind::invalid_plan);
+    CHECK(contains(e.context().path, "rank "));
+    CHECK((contains(e.what(), "placed on rank") || contains(e.what(), "goes from rank")));
+  }
+}

@@ -1,0 +1,95 @@
+# CLI test of `pipeweaver plan` and `pipeweaver suite` (run with cmake -P):
+#  * plan --batch F --format json prints the documented keys, a lower bound below the step
+#    time and exactly the requested iterations; --out/--trace/--svg write their files, and
+#    `emulate` of the written plan reproduces plan's step time and peak memory;
+#  * plan with an iteration budget is reproducible: two runs (2 threads) write identical plans;
+#  * suite --format json on a one-case suite reports dip never slower than a baseline that fits,
+#    speedups >= 1 over every baseline that fits, and dip / lower bound >= 1.
+# Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads), BATCH (a batch file for
+# tiny-vlm), WORK (a scratch directory).
+cmake_minimum_required(VERSION 3.25)
+foreach(v PIPEWEAVER WORKLOADS BATCH WORK)
+  if(NOT DEFINED ${v})
+    message(FATAL_ERROR "define ${v}")
+  endif()
+endforeach()
+file(REMOVE_RECURSE "${WORK}")
+file(MAKE_DIRECTORY "${WORK}")
+set(model "${WORKLOADS}/models/tiny-vlm.json")
+set(dataset "${WORKLOADS}/datasets/vlm-captions.json")
+set(setup "${WORKLOADS}/setups/cpu-pp4.json")
+
+function(run_ok outvar)
+  execute_process(COMMAND "${PIPEWEAVER}" ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "pipeweaver ${ARGN} failed (${rc}): ${err}")
+  endif()
+  set(${outvar} "${out}" PARENT_SCOPE)
+endfunction()
+
+# plan --batch, JSON, files.
+run_ok(out plan --model "${model}" --setup "${setup}" --batch "${BATCH}" --iterations 2 --threads 2 --format json
+       --out "${WORK}/a.plan.json" --trace "${WORK}/a.trace.json" --svg "${WORK}/a.svg")
+foreach(key model setup source placement microbatches step_ms lower_bound_ms search_ms iterations peak_memory_gib fits_memory)
+  string(JSON v ERROR_VARIABLE e GET "${out}" ${key})
+  if(e)
+    message(FATAL_ERROR "plan JSON lacks ${key}: ${out}")
+  endif()
+endforeach()
+string(JSON step GET "${out}" step_ms)
+string(JSON lb GET "${out}" lower_bound_ms)
+string(JSON it GET "${out}" iterations)
+string(JSON mbs GET "${out}" microbatches)
+string(JSON fits GET "${out}" fits_memory)
+string(JSON gib GET "${out}" peak_memory_gib)
+if(lb GREATER step OR NOT it EQUAL 2 OR NOT mbs EQUAL 6 OR NOT fits)
+  message(FATAL_ERROR "plan: step ${step} lower bound ${lb} iterations ${it} microbatches ${mbs} fits ${fits}")
+endif()
+foreach(f a.plan.json a.trace.json a.svg)
+  if(NOT EXISTS "${WORK}/${f}")
+    message(FATAL_ERROR "plan did not write ${f}")
+  endif()
+endforeach()
+run_ok(emu emulate --plan "${WORK}/a.plan.json" --model "${model}" --setup "${setup}" --format json)
+string(JSON emu_ms GET "${emu}" step_ms)
+string(JSON emu_gib GET "${emu}" peak_memory_gib)
+if(NOT emu_ms STREQUAL step OR NOT emu_gib STREQUAL gib)
+  message(FATAL_ERROR "emulate of plan's output: ${emu_ms} ms / ${emu_gib} GiB, plan said ${step} ms / ${gib} GiB")
+endif()
+
+# Reproducible with an iteration budget.
+run_ok(out2 plan --model "${model}" --setup "${setup}" --batch "${BATCH}" --iterations 2 --threads 2 --format json
+       --out "${WORK}/b.plan.json")
+file(SHA256 "${WORK}/a.plan.json" ha)
+file(SHA256 "${WORK}/b.plan.json" hb)
+if(NOT ha STREQUAL hb)
+  message(FATAL_ERROR "two runs with --iterations 2 wrote different plans")
+endif()
+
+# plan --dataset, table.
+run_ok(tab plan --model "${model}" --setup "${setup}" --dataset "${dataset}" --seed 3 --step 1 --budget-ms 200)
+if(NOT tab MATCHES "step [0-9.]+ ms · lower bound [0-9.]+ ms")
+  message(FATAL_ERROR "plan table: ${tab}")
+endif()
+
+# suite on a one-case suite.
+file(WRITE "${WORK}/suite.json" "{\"name\": \"one\", \"cases\": [{\"name\": \"tiny\", \"model\": \"${model}\", \"dataset\": \"${dataset}\", \"setup\": \"${setup}\"}]}")
+run_ok(sj suite --suite "${WORK}/suite.json" --steps 2 --seeds 1 --iterations 1 --format json)
+string(JSON n LENGTH "${sj}" cases)
+string(JSON never GET "${sj}" cases 0 dip_never_slower)
+string(JSON fits GET "${sj}" cases 0 dip_fits_memory)
+string(JSON steps GET "${sj}" cases 0 steps)
+string(JSON r GET "${sj}" geomean dip_over_lower_bound)
+if(NOT n EQUAL 1 OR NOT never OR NOT fits OR NOT steps EQUAL 2 OR r LESS 1)
+  message(FATAL_ERROR "suite: ${sj}")
+endif()
+foreach(b gpipe 1f1b interleaved-1f1b nnscaler optimus)
+  string(JSON s GET "${sj}" geomean speedup ${b})
+  if(s LESS 1)
+    message(FATAL_ERROR "suite: dip slower than ${b} (speedup ${s})")
+  endif()
+endforeach()
+run_ok(st suite --suite "${WORK}/suite.json" --steps 1 --seeds 1 --iterations 1)
+if(NOT st MATCHES "geomean +[0-9.]+")
+  message(FATAL_ERROR "suite table: ${st}")
+endif()
