@@ -321,3 +321,58 @@ TEST_CASE("dual-queue rejects inconsistent input") {
   lat[0] = pw::Nanoseconds{-1};
   CHECK_THROWS_AS((void)dq.run(b.g, {.priority = prio, .latency = lat, .activation_bytes = {}, .memory_budget = {}, .strategy = {}, .group = {}}, zero), pw::Error);
 }
+
+TEST_CASE("dual-queue: prepare() and reuse across graphs give the same results as a fresh interleaver") {
+  Rng rng{23};
+  pw::DualQueueInterleaver kept;  // prepared on one graph, then used on others too
+  std::vector<Built> graphs;
+  for (int i = 0; i < 4; ++i)
+    graphs.push_back(build(static_cast<int>(rng.uniform(2, 4)), static_cast<int>(rng.uniform(3, 7)), 4, 1, 4, static_cast<int>(rng.uniform(1, 3))));
+  kept.prepare(graphs[0].g);
+  for (int trial = 0; trial < 40; ++trial) {
+    CAPTURE(trial);
+    const auto& b = graphs[static_cast<std::size_t>(trial % 3 == 0 ? 0 : rng.uniform(1, 3))];
+    int P = 0;
+    for (const auto& nd : b.g.nodes) P = std::max(P, nd.rank.value() + 1);
+    std::vector<pw::Nanoseconds> lat(b.g.size());
+    std::vector<std::int64_t> prio(b.g.size());
+    std::vector<pw::Bytes> act(b.g.size());
+    std::vector<std::int32_t> group(b.g.size());
+    for (std::size_t v = 0; v < b.g.size(); ++v) {
+      lat[v] = pw::Nanoseconds{rng.uniform(1, 30)};
+      prio[v] = rng.uniform(-10, 0);
+      act[v] = pw::Bytes{rng.uniform(1, 10)};
+      group[v] = b.microbatch[v];
+    }
+    std::vector<pw::Bytes> budget(static_cast<std::size_t>(P), pw::Bytes{rng.uniform(10, 60)});
+    auto transfer = [](pw::NodeIndex u, pw::NodeIndex v) { return pw::Nanoseconds{(u * 7 + v * 3) % 11}; };
+    const pw::InterleaveInput in{prio, lat, act, budget, {}, group};
+    pw::DualQueueInterleaver fresh;
+    const auto want = fresh.run(b.g, in, transfer);
+    const auto got = kept.run(b.g, in, transfer);
+    CHECK(got.step_time == want.step_time);
+    CHECK(got.memory_respected == want.memory_respected);
+    CHECK(got.start == want.start);
+    CHECK(got.peak_activation == want.peak_activation);
+    for (std::size_t r = 0; r < want.schedule.ranks.size(); ++r) CHECK(got.schedule.ranks[r] == want.schedule.ranks[r]);
+    check_against_replay(b.g, got, lat, transfer);
+  }
+  // A prepared graph still has its input checked on every call.
+  std::vector<std::int64_t> short_prio(3, 0);
+  std::vector<pw::Nanoseconds> lat(graphs[0].g.size(), pw::Nanoseconds{1});
+  CHECK_THROWS_AS((void)kept.run(graphs[0].g, pw::InterleaveInput{short_prio, lat, {}, {}, {}, {}},
+                                 [](pw::NodeIndex, pw::NodeIndex) { return pw::Nanoseconds{0}; }),
+                  pw::Error);
+  std::vector<std::int64_t> prio(graphs[0].g.size(), 0);
+  lat[1] = pw::Nanoseconds{-1};
+  kept.prepare(graphs[0].g);
+  CHECK_THROWS_AS((void)kept.run(graphs[0].g, pw::InterleaveInput{prio, lat, {}, {}, {}, {}},
+                                 [](pw::NodeIndex, pw::NodeIndex) { return pw::Nanoseconds{0}; }),
+                  pw::Error);
+  // A too-small memory budget vector is caught even on a prepared graph.
+  lat[1] = pw::Nanoseconds{1};
+  std::vector<pw::Bytes> one_rank(1, pw::Bytes{100});
+  CHECK_THROWS_AS((void)kept.run(graphs[0].g, pw::InterleaveInput{prio, lat, {}, one_rank, {}, {}},
+                                 [](pw::NodeIndex, pw::NodeIndex) { return pw::Nanoseconds{0}; }),
+                  pw::Error);
+}

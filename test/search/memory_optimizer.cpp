@@ -370,3 +370,31 @@ TEST_CASE("optimize_rank_memory: node limit keeps a feasible incumbent - bad inp
   bad.points[0].push_back(n + 3);
   CHECK_THROWS_AS((void)pw::optimize_rank_memory(bad), pw::Error);
 }
+
+TEST_CASE("a reused solver (the search's evaluator keeps one) gives the same answers as fresh ones") {
+  Rng rng{77};
+  pw::detail::MemoryBranchAndBound solver;
+  pw::MemoryAssignment reused;
+  for (int trial = 0; trial < 400; ++trial) {
+    CAPTURE(trial);
+    Instance in;
+    random_instance(rng, in);
+    const pw::MemoryOptimizerOptions opt{.gap = trial % 2 == 0 ? 0.0 : 0.05};
+    std::vector<std::int32_t> begin{0}, pairs;
+    for (const auto& pt : in.pb.points) {
+      pairs.insert(pairs.end(), pt.begin(), pt.end());
+      begin.push_back(static_cast<std::int32_t>(pairs.size()));
+    }
+    solver.solve(pw::detail::RankMemoryView{in.pb.candidates, begin, pairs, in.pb.static_bytes, in.pb.capacity}, opt, reused);
+    const auto fresh = pw::optimize_rank_memory(in.pb, opt);
+    CHECK(reused.feasible == fresh.feasible);
+    CHECK(reused.choice == fresh.choice);
+    CHECK(reused.total_time == fresh.total_time);
+    CHECK(reused.lower_bound == fresh.lower_bound);
+    CHECK(reused.proven == fresh.proven);
+    CHECK(reused.violating_point == fresh.violating_point);
+    CHECK(reused.violating_bytes == fresh.violating_bytes);
+    CHECK(reused.peak == fresh.peak);
+    CHECK(reused.nodes == fresh.nodes);
+  }
+}

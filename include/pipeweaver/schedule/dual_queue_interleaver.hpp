@@ -70,6 +70,7 @@ class DualQueueInterleaver {
   /// activations); later runs on the same graph object skip that work. Call it again if the
   /// graph changes while this interleaver is kept (runs on another graph recompute it each time).
   void prepare(const StageGraph& graph) {
+    check_graph(graph);
     prepare_release(graph);
     prepared_ = &graph;
   }
@@ -86,11 +87,11 @@ class DualQueueInterleaver {
   template <class TransferFn>
   void run(const StageGraph& graph, const InterleaveInput& in, TransferFn&& transfer, InterleaveResult& out) {
     const std::size_t n = graph.nodes.size();
-    check(graph, in);
-    int P = static_cast<int>(in.memory_budget.size());
-    for (const auto& nd : graph.nodes) P = std::max(P, nd.rank.value() + 1);
+    const bool prepared = prepared_ == &graph && release_.size() == n;
+    check(graph, in, prepared);
+    if (!prepared) prepare_release(graph);
+    const int P = std::max(static_cast<int>(in.memory_budget.size()), max_rank_ + 1);
     const auto Pu = static_cast<std::size_t>(P);
-    if (prepared_ != &graph || release_.size() != n) prepare_release(graph);
 
     out.schedule.ranks.resize(Pu);
     for (auto& r : out.schedule.ranks) r.clear();
@@ -356,8 +357,10 @@ class DualQueueInterleaver {
     holder_.assign(n, -1);
     rank_.resize(n);
     forward_.resize(n);
+    max_rank_ = -1;
     for (std::size_t v = 0; v < n; ++v) {
       rank_[v] = g.nodes[v].rank.value();
+      max_rank_ = std::max(max_rank_, rank_[v]);
       forward_[v] = g.nodes[v].stage.pass == Pass::forward ? 1 : 0;
     }
     keys_.clear();
@@ -377,7 +380,9 @@ class DualQueueInterleaver {
     }
   }
 
-  static void check(const StageGraph& g, const InterleaveInput& in) {
+  // Per call: the input against the graph. With `graph_checked` (a prepared graph, whose
+  // structure check_graph validated once) only the input's own values are scanned.
+  void check(const StageGraph& g, const InterleaveInput& in, bool graph_checked) const {
     const std::size_t n = g.nodes.size();
     auto need = [&](std::size_t got, const char* what) {
       if (got != n)
@@ -396,6 +401,13 @@ class DualQueueInterleaver {
           throw Error(ErrorKind::input, "admission group " + std::to_string(in.group[v]) + " out of range",
                       ErrorContext{{}, "node " + std::to_string(v), "0 <= group <= node count"});
     }
+    const bool ranks_ok = graph_checked && (in.memory_budget.empty() || max_rank_ < static_cast<int>(in.memory_budget.size()));
+    if (ranks_ok) {
+      for (std::size_t v = 0; v < n; ++v)
+        if (in.latency[v] < Nanoseconds{0})
+          throw Error(ErrorKind::input, "negative latency", ErrorContext{{}, "node " + std::to_string(v), "latency >= 0"});
+      return;
+    }
     for (std::size_t v = 0; v < n; ++v) {
       const StageNode& nd = g.nodes[v];
       auto where = [v] { return "node " + std::to_string(v); };  // built only on error: this runs per call
@@ -404,6 +416,19 @@ class DualQueueInterleaver {
                     ErrorContext{{}, where(), "0 <= rank < " + std::to_string(in.memory_budget.size()) + " (memory_budget entries)"});
       if (in.latency[v] < Nanoseconds{0})
         throw Error(ErrorKind::input, "negative latency", ErrorContext{{}, where(), "latency >= 0"});
+    }
+    check_graph(g);
+  }
+
+  // The graph's own structure: ranks >= 0, edges in range.
+  static void check_graph(const StageGraph& g) {
+    const std::size_t n = g.nodes.size();
+    for (std::size_t v = 0; v < n; ++v) {
+      const StageNode& nd = g.nodes[v];
+      auto where = [v] { return "node " + std::to_string(v); };
+      if (nd.rank.value() < 0)
+        throw Error(ErrorKind::input, "rank " + std::to_string(nd.rank.value()) + " out of range",
+                    ErrorContext{{}, where(), "0 <= rank"});
       for (NodeIndex u : nd.inputs)
         if (u < 0 || static_cast<std::size_t>(u) >= n)
           throw Error(ErrorKind::input, "input " + std::to_string(u) + " out of range",
@@ -429,6 +454,7 @@ class DualQueueInterleaver {
   std::vector<std::int64_t> ready_;
   std::vector<NodeIndex> release_, holder_;
   std::vector<std::int32_t> rank_;  ///< per node (prepared with release_)
+  std::int32_t max_rank_ = -1;
   std::vector<char> forward_;       ///< per node: a forward stage
   std::vector<Key> keys_;
   std::vector<std::int64_t> group_bytes_;  ///< [group * P + rank]: bytes of the group's forwards on the rank

@@ -20,6 +20,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <tuple>
@@ -47,6 +48,10 @@ namespace pipeweaver {
 
 struct StepTablesOptions {
   CandidateOptions candidates{.max_candidates = 10, .selective = true, .offload = true, .max_evaluations = 120};
+  /// Ablations and comparisons: when set, every stage pair gets this single strategy (given
+  /// its chunk's layer count) instead of candidate_strategies, so there is nothing to optimise
+  /// and the memory optimiser only checks that it fits (e.g. a uniform recompute setting).
+  std::function<MemoryStrategy(int layers)> fixed_strategy;
 };
 
 /// Read-only description of one step for the search (see the header comment).
@@ -147,6 +152,10 @@ template <class C>
     if (passes == 0) {  // no backward: nothing to trade, the forward keeps nothing
       const StrategyCost c = eval(MemoryStrategy{});
       list.push_back({MemoryStrategy{}, c.time, c.bytes});
+    } else if (options.fixed_strategy) {
+      const MemoryStrategy st = options.fixed_strategy(ch.layer_count);
+      const StrategyCost c = eval(st);
+      list.push_back({st, c.time, c.bytes});
     } else {
       list = candidate_strategies(ch.layer_count, eval, options.candidates);
     }
