@@ -5,8 +5,10 @@
 //                        that fits);
 //   2. + partitioner     DIP's modality-aware partition and sub-microbatches (dip_partition on
 //                        the first profile step), ordered by a plain list scheduler with ONE
-//                        queue per rank and the fixed 1F1B-like priorities (microbatch order,
-//                        a microbatch's backward before later forwards), no memory pausing;
+//                        queue per rank, the fixed 1F1B-like priorities (microbatch order, a
+//                        microbatch's backward before later forwards) and an interleaved-1F1B
+//                        in-flight limit (V·P − r microbatches on rank r, V = Σ_i K_i), no
+//                        memory-aware pausing;
 //                        cheapest uniform recompute (none, selective, full) that fits;
 //   3. + interleaving    the dual-queue interleaver (F/B alternation, memory pausing) with the
 //                        three seed priority orders (best of them), uniform recompute: the
@@ -47,38 +49,63 @@ namespace pw = pipeweaver;
 
 namespace {
 
-/// One queue per rank: whenever a rank can start something, it runs its highest-priority ready
-/// stage (ties: lower node); the rank that can start earliest goes first (ties: lower rank).
+/// One queue per rank, 1F1B-style: whenever a rank can start something, it runs its
+/// highest-priority ready stage (ties: lower node); the rank that can start earliest goes first
+/// (ties: lower rank). As in 1F1B, rank r holds at most V·P − r microbatches in flight, V the
+/// number of times a microbatch passes through the ranks (Σ_i K_i: with an encoder and a
+/// backbone of one segment each, V = 2, as in interleaved 1F1B with v = 2): a forward of a
+/// microbatch the rank has not started yet waits while that many started microbatches still
+/// have backward work on the rank (lifted only if every rank would otherwise stall).
 pw::Schedule single_queue_schedule(const pw::StageGraph& g, std::span<const std::int64_t> priority,
-                                   std::span<const pw::Nanoseconds> latency, auto&& transfer, auto&& strategy_of) {
+                                   std::span<const pw::Nanoseconds> latency, std::span<const std::int32_t> microbatch,
+                                   int V, auto&& transfer, auto&& strategy_of) {
   const std::size_t n = g.nodes.size();
-  int P = 0;
-  for (const auto& nd : g.nodes) P = std::max(P, nd.rank.value() + 1);
+  int P = 0, M = 0;
+  for (std::size_t v = 0; v < n; ++v) {
+    P = std::max(P, g.nodes[v].rank.value() + 1);
+    M = std::max(M, microbatch[v] + 1);
+  }
+  const auto Pu = static_cast<std::size_t>(P);
   pw::Schedule out;
-  out.ranks.assign(static_cast<std::size_t>(P), {});
+  out.ranks.assign(Pu, {});
   std::vector<std::int32_t> remaining(n);
-  std::vector<std::int64_t> ready(n, 0), t_last(static_cast<std::size_t>(P), 0);
-  std::vector<std::vector<pw::NodeIndex>> queued(static_cast<std::size_t>(P));
+  std::vector<std::int64_t> ready(n, 0), t_last(Pu, 0);
+  std::vector<std::vector<pw::NodeIndex>> queued(Pu);
+  // Per (microbatch, rank): backward stages left, and whether it is admitted; per rank: in flight.
+  std::vector<int> backward_left(static_cast<std::size_t>(M) * Pu, 0), in_flight(Pu, 0);
+  std::vector<char> admitted(static_cast<std::size_t>(M) * Pu, 0);
+  auto slot = [&](std::size_t v) { return static_cast<std::size_t>(microbatch[v]) * Pu + g.nodes[v].rank.index(); };
   for (std::size_t v = 0; v < n; ++v) {
     remaining[v] = static_cast<std::int32_t>(g.nodes[v].inputs.size());
     if (remaining[v] == 0) queued[g.nodes[v].rank.index()].push_back(static_cast<pw::NodeIndex>(v));
+    if (pw::is_backward(g.nodes[v].stage.pass)) ++backward_left[slot(v)];
   }
+  auto eligible = [&](std::size_t v, bool lift) {
+    if (pw::is_backward(g.nodes[v].stage.pass) || admitted[slot(v)] || lift) return true;
+    const std::size_t r = g.nodes[v].rank.index();
+    return in_flight[r] < V * P - static_cast<int>(r);
+  };
   for (std::size_t done = 0; done < n; ++done) {
     std::int64_t best_s = std::numeric_limits<std::int64_t>::max();
     std::size_t best_r = 0;
-    for (std::size_t r = 0; r < queued.size(); ++r)
-      for (pw::NodeIndex v : queued[r]) {
-        const std::int64_t s = std::max(t_last[r], ready[static_cast<std::size_t>(v)]);
-        if (s < best_s) {
-          best_s = s;
-          best_r = r;
+    bool lift = false;
+    for (int attempt = 0; attempt < 2 && best_s == std::numeric_limits<std::int64_t>::max(); ++attempt) {
+      lift = attempt == 1;
+      for (std::size_t r = 0; r < Pu; ++r)
+        for (pw::NodeIndex v : queued[r]) {
+          if (!eligible(static_cast<std::size_t>(v), lift)) continue;
+          const std::int64_t s = std::max(t_last[r], ready[static_cast<std::size_t>(v)]);
+          if (s < best_s) {
+            best_s = s;
+            best_r = r;
+          }
         }
-      }
+    }
     auto& q = queued[best_r];
     std::size_t pick = q.size();
     for (std::size_t i = 0; i < q.size(); ++i) {
       const auto v = static_cast<std::size_t>(q[i]);
-      if (ready[v] > best_s) continue;
+      if (ready[v] > best_s || !eligible(v, lift)) continue;
       if (pick == q.size() || priority[v] > priority[static_cast<std::size_t>(q[pick])] ||
           (priority[v] == priority[static_cast<std::size_t>(q[pick])] && q[i] < q[pick]))
         pick = i;
@@ -86,6 +113,13 @@ pw::Schedule single_queue_schedule(const pw::StageGraph& g, std::span<const std:
     const pw::NodeIndex v = q[pick];
     q.erase(q.begin() + static_cast<std::ptrdiff_t>(pick));
     const auto vu = static_cast<std::size_t>(v);
+    const std::size_t sl = slot(vu);
+    if (pw::is_backward(g.nodes[vu].stage.pass)) {
+      if (--backward_left[sl] == 0 && admitted[sl]) --in_flight[best_r];
+    } else if (!admitted[sl]) {
+      admitted[sl] = 1;
+      if (backward_left[sl] > 0) ++in_flight[best_r];
+    }
     const std::int64_t end = best_s + latency[vu].count();
     t_last[best_r] = end;
     out.ranks[best_r].push_back({v, strategy_of(v)});
@@ -140,7 +174,7 @@ int main(int argc, char** argv) try {
   pw::StageCostCache<pw::AnalyticCostModel> cache(cost, model);
 
   std::array<Row, 5> rows{Row{"baseline", "interleaved-1f1b (Megatron-style, static mixed split)"},
-                          Row{"+ partitioner", "DIP partition, single-queue list schedule, 1F1B-like priorities"},
+                          Row{"+ partitioner", "DIP partition, 1F1B-like single-queue list schedule (V*P - r in flight)"},
                           Row{"+ interleaving", "dual-queue interleaver, seed priorities, uniform recompute"},
                           Row{"+ reordering", "MCTS segment order, uniform recompute"},
                           Row{"+ memory optimisation", "per-pair strategies, per-rank memory optimiser"}};
@@ -169,6 +203,11 @@ int main(int argc, char** argv) try {
 
     // 2. + partitioner: single-queue list schedule, cheapest uniform recompute that fits.
     {
+      int V = 0;  // passes of a microbatch through the ranks
+      for (const auto& pl : partition.modules) V += static_cast<int>(pl.chunks.size()) / partition.ranks;
+      std::vector<std::int32_t> mb_of_node(graph.nodes.size());
+      for (std::size_t v = 0; v < graph.nodes.size(); ++v)
+        mb_of_node[v] = smbs[graph.nodes[v].stage.sub_microbatch.index()].microbatch().value();
       std::vector<std::int64_t> unit_prio, node_prio;
       pw::priorities_from_sequence(units, seeds[0].sequence, unit_prio, node_prio);  // 1f1b-like
       bool done = false;
@@ -182,7 +221,7 @@ int main(int argc, char** argv) try {
         for (std::size_t v = 0; v < graph.nodes.size(); ++v)
           probe.ranks[graph.nodes[v].rank.index()].push_back({static_cast<pw::NodeIndex>(v), strategy_of(static_cast<pw::NodeIndex>(v))});
         const auto lat = pw::node_latencies(graph, probe, partition, smbs, cache);
-        const pw::Schedule sched = single_queue_schedule(graph, node_prio, lat, transfer_ns, strategy_of);
+        const pw::Schedule sched = single_queue_schedule(graph, node_prio, lat, mb_of_node, V, transfer_ns, strategy_of);
         const auto peak = pw::schedule_peak_memory(ctx, partition, smbs, graph, sched);
         const bool fits = std::all_of(peak.begin(), peak.end(), [&](pw::Bytes b) { return b <= ctx.capacity(); });
         if (!fits && rc != pw::UniformRecompute::full) continue;

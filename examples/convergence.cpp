@@ -6,7 +6,7 @@
 // within 3% of the long one's, and writes an SVG plot (step / lower bound vs seconds, log x).
 //
 // Usage: convergence [--model F --dataset F --setup F] [--seed N] [--step K] [--threads T]
-//                    [--long-ms T] [--short-ms T] [--svg FILE] [--csv FILE]
+//                    [--long-ms T] [--short-ms T] [--svg FILE] [--csv FILE] [--max-tree-nodes N]
 #include <pipeweaver/cost/analytic.hpp>
 #include <pipeweaver/data/packing.hpp>
 #pragma GCC diagnostic push
@@ -54,7 +54,7 @@ void write_svg(const std::string& path, const std::string& title, const std::vec
     }
   const double x_min = 0.01;
   y_min = std::min(y_min, y_ref) - 0.005;
-  y_max += 0.005;
+  y_max = std::max(y_max, y_ref) + 0.005;
   auto px = [&](double x) { return L + (std::log10(std::max(x, x_min)) - std::log10(x_min)) / (std::log10(x_max) - std::log10(x_min)) * (W - L - R); };
   auto py = [&](double y) { return T + (y_max - y) / (y_max - y_min) * (H - T - B); };
   std::ofstream f(path);
@@ -83,8 +83,9 @@ void write_svg(const std::string& path, const std::string& title, const std::vec
   // 1.03 x the long run's final value: the "within 3%" line.
   f << "<line x1=\"" << L << "\" y1=\"" << py(y_ref) << "\" x2=\"" << W - R << "\" y2=\"" << py(y_ref)
     << "\" stroke=\"#c33\" stroke-dasharray=\"5,4\"/>\n";
-  f << "<text x=\"" << W - R - 4 << "\" y=\"" << py(y_ref) - 4 << "\" text-anchor=\"end\" fill=\"#c33\">final (30 s) + 3%</text>\n";
-  double legend_y = T + 14;
+  f << "<text x=\"" << L + 6 << "\" y=\"" << py(y_ref) - 4 << "\" text-anchor=\"start\" fill=\"#c33\">long run's final + 3%</text>\n";
+  double legend_y = H - B - 14 - 18.0 * static_cast<double>(series.size() - 1);  // bottom left: the curves end bottom right
+  const double legend_x = L + 40 + 190;
   for (const auto& s : series) {
     if (s.points.empty()) continue;
     f << "<polyline fill=\"none\" stroke=\"" << s.colour << "\" stroke-width=\"2\" points=\"";
@@ -94,8 +95,8 @@ void write_svg(const std::string& path, const std::string& title, const std::vec
       f << px(s.points[i].first) << ',' << py(s.points[i].second) << ' ';
     }
     f << "\"/>\n";
-    f << "<line x1=\"" << W - R - 190 << "\" y1=\"" << legend_y << "\" x2=\"" << W - R - 165 << "\" y2=\"" << legend_y << "\" stroke=\"" << s.colour
-      << "\" stroke-width=\"2\"/><text x=\"" << W - R - 160 << "\" y=\"" << legend_y + 4 << "\">" << s.label << "</text>\n";
+    f << "<line x1=\"" << legend_x - 190 << "\" y1=\"" << legend_y << "\" x2=\"" << legend_x - 165 << "\" y2=\"" << legend_y << "\" stroke=\"" << s.colour
+      << "\" stroke-width=\"2\"/><text x=\"" << legend_x - 160 << "\" y=\"" << legend_y + 4 << "\">" << s.label << "</text>\n";
     legend_y += 18;
   }
   f << "</svg>\n";
@@ -115,6 +116,7 @@ int main(int argc, char** argv) try {
   const double short_ms = std::stod(arg(argc, argv, "--short-ms", "1000"));
   const std::string svg = arg(argc, argv, "--svg", "convergence.svg");
   const std::string csv = arg(argc, argv, "--csv", "");
+  const auto max_tree_nodes = static_cast<std::size_t>(std::stoull(arg(argc, argv, "--max-tree-nodes", "200000")));
 
   const pw::ModelSpec model = pw::read_model(model_path);
   const pw::DatasetSpec dataset = pw::read_dataset(dataset_path);
@@ -132,6 +134,7 @@ int main(int argc, char** argv) try {
     o.mcts.time_budget = std::chrono::nanoseconds(static_cast<std::int64_t>(budget_ms * 1e6));
     o.mcts.threads = threads;
     o.mcts.seed = seed;
+    o.mcts.max_tree_nodes = max_tree_nodes;
     const auto t0 = std::chrono::steady_clock::now();
     auto r = pw::search_schedule(model, setup, partition, smbs, graph, cache, o);
     const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

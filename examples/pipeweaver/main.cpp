@@ -12,6 +12,7 @@
 #include "cmd_emulate.hpp"
 #include "cmd_inspect.hpp"
 #include "cmd_plan.hpp"
+#include "cmd_run.hpp"
 #include "cmd_sample.hpp"
 #include "cmd_suite.hpp"
 
@@ -39,6 +40,8 @@ int main(int argc, char** argv) {
   pwcli::SuiteArgs suite;
   CLI::App* plan_cmd = pwcli::add_plan(app, plan);
   CLI::App* suite_cmd = pwcli::add_suite(app, suite);
+  pwcli::RunArgs run;
+  CLI::App* run_cmd = pwcli::add_run(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -58,6 +61,7 @@ int main(int argc, char** argv) {
     if (emulate_cmd->parsed()) return pwcli::run_emulate(emulate);
     if (plan_cmd->parsed()) return pwcli::run_plan(plan);
     if (suite_cmd->parsed()) return pwcli::run_suite(suite);
+    if (run_cmd->parsed()) return pwcli::run_run(run);
     std::cerr << "pipeweaver: error: no subcommand\n";
     return 2;
   } catch (const pipeweaver::Error& e) {

@@ -151,13 +151,15 @@ TEST_CASE("activation bytes per layer") {
     }
   }
   SUBCASE("swiglu and GQA: the vlm-s backbone") {
-    const auto& llm = pw::test::vlm_s().modules[1];
+    const auto model = pw::test::vlm_s();
+    const auto& llm = model.modules[1];
     // per token: norms 4h + attention 7h + 4·d_kv + FFN 3h + 6f = 16384 + 32768 + 98304
     const auto a = pw::layer_activation_bytes(llm, 8192, 0, 4);
     CHECK(a.none.count() == 147456LL * 8192 / 4);
   }
   SUBCASE("cross-attention adds 9h per token and K, V per context token") {
-    const auto& dit = pw::test::t2v_s().modules[1];
+    const auto model = pw::test::t2v_s();
+    const auto& dit = model.modules[1];
     const std::int64_t h = 3584, f = 14336, dkv = 3584;
     const auto a = pw::layer_activation_bytes(dit, 1000, 300, 1);
     CHECK(a.none.count() == (4 * h + 7 * h + 4 * dkv + 3 * h + 4 * f + 9 * h) * 1000 + 4 * dkv * 300);

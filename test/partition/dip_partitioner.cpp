@@ -4,8 +4,10 @@
 
 #include <pipeweaver/partition/dip_partitioner.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <set>
 #include <vector>
 
@@ -233,4 +235,122 @@ TEST_CASE("candidate_partitions: DIP first, then single-step neighbours, no dupl
     CHECK(keys.insert({chunks, bs}).second);
   }
   CHECK(cands.size() >= 4);
+}
+
+TEST_CASE("balanced_layer_split: minimum largest chunk, against brute force") {
+  // Random per-layer costs plus a per-chunk overhead and a heavy last layer (a vocabulary head).
+  std::uint64_t state = 12345;
+  auto next = [&](std::int64_t lo, std::int64_t hi) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return lo + static_cast<std::int64_t>((state >> 33) % static_cast<std::uint64_t>(hi - lo + 1));
+  };
+  for (int trial = 0; trial < 60; ++trial) {
+    CAPTURE(trial);
+    const int L = static_cast<int>(next(2, 11)), C = static_cast<int>(next(1, std::min<std::int64_t>(L, 5)));
+    std::vector<std::int64_t> layer(static_cast<std::size_t>(L));
+    for (auto& x : layer) x = next(10, 20);
+    layer.back() += next(0, 40);
+    const std::int64_t overhead = next(0, 5);
+    auto chunk = [&](int first, int count) {
+      std::int64_t t = overhead;
+      for (int l = first; l < first + count; ++l) t += layer[static_cast<std::size_t>(l)];
+      return pw::Nanoseconds{t};
+    };
+    auto max_of = [&](const std::vector<int>& counts) {
+      std::int64_t m = 0;
+      int first = 0;
+      for (int c : counts) {
+        m = std::max(m, chunk(first, c).count());
+        first += c;
+      }
+      return m;
+    };
+    const auto got = pw::balanced_layer_split(L, C, chunk);
+    REQUIRE(got.size() == static_cast<std::size_t>(C));
+    int sum = 0;
+    for (int c : got) {
+      CHECK(c >= 1);
+      sum += c;
+    }
+    CHECK(sum == L);
+    // Brute force over every composition of L into C positive parts.
+    std::int64_t best = std::numeric_limits<std::int64_t>::max();
+    std::vector<int> cur;
+    auto rec = [&](auto&& self, int left, int parts) -> void {
+      if (parts == 1) {
+        cur.push_back(left);
+        best = std::min(best, max_of(cur));
+        cur.pop_back();
+        return;
+      }
+      for (int x = 1; x <= left - (parts - 1); ++x) {
+        cur.push_back(x);
+        self(self, left - x, parts - 1);
+        cur.pop_back();
+      }
+    };
+    rec(rec, L, C);
+    CHECK(max_of(got) == best);
+    // The even split is kept unless strictly worse.
+    std::vector<int> even;
+    for (int c = 0; c < C; ++c) even.push_back(L / C + (c < L % C ? 1 : 0));
+    if (max_of(even) == best) CHECK(got == even);
+  }
+}
+
+namespace {
+// LinearCost plus a vocabulary head: the backbone's last layer costs `head` layers more.
+struct HeadCost : LinearCost {
+  std::int64_t head = 0;
+  template <class S, class M>
+  pw::Nanoseconds latency(const S& s, const M& m, const pw::MemoryStrategy& st) const {
+    pw::Nanoseconds t = LinearCost::latency(s, m, st);
+    const auto i = s.module().index();
+    if (i == 1 && s.first_layer() + s.layer_count() == 32) {
+      std::int64_t tok = 0;
+      for (auto x : m.item_tokens()) tok += x;
+      const std::int64_t extra = head * per_token[i] * tok;
+      t += pw::Nanoseconds{s.pass() == pw::Pass::forward ? extra : 2 * extra};
+    }
+    return t;
+  }
+};
+}  // namespace
+
+TEST_CASE("dip_partition balances the ranks when a chunk carries the vocabulary head") {
+  auto model = vlm(24, 32);
+  HeadCost cost;
+  cost.overhead = {1000, 5000};
+  cost.per_token = {1, 2};
+  cost.head = 3;  // the head costs three layers
+  const int P = 4;
+  auto balanced = pw::dip_partition(model, setup(P), cost, batch());
+  auto even = pw::dip_partition(model, setup(P), cost, batch(), {.balance_layers = false});
+  CHECK(balanced.modules[1].segments == even.modules[1].segments);
+  // Independent: per-rank work of each partition on the sample, from the cost model directly.
+  auto rank_work = [&](const pw::Partition& part) {
+    const auto smbs = pw::split(model, part, batch());
+    std::vector<std::int64_t> w(static_cast<std::size_t>(P), 0);
+    for (const auto& smb : smbs)
+      for (std::size_t c = 0; c < part.modules[smb.module().index()].chunks.size(); ++c) {
+        const auto& ch = part.modules[smb.module().index()].chunks[c];
+        for (pw::Pass pass : {pw::Pass::forward, pw::Pass::backward}) {
+          const pw::StageSpec st{smb.module(), static_cast<int>(c), ch.rank, pass, ch.first_layer, ch.layer_count};
+          w[ch.rank.index()] += cost.latency(st, smb, pw::MemoryStrategy{}).count();
+        }
+      }
+    return *std::max_element(w.begin(), w.end());
+  };
+  CHECK(rank_work(balanced.partition) < rank_work(even.partition));
+  // The head's chunk got fewer layers than an even split gives it.
+  const auto& lm = balanced.partition.modules[1].chunks;
+  CHECK(lm.back().layer_count < even.partition.modules[1].chunks.back().layer_count);
+  int total = 0;
+  for (const auto& ch : lm) total += ch.layer_count;
+  CHECK(total == 32);
+  // Explicit layer counts that do not add up are rejected.
+  std::vector<int> K{1, 1};
+  std::vector<std::int64_t> B{4, 0};
+  std::vector<std::vector<int>> bad{{}, {8, 8, 8, 7}};
+  CHECK_THROWS_AS((void)pw::make_dip_partition(model, P, K, B, "x", bad), pw::Error);
 }

@@ -7,6 +7,9 @@
 //  * identical inputs, seed, iteration budget and threads give identical plans (== and binary);
 //  * concurrent plan() calls give what sequential ones give, and a repeated batch is planned
 //    from the cache alone (temporal reuse: no new cost-model evaluations);
+//  * the placement is the best-scoring fitting candidate, the baselines' own placements are
+//    among the candidates, and each candidate's score is an independent search on that
+//    partition (adding the baselines' placements leaves DIP's candidates' scores unchanged);
 //  * static memory that cannot fit gives Error{infeasible} naming a rank;
 //  * cancellation through SearchControl ends a long search promptly;
 //  * it works unchanged with a user's own cost model type (no base class, no registration).
@@ -187,6 +190,65 @@ TEST_CASE("planner: fallback is the best fitting baseline") {
   CHECK(f.step_time == best);
   CHECK(f.source == best_name);
   CHECK(planner.plan(batch).step_time <= f.step_time);
+}
+
+TEST_CASE("planner: the placement is the best of DIP's candidates and the baselines' placements") {
+  const Case c = load("vlm-s", "vlm-web-mix", "h800-tp4-pp4");
+  const AnalyticCostModel cost(c.model, c.setup);
+  PlannerOptions o = quick();
+  const Planner with(c.model, c.setup, cost, c.dataset, o);
+  o.baseline_placements = false;
+  const Planner without(c.model, c.setup, cost, c.dataset, o);
+  const auto& sw = with.placement_scores();
+  const auto& so = without.placement_scores();
+  REQUIRE(so.size() >= 1);
+  REQUIRE(sw.size() > so.size());
+  for (std::size_t i = 0; i < so.size(); ++i) {  // DIP's candidates first, scored the same
+    CHECK(sw[i].name == so[i].name);
+    CHECK(sw[i].fits == so[i].fits);
+    CHECK(sw[i].total_step_time == so[i].total_step_time);
+  }
+  for (std::size_t i = so.size(); i < sw.size(); ++i) CHECK(sw[i].name.rfind("baseline ", 0) == 0);
+  // Every complete baseline layout's chunks are among the candidates: the chosen partition or a scored one.
+  for (const PreparedBaseline& pb : with.baselines()) {
+    CAPTURE(pb.baseline.name);
+    const std::string name = "baseline " + pb.baseline.name;
+    const bool scored = std::any_of(sw.begin(), sw.end(), [&](const PlacementScore& x) { return x.name == name; });
+    // A layout equal to an earlier baseline's is scored once, under the earlier name.
+    bool duplicate = false;
+    for (const PreparedBaseline& q : with.baselines()) {
+      if (&q == &pb) break;
+      duplicate = duplicate || q.baseline.layout.partition.modules == pb.baseline.layout.partition.modules;
+    }
+    if (!duplicate) CHECK(scored);
+  }
+  // The kept placement: the first fitting candidate with the least total step time.
+  std::size_t best = 0;
+  for (std::size_t i = 1; i < sw.size(); ++i)
+    if ((sw[i].fits && !sw[best].fits) || (sw[i].fits == sw[best].fits && sw[i].total_step_time < sw[best].total_step_time))
+      best = i;
+  CHECK(sw[best].fits);
+  CHECK(with.partition().name == sw[best].name);
+  CHECK(sw[best].total_step_time <= so.front().total_step_time);  // never worse than DIP's own on the profile
+  // The chosen placement's score, recomputed independently with the same search budget.
+  const Batch profile = profile_batches(c.model, c.dataset, c.setup, o.compare).front();
+  const auto smbs = split(c.model, with.partition(), profile);
+  const StageGraph graph = build_stage_graph(c.model, with.partition(), smbs);
+  StageCostCache<AnalyticCostModel> cache(cost, c.model);
+  ScheduleSearchOptions search = o.search;
+  search.mcts.seed = o.seed;
+  search.mcts.threads = o.threads;
+  search.mcts.max_iterations = o.partition_iterations;
+  search.mcts.time_budget = std::chrono::nanoseconds{0};
+  search.mcts.record_trace = false;
+  const ScheduleSearchResult r = search_schedule(c.model, c.setup, with.partition(), smbs, graph, cache, search);
+  CHECK(r.feasible);
+  CHECK(r.step_time == sw[best].total_step_time);
+  // Whatever the placement, the planner's plans stay valid and at least as good as the baselines'.
+  const Batch batch = sample_step(c.model, c.dataset, c.setup, 5, 0);
+  const PlanResult pr = with.plan(batch);
+  check_result(pr, c, cost);
+  CHECK(pr.step_time <= with.fallback(batch).step_time);
 }
 
 TEST_CASE("planner: reproducible plans (same inputs, seed, iterations, threads)") {

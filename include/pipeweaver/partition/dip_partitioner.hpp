@@ -11,13 +11,21 @@
 //    T_1 <= ... <= T_n: K_1 = 1, K_i = floor(T_i / T_1), at least 1 and at most
 //    min(max_segments, floor(L_i / P)) so every chunk keeps a layer.
 //  * Module i is cut into P·K_i chunks; chunk c gets floor(L_i / (P·K_i)) layers, the first
-//    L_i mod (P·K_i) chunks one more, and lives on rank c mod P.
+//    L_i mod (P·K_i) chunks one more, and lives on rank c mod P. With balance_layers (default),
+//    the layer counts are instead the contiguous split minimising the largest chunk latency
+//    (forward + backward at the representative shape, from the cost model: a chunk holding the
+//    embedding or the vocabulary head costs more than its layer count says), by dynamic
+//    programming over (chunks, layers); it replaces the even split only when it strictly
+//    lowers that maximum. Every rank holds K_i chunks of module i, so balanced chunks give
+//    balanced ranks.
 //  * The representative shape of a module comes from a sampled step: the median item tokens
 //    (and median context tokens for a cross-attention generator) over all its items, and for
 //    the backbone the median number of samples per microbatch.
 // Generic over any CostModel<C, StageSpec, SubMicrobatchSpec>.
 #include <algorithm>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <span>
 #include <string>
 #include <utility>
@@ -41,6 +49,7 @@ struct DipOptions {
   double efficiency_threshold = 0.95;           ///< fraction of the peak efficiency B_i must keep
   std::int64_t max_sub_microbatch_items = 64;   ///< largest b scanned for the peak
   int max_segments = 8;                         ///< cap on K_i (graph size grows with it)
+  bool balance_layers = true;                   ///< split layers by chunk latency (see the header comment)
 };
 
 /// A module's typical item, from a sampled step.
@@ -73,11 +82,9 @@ inline std::int64_t median(std::vector<std::int64_t> v) {
 inline bool module_has_backward(const ModuleSpec& m) { return m.trainable || m.role == ModuleRole::generator; }
 
 template <class C>
-Nanoseconds stage_time(const C& cost, const ModelSpec& model, ModuleId id, int layers_per_chunk, std::int64_t items,
+Nanoseconds chunk_time(const C& cost, const ModelSpec& model, ModuleId id, int first, int count, std::int64_t items,
                        std::int64_t tokens, std::int64_t context) {
   const ModuleSpec& m = model.module(id);
-  const int count = std::clamp(layers_per_chunk, 1, m.layers);
-  const int first = (m.layers - count) / 2;  // a middle chunk: no embedding or vocabulary head
   std::vector<std::int64_t> tok(static_cast<std::size_t>(items), tokens);
   std::vector<std::int64_t> ctx;
   if (m.cross_attention) ctx.assign(static_cast<std::size_t>(items), context);
@@ -87,7 +94,62 @@ Nanoseconds stage_time(const C& cost, const ModelSpec& model, ModuleId id, int l
   if (module_has_backward(m)) t += cost.latency(StageSpec{id, 0, RankId{0}, Pass::backward, first, count}, smb, none);
   return t;
 }
+
+template <class C>
+Nanoseconds stage_time(const C& cost, const ModelSpec& model, ModuleId id, int layers_per_chunk, std::int64_t items,
+                       std::int64_t tokens, std::int64_t context) {
+  const ModuleSpec& m = model.module(id);
+  const int count = std::clamp(layers_per_chunk, 1, m.layers);
+  const int first = (m.layers - count) / 2;  // a middle chunk: no embedding or vocabulary head
+  return chunk_time(cost, model, id, first, count, items, tokens, context);
+}
 }  // namespace detail
+
+/// Layer counts of `chunks` contiguous chunks of `layers` layers minimising the largest
+/// `chunk_cost(first, count)` (min-max partition by dynamic programming; ties: the split found
+/// first, scanning the last chunk's start from the left). Returns the even split (first
+/// layers % chunks chunks one larger) unless the balanced one has a strictly smaller maximum.
+template <class ChunkCost>
+[[nodiscard]] std::vector<int> balanced_layer_split(int layers, int chunks, ChunkCost&& chunk_cost) {
+  std::vector<int> even;
+  for (int c = 0; c < chunks; ++c) even.push_back(layers / chunks + (c < layers % chunks ? 1 : 0));
+  if (chunks <= 1 || layers <= chunks) return even;
+  const auto L = static_cast<std::size_t>(layers);
+  // cost[j][l]: chunk of layers j .. l-1, computed on demand.
+  std::vector<std::int64_t> memo(L * (L + 1), -1);
+  auto cost = [&](std::size_t j, std::size_t l) {
+    std::int64_t& c = memo[j * (L + 1) + l];
+    if (c < 0) c = Nanoseconds{chunk_cost(static_cast<int>(j), static_cast<int>(l - j))}.count();
+    return c;
+  };
+  std::int64_t even_max = 0;
+  for (std::size_t j = 0, c = 0; c < even.size(); j += static_cast<std::size_t>(even[c]), ++c)
+    even_max = std::max(even_max, cost(j, j + static_cast<std::size_t>(even[c])));
+  constexpr std::int64_t inf = std::numeric_limits<std::int64_t>::max();
+  const auto C = static_cast<std::size_t>(chunks);
+  // best[c][l]: smallest max cost splitting the first l layers into c chunks; from[c][l]: start of the c-th.
+  std::vector<std::vector<std::int64_t>> best(C + 1, std::vector<std::int64_t>(L + 1, inf));
+  std::vector<std::vector<std::size_t>> from(C + 1, std::vector<std::size_t>(L + 1, 0));
+  best[0][0] = 0;
+  for (std::size_t c = 1; c <= C; ++c)
+    for (std::size_t l = c; l + (C - c) <= L; ++l)
+      for (std::size_t j = c - 1; j < l; ++j) {
+        if (best[c - 1][j] == inf) continue;
+        const std::int64_t v = std::max(best[c - 1][j], cost(j, l));
+        if (v < best[c][l]) {
+          best[c][l] = v;
+          from[c][l] = j;
+        }
+      }
+  if (best[C][L] >= even_max) return even;
+  std::vector<int> out(C);
+  for (std::size_t c = C, l = L; c > 0; --c) {
+    const std::size_t j = from[c][l];
+    out[c - 1] = static_cast<int>(l - j);
+    l = j;
+  }
+  return out;
+}
 
 /// Representative shapes of every module (indexed by ModuleId) from a sampled step.
 [[nodiscard]] inline std::vector<RepresentativeShape> representative_shapes(const ModelSpec& model, const Batch& sample) {
@@ -132,11 +194,130 @@ template <class StageTime>
   return cap;
 }
 
+namespace detail {
+/// Per module, the layer counts of its P·K_i chunks that balance the ranks' work on `sample`
+/// (see the header comment). A chunk's work on the sample is modelled as
+///   T(first, count) = o + count·a + [first = 0]·e_first + [first + count = L]·e_last,
+/// (layers of a module are identical; the first and last chunks carry the embedding and the
+/// vocabulary head), with o, a, e_first, e_last fitted exactly from four chunk latencies
+/// summed over the sample's sub-microbatches of B_i items (forward + backward, each
+/// microbatch's items in order, ⌈N/B⌉ groups; the backbone: the whole microbatch). Then
+/// balanced_layer_split per module, then a hill climb across modules. Modules without items in
+/// the sample, or with fewer layers than chunks, get an empty entry (the even split).
+template <class C>
+std::vector<std::vector<int>> balanced_layer_counts(const ModelSpec& model, const C& cost, int P, std::span<const int> K,
+                                                    std::span<const std::int64_t> B, const Batch& sample) {
+  const std::size_t n = model.size();
+  std::vector<std::vector<int>> out(n);
+  struct Affine {
+    std::int64_t o = 0, a = 0, e_first = 0, e_last = 0;
+  };
+  std::vector<Affine> fit(n);
+  std::vector<char> active(n, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const ModuleSpec& m = model.modules[i];
+    const int chunks = P * K[i];
+    if (chunks < 1 || m.layers < chunks || m.layers < 3) continue;
+    const ModuleId id{static_cast<ModuleId::rep>(i)};
+    std::vector<SubMicrobatchSpec> groups;
+    for (const Microbatch& mb : sample.microbatches) {
+      const auto items = module_items(model, id, mb);
+      if (items.empty()) continue;
+      const auto b = static_cast<std::size_t>(B[i] > 0 ? B[i] : static_cast<std::int64_t>(items.size()));
+      for (std::size_t g = 0; g < items.size(); g += b) {
+        std::vector<std::int64_t> tok, ctx;
+        for (std::size_t k = g; k < std::min(items.size(), g + b); ++k) {
+          tok.push_back(items[k].tokens);
+          if (m.cross_attention) ctx.push_back(items[k].context_tokens);
+        }
+        groups.push_back(SubMicrobatchSpec{id, MicrobatchId{0}, tok, ctx});
+      }
+    }
+    if (groups.empty()) continue;
+    auto T = [&](int first, int count) {
+      std::int64_t t = 0;
+      for (const auto& smb : groups) {
+        t += cost.latency(StageSpec{id, 0, RankId{0}, Pass::forward, first, count}, smb, MemoryStrategy{}).count();
+        if (module_has_backward(m))
+          t += cost.latency(StageSpec{id, 0, RankId{0}, Pass::backward, first, count}, smb, MemoryStrategy{}).count();
+      }
+      return t;
+    };
+    const int mid = m.layers / 2 - 1;  // layers mid, mid + 1: neither the first nor the last
+    const std::int64_t t1 = T(mid, 1), t2 = T(mid, 2);
+    Affine& f = fit[i];
+    f.a = t2 - t1;
+    f.o = t1 - f.a;
+    f.e_first = T(0, 1) - t1;
+    f.e_last = T(m.layers - 1, 1) - t1;
+    active[i] = 1;
+  }
+  auto chunk_cost = [&](std::size_t i, int first, int count) {
+    const Affine& f = fit[i];
+    return f.o + count * f.a + (first == 0 ? f.e_first : 0) + (first + count == model.modules[i].layers ? f.e_last : 0);
+  };
+  for (std::size_t i = 0; i < n; ++i)
+    if (active[i])
+      out[i] = balanced_layer_split(model.modules[i].layers, P * K[i],
+                                    [&](int first, int count) { return Nanoseconds{chunk_cost(i, first, count)}; });
+  // Then across modules: rank r holds chunks r, r + P, ... of every module, and the layers of
+  // one module move in whole units, so the per-module optimum can leave ranks unequal. Hill
+  // climb: move one layer across one chunk boundary while that makes the ranks' loads (sorted,
+  // largest first) lexicographically smaller; strict decrease, so it terminates.
+  auto loads_of = [&]() {
+    std::vector<std::int64_t> load(static_cast<std::size_t>(P), 0);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!active[i]) continue;
+      int first = 0;
+      for (std::size_t c = 0; c < out[i].size(); ++c) {
+        load[c % static_cast<std::size_t>(P)] += chunk_cost(i, first, out[i][c]);
+        first += out[i][c];
+      }
+    }
+    std::sort(load.begin(), load.end(), std::greater<>());
+    return load;
+  };
+  std::vector<std::int64_t> cur = loads_of();
+  for (int round = 0; round < 10000; ++round) {
+    std::vector<std::int64_t> best = cur;
+    std::size_t bi = 0, bc = 0;
+    int bd = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!active[i]) continue;
+      for (std::size_t c = 0; c + 1 < out[i].size(); ++c)
+        for (int d : {-1, +1}) {  // d = +1: chunk c gives a layer to chunk c + 1
+          if (out[i][c] - d < 1 || out[i][c + 1] + d < 1) continue;
+          out[i][c] -= d;
+          out[i][c + 1] += d;
+          const auto l = loads_of();
+          out[i][c] += d;
+          out[i][c + 1] -= d;
+          if (l < best) {
+            best = l;
+            bi = i;
+            bc = c;
+            bd = d;
+          }
+        }
+    }
+    if (bd == 0) break;
+    out[bi][bc] -= bd;
+    out[bi][bc + 1] += bd;
+    cur = std::move(best);
+  }
+  return out;
+}
+}  // namespace detail
+
 /// The partition for given K_i (`segments`) and B_i, chunk c of module i on rank c mod P.
 /// Throws Error{infeasible} when a module has fewer layers than P·K_i.
+/// `layer_counts` (optional, per module; an empty entry or an empty span: the even split)
+/// gives each chunk's layer count explicitly; they must be positive and add up to the module's
+/// layers.
 [[nodiscard]] inline Partition make_dip_partition(const ModelSpec& model, int ranks, std::span<const int> segments,
                                                   std::span<const std::int64_t> sub_microbatch_items,
-                                                  std::string name = "dip") {
+                                                  std::string name = "dip",
+                                                  std::span<const std::vector<int>> layer_counts = {}) {
   if (ranks < 1)
     throw Error(ErrorKind::input, "pipeline of " + std::to_string(ranks) + " ranks", ErrorContext{{}, "pipeline_stages", ">= 1"});
   if (segments.size() != model.size() || sub_microbatch_items.size() != model.size())
@@ -157,10 +338,23 @@ template <class StageTime>
                   ErrorContext{{}, "module '" + m.name + "'", "at least one layer per chunk: layers >= P * K"});
     ModulePlacement pl;
     pl.sub_microbatch_items = sub_microbatch_items[i];
+    const bool given = i < layer_counts.size() && !layer_counts[i].empty();
+    if (given) {
+      const auto& lc = layer_counts[i];
+      int sum = 0;
+      bool positive = true;
+      for (int x : lc) {
+        sum += x;
+        positive = positive && x > 0;
+      }
+      if (lc.size() != static_cast<std::size_t>(chunks) || sum != m.layers || !positive)
+        throw Error(ErrorKind::input, "layer counts of module '" + m.name + "' do not split its " + std::to_string(m.layers) + " layers",
+                    ErrorContext{{}, "module '" + m.name + "'", std::to_string(chunks) + " positive counts adding up to " + std::to_string(m.layers)});
+    }
     const int base = m.layers / chunks, extra = m.layers % chunks;
     int first = 0;
     for (int c = 0; c < chunks; ++c) {
-      const int count = base + (c < extra ? 1 : 0);
+      const int count = given ? layer_counts[i][static_cast<std::size_t>(c)] : base + (c < extra ? 1 : 0);
       pl.chunks.push_back(Chunk{first, count, RankId{c % ranks}});
       first += count;
     }
@@ -250,7 +444,9 @@ template <class C>
     K[i] = static_cast<int>(std::clamp<std::int64_t>(k, 1, cap));
     out.modules[i].segments = K[i];
   }
-  out.partition = make_dip_partition(model, P, K, B, "dip");
+  const auto counts = options.balance_layers ? detail::balanced_layer_counts(model, cost, P, K, B, sample)
+                                             : std::vector<std::vector<int>>{};
+  out.partition = make_dip_partition(model, P, K, B, "dip", counts);
   return out;
 }
 
@@ -275,7 +471,12 @@ template <class C>
     for (const auto& s : seen)
       if (s.first == K && s.second == B) return;
     seen.push_back({K, B});
-    out.push_back(make_dip_partition(model, P, K, B, name));
+    if (options.balance_layers) {
+      const auto counts = detail::balanced_layer_counts(model, cost, P, K, B, sample);
+      out.push_back(make_dip_partition(model, P, K, B, name, counts));
+    } else {
+      out.push_back(make_dip_partition(model, P, K, B, name));
+    }
   };
   const ModuleId backbone = model.backbone();
   for (std::size_t i = 0; i < model.size(); ++i) {

@@ -5,10 +5,17 @@
 //
 // Construction (once, before training):
 //  * the baselines' static choices (plan/compare.hpp) are made on profile steps;
-//  * the placement is chosen: DIP's partition (partition/dip_partitioner.hpp) and its
-//    neighbours (other K_i, other B_i) are each scored by a short, iteration-bounded schedule
-//    search on up to `partition_steps` profile steps; the best (fits memory on every step, then
-//    least total step time) is kept. The profile steps are the given sample batches, or
+//  * the placement is chosen: DIP's partition (partition/dip_partitioner.hpp), its
+//    neighbours (other K_i, other B_i) and, with `baseline_placements`, the baselines' own
+//    static placements (each distinct baseline layout's partition in baseline_names order,
+//    e.g. interleaved-1f1b's chain split with its v, optimus' layout; then the same layout
+//    with DIP's sub-microbatch sizes B_i, so its encoder items are split too) are each scored
+//    by a short, iteration-bounded schedule search on up to `partition_steps` profile steps;
+//    the best (fits memory on every step, then least total step time; ties go to the earlier
+//    candidate, DIP's first) is kept. Scoring the baselines' placements lets the dual-queue
+//    interleaver, MCTS and memory optimiser improve on the best static placement by
+//    reordering alone where DIP's own placement is not better. The candidate list and every
+//    score are deterministic, so the choice is too. The profile steps are the given sample batches, or
 //    `compare.profile_steps` steps of the given dataset under the fixed `compare.profile_seed`.
 //    Without samples or dataset, the placement is DIP's formula on the first batch planned
 //    (and that batch is the baselines' profile): with several threads calling plan() at once,
@@ -95,6 +102,8 @@ struct PlannerOptions {
   /// the choice is reproducible).
   int partition_steps = 2;
   std::int64_t partition_iterations = 2;
+  /// Also score the baselines' static placements as placement candidates (header comment).
+  bool baseline_placements = true;
   bool consider_baselines = true;  ///< take a baseline's plan when it beats the search (DESIGN §4)
   DipOptions dip{};
   CompareOptions compare{};        ///< baseline static choices and profile steps
@@ -322,6 +331,7 @@ class Planner {
       std::vector<Partition> cands = candidate_partitions(model, setup, cost, profile.front(), options.dip);
       const std::size_t steps =
           score_neighbours ? std::min<std::size_t>(profile.size(), static_cast<std::size_t>(options.partition_steps)) : 0;
+      if (steps > 0 && options.baseline_placements) add_baseline_placements(p.baselines, cands);
       if (steps == 0 || cands.size() == 1) {
         pipeweaver::check_static_memory(model, setup, cands.front());
         p.partition = std::move(cands.front());
@@ -365,6 +375,31 @@ class Planner {
       // Nothing fits: DIP's own partition's static memory error, if that is the reason.
       if (!p.scores[*best].fits) pipeweaver::check_static_memory(model, setup, cands.front());
       p.partition = std::move(cands[*best]);
+    }
+
+    /// Appends each distinct baseline placement (same chunks and B_i as an earlier candidate:
+    /// skipped), as-is and with DIP's B_i (cands.front() is DIP's own partition).
+    void add_baseline_placements(const std::vector<PreparedBaseline>& baselines, std::vector<Partition>& cands) const {
+      const auto known = [&](const Partition& x) {
+        return std::any_of(cands.begin(), cands.end(),
+                           [&](const Partition& c) { return c.ranks == x.ranks && c.modules == x.modules; });
+      };
+      std::vector<std::int64_t> dip_b;  // a copy: pushing to cands may reallocate it
+      for (const auto& m : cands.front().modules) dip_b.push_back(m.sub_microbatch_items);
+      for (const PreparedBaseline& pb : baselines) {
+        Partition own = pb.baseline.layout.partition;
+        if (own.ranks != setup.pipeline_stages || own.modules.size() != model.size()) continue;
+        bool complete = true;  // every module placed (a partial layout is not a placement)
+        for (const auto& m : own.modules) complete = complete && !m.chunks.empty();
+        if (!complete) continue;
+        own.name = "baseline " + pb.baseline.name;
+        Partition sub = own;
+        sub.name += " with DIP's B";
+        for (std::size_t i = 0; i < sub.modules.size(); ++i)
+          sub.modules[i].sub_microbatch_items = dip_b[i];
+        for (Partition* x : {&own, &sub})
+          if (!known(*x)) cands.push_back(std::move(*x));
+      }
     }
 
     std::atomic<bool> done{false};
