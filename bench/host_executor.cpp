@@ -8,11 +8,8 @@
 
 #include <pipeweaver/execute.hpp>
 #include <pipeweaver/host.hpp>
-#include <pipeweaver/io/workload_json.hpp>
-#include <pipeweaver/partition/splitter.hpp>
-#include <pipeweaver/schedule/dual_queue_interleaver.hpp>
-#include <pipeweaver/schedule/lowering.hpp>
-#include <pipeweaver/schedule/stage_graph.hpp>
+
+#include "backends/host/plans.hpp"
 
 #include <cstdint>
 #include <string>
@@ -22,31 +19,14 @@ namespace pw = pipeweaver;
 
 namespace {
 
-struct UnitCost {  // 1 ms stages, 4 KiB messages: only the plan's shape matters here
-  template <class S, class M>
-  pw::Nanoseconds latency(const S&, const M&, const pw::MemoryStrategy&) const { return pw::from_ms(1); }
-  template <class S, class M>
-  pw::Bytes activation_bytes(const S&, const M&, const pw::MemoryStrategy&) const { return pw::Bytes{0}; }
-  template <class S, class M>
-  pw::Bytes output_bytes(const S&, const M&) const { return pw::Bytes{4096}; }
-  pw::Nanoseconds transfer_time(pw::Bytes) const { return pw::Nanoseconds{0}; }
-};
-
 const pw::ModelSpec& model() {
-  static const pw::ModelSpec m = pw::read_model(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/models/tiny-vlm.json");
+  static const pw::ModelSpec m = test_plans::tiny_vlm();
   return m;
 }
 
-pw::ModulePlacement placement(int chunks, int ranks, std::int64_t items) {
-  pw::ModulePlacement p;
-  const int layers_each = (chunks == 4 ? 4 : 8) / chunks;
-  for (int c = 0; c < chunks; ++c) p.chunks.push_back(pw::Chunk{c * layers_each, layers_each, pw::RankId{c % ranks}});
-  p.sub_microbatch_items = items;
-  return p;
-}
-
-// 16 microbatches of 4 samples (two images each); ViT 4 chunks, LLM 8 chunks, one item per
-// sub-microbatch: a few thousand actions.
+// 16 microbatches of 4 samples (two images each); ViT 4 chunks, LLM 8 chunks (one layer each,
+// chunk c on rank c mod P), one item per sub-microbatch: a few thousand actions. Built as the
+// host backend's tests build theirs (test/backends/host/plans.hpp: dual-queue order, unit costs).
 pw::Plan make_plan(int ranks) {
   pw::Batch batch;
   for (int mb = 0; mb < 16; ++mb) {
@@ -54,19 +34,15 @@ pw::Plan make_plan(int ranks) {
     for (int s = 0; s < 4; ++s) m.samples.push_back(pw::Sample{12, {pw::SampleItems{"image", {16, 8}}}});
     batch.microbatches.push_back(m);
   }
-  const pw::Partition partition{"dip", ranks, {placement(4, ranks, 1), placement(8, ranks, 1)}};
-  auto smbs = pw::split(model(), partition, batch);
-  const auto graph = pw::build_stage_graph(model(), partition, smbs);
-  std::vector<std::int64_t> priority(graph.size());
-  std::vector<pw::Nanoseconds> latency(graph.size(), pw::from_ms(1));
-  for (std::size_t n = 0; n < graph.size(); ++n)
-    priority[n] = -static_cast<std::int64_t>(smbs[graph.nodes[n].stage.sub_microbatch.index()].microbatch().value());
-  pw::InterleaveInput in;
-  in.priority = priority;
-  in.latency = latency;
-  pw::DualQueueInterleaver interleaver;
-  const auto result = interleaver.run(graph, in, [](pw::NodeIndex, pw::NodeIndex) { return pw::Nanoseconds{0}; });
-  return pw::lower(model(), partition, smbs, graph, result.schedule, UnitCost{}, "dip", "cpu-pp4");
+  const auto spread = [ranks](int chunks) {
+    std::vector<int> r;
+    for (int c = 0; c < chunks; ++c) r.push_back(c % ranks);
+    return r;
+  };
+  const pw::Partition partition{"dip", ranks,
+                                {test_plans::placement(std::vector<int>(4, 1), spread(4), 1),
+                                 test_plans::placement(std::vector<int>(8, 1), spread(8), 1)}};
+  return test_plans::make_plan(model(), partition, batch);
 }
 
 struct Empty {

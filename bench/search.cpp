@@ -210,17 +210,8 @@ void BM_memory_optimizer(benchmark::State& state) {
   auto& f = Fixture::get();
   pw::RankMemoryProblem pb = f.mem;
   if (state.range(1) == 1) {
-    std::int64_t frugal = 0, fastest = 0;
-    for (const auto& pt : pb.points) {
-      std::int64_t a = 0, b = 0;
-      for (auto i : pt) {
-        a += pb.candidates[static_cast<std::size_t>(i)].back().bytes.count();
-        b += pb.candidates[static_cast<std::size_t>(i)].front().bytes.count();
-      }
-      frugal = std::max(frugal, a);
-      fastest = std::max(fastest, b);
-    }
-    pb.capacity = pb.static_bytes + pw::Bytes{(frugal + fastest) / 2};
+    const pw::DemandRange d = pw::demand_range(pb);
+    pb.capacity = pb.static_bytes + pw::Bytes{(d.frugal.count() + d.fastest.count()) / 2};
   }
   pw::MemoryOptimizerOptions o;
   if (state.range(0) == 1) o.gap = std::numeric_limits<double>::infinity();

@@ -73,9 +73,10 @@ inline int run_compare(const CompareArgs& a, std::ostream& out = std::cout) {
     pw::CompareOptions options;
     options.record_timeline = !a.trace_dir.empty();
     const auto profile = pw::profile_batches(model, dataset, setup, options);
-    pw::BaselineComparison cmp(model, setup, cost, profile, options);
     planner_opts.compare = options;
     const pw::Planner<pw::AnalyticCostModel> planner(model, setup, cost, profile, planner_opts);
+    // The planner chose the baselines' static splits on the same profile: reuse them.
+    pw::BaselineComparison cmp(model, setup, cost, planner.baselines(), options);
 
     nlohmann::ordered_json j;
     j["model"] = model.name;

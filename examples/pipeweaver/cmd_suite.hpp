@@ -8,14 +8,19 @@
 // steps of
 //   speedup vs B = B step_ms / dip step_ms        (for each baseline B)
 //   dip / LB     = dip step_ms / lower_bound_ms
+//   ceiling vs B = B step_ms / lower_bound_ms     (for each baseline B)
+// The lower bound of a step is the smallest of the bounds of every partition compared (dip's and
+// each baseline's), so no plan over those partitions beats it: "ceiling vs B" is the largest
+// speedup over B that any such plan could show, whatever the search does.
 // and the mean and maximum search time, whether dip fitted memory on every step and whether it
 // was never slower than a baseline that fitted; the last row is the geometric mean over cases
 // (each case weighs the same). JSON output:
 //   {"suite", "steps", "seeds", "budget_ms" | "iterations", "threads",
-//    "cases": [{"name", "steps", "speedup": {"<baseline>": x}, "dip_over_lower_bound",
+//    "cases": [{"name", "steps", "speedup": {"<baseline>": x}, "ceiling": {"<baseline>": x},
+//               "dip_over_lower_bound",
 //               "search_ms_mean", "search_ms_max", "dip_fits_memory", "dip_never_slower",
 //               "sources": {"<source>": count}}],
-//    "geomean": {"speedup": {"<baseline>": x}, "dip_over_lower_bound"}}
+//    "geomean": {"speedup": {"<baseline>": x}, "ceiling": {"<baseline>": x}, "dip_over_lower_bound"}}
 // Bad input: pipeweaver::Error (main.cpp: one line on stderr naming the file, exit 2).
 #include <algorithm>
 #include <cmath>
@@ -79,7 +84,7 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   j["threads"] = options.threads;
   j["cases"] = nlohmann::ordered_json::array();
 
-  std::map<std::string, std::vector<double>> all_speedups;  // per baseline, per case
+  std::map<std::string, std::vector<double>> all_speedups, all_ceilings;  // per baseline, per case
   std::vector<double> all_lb;
   std::vector<std::string> names(pw::baseline_names.begin(), pw::baseline_names.end());
   for (std::size_t ci = 0; ci < suite.cases.size(); ++ci) {
@@ -88,7 +93,7 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     const pw::AnalyticCostModel cost(w.model, w.setup);
     const pw::Planner<pw::AnalyticCostModel> planner(w.model, w.setup, cost, w.dataset, options);
     pw::BaselineContext<pw::AnalyticCostModel> ctx(w.model, w.setup, cost);
-    std::map<std::string, std::vector<double>> speedups;
+    std::map<std::string, std::vector<double>> speedups, ceilings;
     std::vector<double> lb_ratio;
     std::map<std::string, int> sources;
     double search_sum = 0, search_max = 0;
@@ -100,12 +105,16 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
         const pw::PlanResult r = planner.plan(batch);
         const double dip = static_cast<double>(r.step_time.count());
         pw::Nanoseconds lb = r.lower_bound;
+        std::vector<std::pair<std::string, double>> baseline_ms;
         for (const pw::PreparedBaseline& pb : planner.baselines()) {
           const pw::BaselinePlan b = pw::build_baseline_plan(ctx, pb.baseline, batch);
           lb = std::min(lb, pw::lower_bound(b.graph, pb.baseline.layout.partition, b.plan.sub_microbatches, ctx.cache()).value);
-          speedups[pb.baseline.name].push_back(static_cast<double>(b.emulation.step_time.count()) / dip);
+          const double ms = static_cast<double>(b.emulation.step_time.count());
+          speedups[pb.baseline.name].push_back(ms / dip);
+          baseline_ms.emplace_back(pb.baseline.name, ms);
           if (b.fits_memory && b.emulation.step_time < r.step_time) never_slower = false;
         }
+        for (const auto& [name, ms] : baseline_ms) ceilings[name].push_back(ms / static_cast<double>(lb.count()));
         const pw::EmulationResult e = pw::emulate(r.plan, w.model, w.setup, ctx.cache());
         fits = fits && e.fits_memory();
         lb_ratio.push_back(dip / static_cast<double>(lb.count()));
@@ -121,10 +130,14 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     cj["name"] = c.name;
     cj["steps"] = n;
     cj["speedup"] = nlohmann::ordered_json::object();
+    cj["ceiling"] = nlohmann::ordered_json::object();
     for (const auto& name : names) {
       const double g = geomean(speedups[name]);
       cj["speedup"][name] = g;
       all_speedups[name].push_back(g);
+      const double cg = geomean(ceilings[name]);
+      cj["ceiling"][name] = cg;
+      all_ceilings[name].push_back(cg);
     }
     const double glb = geomean(lb_ratio);
     all_lb.push_back(glb);
@@ -139,6 +152,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   }
   j["geomean"]["speedup"] = nlohmann::ordered_json::object();
   for (const auto& name : names) j["geomean"]["speedup"][name] = geomean(all_speedups[name]);
+  j["geomean"]["ceiling"] = nlohmann::ordered_json::object();
+  for (const auto& name : names) j["geomean"]["ceiling"][name] = geomean(all_ceilings[name]);
   j["geomean"]["dip_over_lower_bound"] = geomean(all_lb);
 
   if (a.format == "json") {
@@ -166,6 +181,15 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   for (const auto& name : names) g += fmt::format(" {:>16.3f}", j["geomean"]["speedup"][name].get<double>());
   g += fmt::format(" {:>8.3f}", j["geomean"]["dip_over_lower_bound"].get<double>());
   out << g << "\n";
+  out << "ceiling: largest speedup over each baseline that any plan could show (baseline / lower bound)\n";
+  for (const auto& cj : j["cases"]) {
+    std::string line = fmt::format("  {:<16}", cj["name"].get<std::string>());
+    for (const auto& name : names) line += fmt::format(" {:>16.3f}", cj["ceiling"][name].get<double>());
+    out << line << "\n";
+  }
+  std::string gc = fmt::format("  {:<16}", "geomean");
+  for (const auto& name : names) gc += fmt::format(" {:>16.3f}", j["geomean"]["ceiling"][name].get<double>());
+  out << gc << "\n";
   out << "sources of the dip plans (the search's own plan, or a baseline that beat it):\n";
   for (const auto& cj : j["cases"]) {
     std::string line = fmt::format("  {:<16}", cj["name"].get<std::string>());

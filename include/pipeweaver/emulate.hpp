@@ -2,7 +2,6 @@
 // Umbrella header for emulate/: SEMU (plan emulation), the search's fast schedule emulator, the
 // stage-cost reuse cache and the step lower bound.
 #include "pipeweaver/emulate/emulator.hpp"
-#include "pipeweaver/emulate/labels.hpp"
 #include "pipeweaver/emulate/lower_bound.hpp"
 #include "pipeweaver/emulate/result.hpp"
 #include "pipeweaver/emulate/schedule_emulator.hpp"

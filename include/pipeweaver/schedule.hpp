@@ -3,6 +3,7 @@
 #include "pipeweaver/schedule/partition.hpp"
 #include "pipeweaver/schedule/plan.hpp"
 #include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/schedule/labels.hpp"
 #include "pipeweaver/schedule/lowering.hpp"
 #include "pipeweaver/schedule/plan_binary.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"

@@ -9,22 +9,11 @@
 #include <utility>
 #include <vector>
 
+#include "data/make_distribution.hpp"
 #include "io/error_check.hpp"
 #include "pipeweaver/data/random.hpp"
 
 using namespace pipeweaver;
-
-namespace {
-template <class Kind>
-pipeweaver::Distribution dist(Kind kind, double scale = 1, std::optional<double> min = {}, std::optional<double> max = {}) {
-  pipeweaver::Distribution d;
-  d.kind = std::move(kind);
-  d.scale = scale;
-  d.min = min;
-  d.max = max;
-  return d;
-}
-}  // namespace
 
 namespace {
 

@@ -163,7 +163,7 @@ TEST_CASE("plans that cannot run are rejected with the rank, the position and th
     p.ranks[0] = {pw::Recv{t1}, pw::Wait{t1}, F0, pw::Send{t0}, B0};
     p.ranks[1] = {pw::Recv{t0}, pw::Wait{t0}, F1, B1, pw::Send{t1}};
     expect_error(p, "rank 0, action 1", "deadlock");
-    expect_error(p, "rank 0, action 1", "rank 1, action 1 waits in Wait t0");
+    expect_error(p, "rank 0, action 1", "rank 1, action 1 waits in Wait transfer 0");
   }
   SUBCASE("a wait before its recv") {
     auto p = base();

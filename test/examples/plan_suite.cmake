@@ -4,7 +4,8 @@
 #    `emulate` of the written plan reproduces plan's step time and peak memory;
 #  * plan with an iteration budget is reproducible: two runs (2 threads) write identical plans;
 #  * suite --format json on a one-case suite reports dip never slower than a baseline that fits,
-#    speedups >= 1 over every baseline that fits, and dip / lower bound >= 1.
+#    speedups >= 1 over every baseline that fits, dip / lower bound >= 1, and each baseline's
+#    ceiling (baseline / lower bound) >= 1 and >= dip's speedup over it.
 # Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads), BATCH (a batch file for
 # tiny-vlm), WORK (a scratch directory).
 cmake_minimum_required(VERSION 3.25)
@@ -88,8 +89,13 @@ foreach(b gpipe 1f1b interleaved-1f1b nnscaler optimus)
   if(s LESS 1)
     message(FATAL_ERROR "suite: dip slower than ${b} (speedup ${s})")
   endif()
+  # The ceiling (baseline / lower bound) bounds every plan's speedup, dip's included.
+  string(JSON c GET "${sj}" geomean ceiling ${b})
+  if(c LESS s OR c LESS 1)
+    message(FATAL_ERROR "suite: ceiling over ${b} is ${c}, below the speedup ${s} or below 1")
+  endif()
 endforeach()
 run_ok(st suite --suite "${WORK}/suite.json" --steps 1 --seeds 1 --iterations 1)
-if(NOT st MATCHES "geomean +[0-9.]+")
+if(NOT st MATCHES "geomean +[0-9.]+" OR NOT st MATCHES "ceiling: largest speedup")
   message(FATAL_ERROR "suite table: ${st}")
 endif()

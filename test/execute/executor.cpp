@@ -192,19 +192,27 @@ TEST_CASE("executor: a callback that throws aborts the runtime and names the act
   } catch (const pw::Error& e) {
     CHECK(e.kind() == pw::ErrorKind::execution);
     CHECK(e.message() == "forward callback threw: boom");
-    CHECK(std::string(e.context().path).find("Forward(") != std::string::npos);
+    CHECK(std::string(e.context().path).find("(Forward ") != std::string::npos);
   }
   CHECK(rt.stop);
 }
 
-TEST_CASE("describe_action names modules, chunks and links") {
+TEST_CASE("action_label names modules, chunks, ranks and transfers") {
   const auto model = test_plans::tiny_vlm();
   pw::Plan plan;
-  plan.transfers.push_back(pw::Transfer{pw::RankId{1}, pw::RankId{2}, {}, {}, pw::Bytes{8}});
-  CHECK(pw::describe_action(pw::Forward{pw::ModuleId{0}, 3, pw::SubMicrobatchId{5}, {}}, plan, &model) ==
-        "Forward(vit chunk 3, sub-microbatch 5)");
-  CHECK(pw::describe_action(pw::Backward{pw::ModuleId{1}, 0, pw::SubMicrobatchId{2}, {}, pw::Pass::backward_input}, plan, &model) ==
-        "Backward(llm chunk 0, sub-microbatch 2, backward_input)");
-  CHECK(pw::describe_action(pw::Send{pw::TransferId{0}}, plan) == "Send(transfer 0 to rank 2)");
-  CHECK(pw::describe_action(pw::Wait{pw::TransferId{0}}, plan) == "Wait(transfer 0 from rank 1)");
+  const pw::StageRef producer{pw::ModuleId{0}, 3, pw::SubMicrobatchId{5}, pw::Pass::forward};
+  const pw::StageRef consumer{pw::ModuleId{1}, 0, pw::SubMicrobatchId{2}, pw::Pass::forward};
+  plan.transfers.push_back(pw::Transfer{pw::RankId{1}, pw::RankId{2}, producer, consumer, pw::Bytes{8}});
+  CHECK(pw::action_label(plan, model, pw::Forward{pw::ModuleId{0}, 3, pw::SubMicrobatchId{5}, {}}) ==
+        "Forward vit chunk 3 sub-microbatch 5");
+  CHECK(pw::action_label(plan, model, pw::Backward{pw::ModuleId{1}, 0, pw::SubMicrobatchId{2}, {}, pw::Pass::backward_input}) ==
+        "Backward(backward_input) llm chunk 0 sub-microbatch 2");
+  CHECK(pw::action_label(plan, model, pw::Send{pw::TransferId{0}}) ==
+        "Send transfer 0 (Forward vit chunk 3 sub-microbatch 5 on rank 1 -> Forward llm chunk 0 sub-microbatch 2 on rank 2)");
+  CHECK(pw::action_label(plan, model, pw::Wait{pw::TransferId{7}}) == "Wait transfer 7 (no such transfer)");
+  CHECK(pw::action_label(plan, model, pw::Forward{pw::ModuleId{9}, 0, pw::SubMicrobatchId{0}, {}}) ==
+        "Forward module 9 chunk 0 sub-microbatch 0");
+  // The short form of the pictures.
+  CHECK(pw::stage_label(model, pw::StageRef{pw::ModuleId{0}, 2, pw::SubMicrobatchId{17}, pw::Pass::backward_weight}) ==
+        "Bw vit c2 s17");
 }

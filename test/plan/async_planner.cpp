@@ -528,6 +528,49 @@ TEST_CASE("plans reach every rank through the in-process broadcast, and so do pl
   }
 }
 
+TEST_CASE("a next() that fails before there is a plan still tells the other ranks") {
+  // Misuse (no batch outstanding) and cancellation both throw on the root; the other ranks must
+  // get a failure notice at once rather than wait out the broadcast's timeout.
+  auto s = std::make_shared<Script>();
+  s->default_time = 1ms;
+  pw::host::InProcessBroadcast bc(2, std::chrono::milliseconds(60000));
+  auto o = options(1, 1, pw::AsyncPlannerOptions::wait_forever);
+  o.broadcast = pw::bind_broadcast(bc, pw::RankId{0}, pw::RankId{0});
+  std::vector<std::string> seen;
+  std::thread other([&] {
+    const pw::BroadcastHook hook = pw::bind_broadcast(bc, pw::RankId{1}, pw::RankId{0});
+    for (int k = 0; k < 2; ++k) {
+      try {
+        (void)pw::receive_plan(hook);
+        seen.emplace_back("a plan");
+      } catch (const pw::Error& e) {
+        seen.emplace_back(e.what());
+      }
+    }
+  });
+  pw::ErrorKind misuse = pw::ErrorKind::execution, cancelled = pw::ErrorKind::execution;
+  const auto took = time_of([&] {
+    pw::AsyncPlanner planner{FakePlanner{s}, o};
+    try {
+      (void)planner.next();  // nothing submitted
+    } catch (const pw::Error& e) {
+      misuse = e.kind();
+    }
+    planner.cancel();
+    try {
+      (void)planner.next();
+    } catch (const pw::Error& e) {
+      cancelled = e.kind();
+    }
+    other.join();
+  });
+  CHECK(misuse == pw::ErrorKind::input);
+  CHECK(cancelled == pw::ErrorKind::cancelled);
+  REQUIRE(seen.size() == 2);
+  for (const auto& m : seen) CHECK(m.find("failed to plan") != std::string::npos);
+  CHECK(took < 30s);  // far below the broadcast's 60 s timeout
+}
+
 TEST_CASE("receive_plan and send_plan reject an empty hook") {
   CHECK_THROWS_AS((void)pw::receive_plan(pw::BroadcastHook{}), pw::Error);
   CHECK_THROWS_AS(pw::send_plan(pw::BroadcastHook{}, make_plan(0, "x")), pw::Error);

@@ -190,6 +190,20 @@ TEST_CASE("planner: fallback is the best fitting baseline") {
   CHECK(f.step_time == best);
   CHECK(f.source == best_name);
   CHECK(planner.plan(batch).step_time <= f.step_time);
+
+  // A comparison over the planner's own baselines (what `pipeweaver compare` does, instead of
+  // choosing the static splits twice) reports the same figures as the independent one.
+  BaselineComparison reused(c.model, c.setup, cost, planner.baselines(), quick().compare);
+  const StepComparison again = reused.compare(batch, 0);
+  REQUIRE(again.plans.size() == base.plans.size());
+  CHECK(again.lower_bound == base.lower_bound);
+  for (std::size_t i = 0; i < base.plans.size(); ++i) {
+    CAPTURE(base.plans[i].name);
+    CHECK(again.plans[i].name == base.plans[i].name);
+    CHECK(again.plans[i].step_time == base.plans[i].step_time);
+    CHECK(again.plans[i].fits_memory == base.plans[i].fits_memory);
+  }
+  CHECK_THROWS_AS(BaselineComparison(c.model, c.setup, cost, std::vector<PreparedBaseline>{}), Error);
 }
 
 TEST_CASE("planner: the placement is the best of DIP's candidates and the baselines' placements") {

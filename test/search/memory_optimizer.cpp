@@ -339,17 +339,8 @@ TEST_CASE("optimize_rank_memory: node limit keeps a feasible incumbent - bad inp
   }
   for (const auto& cs : store) pb.candidates.push_back(cs);
   pb.points = pw::alive_points(ev, n);
-  std::int64_t frugal = 0, fastest = 0;  // worst point under each extreme
-  for (const auto& pt : pb.points) {
-    std::int64_t a = 0, b = 0;
-    for (auto i : pt) {
-      a += pb.candidates[static_cast<std::size_t>(i)].back().bytes.count();
-      b += pb.candidates[static_cast<std::size_t>(i)].front().bytes.count();
-    }
-    frugal = std::max(frugal, a);
-    fastest = std::max(fastest, b);
-  }
-  pb.capacity = pw::Bytes{(frugal + fastest) / 2};
+  const pw::DemandRange d = pw::demand_range(pb);  // worst point under each extreme
+  pb.capacity = pw::Bytes{(d.frugal.count() + d.fastest.count()) / 2};
   auto exact = pw::optimize_rank_memory(pb, {.gap = 0.0, .node_limit = 50});
   REQUIRE(exact.feasible);
   CHECK(fits(pb, exact.choice));
@@ -397,4 +388,26 @@ TEST_CASE("a reused solver (the search's evaluator keeps one) gives the same ans
     CHECK(reused.peak == fresh.peak);
     CHECK(reused.nodes == fresh.nodes);
   }
+}
+
+TEST_CASE("demand_range: the worst point under the most frugal and the fastest choices") {
+  // Pair 0: fastest (1 ns) holds 10 bytes, frugal holds 4; pair 1: fastest holds 6, frugal 1;
+  // a dominated candidate (slower and bigger) and a fastest-time tie with more bytes are ignored.
+  const std::vector<pw::StrategyCandidate> c0{{{}, pw::Nanoseconds{2}, pw::Bytes{4}},
+                                              {{}, pw::Nanoseconds{1}, pw::Bytes{10}},
+                                              {{}, pw::Nanoseconds{5}, pw::Bytes{12}}};
+  const std::vector<pw::StrategyCandidate> c1{{{}, pw::Nanoseconds{1}, pw::Bytes{9}},
+                                              {{}, pw::Nanoseconds{3}, pw::Bytes{1}},
+                                              {{}, pw::Nanoseconds{1}, pw::Bytes{6}}};
+  pw::RankMemoryProblem pb;
+  pb.candidates = {c0, c1};
+  pb.points = {{0}, {0, 1}, {1}};
+  const pw::DemandRange d = pw::demand_range(pb);
+  CHECK(d.frugal == pw::Bytes{5});    // max(4, 4 + 1, 1)
+  CHECK(d.fastest == pw::Bytes{16});  // max(10, 10 + 6, 6)
+  // Bad input is named, not read out of bounds.
+  pb.points = {{2}};
+  CHECK_THROWS_AS((void)pw::demand_range(pb), pw::Error);
+  pb.candidates.push_back({});
+  CHECK_THROWS_AS((void)pw::demand_range(pb), pw::Error);
 }

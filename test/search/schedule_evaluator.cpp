@@ -19,31 +19,17 @@
 #include <limits>
 #include <string>
 
+#include "sampled_step.hpp"
+
 namespace pw = pipeweaver;
 
 namespace {
 
-struct Step {
-  pw::ModelSpec model;
-  pw::Setup setup;
-  pw::Partition partition;
-  std::vector<pw::SubMicrobatchSpec> smbs;
-  pw::StageGraph graph;
-};
+using Step = pwtest::SampledStep;
 
+// Step `step` of seed 3 (other steps than the search tests use).
 Step make_step(const std::string& model, const std::string& dataset, const std::string& setup, double memory_gib, int step) {
-  const std::string dir = PIPEWEAVER_WORKLOADS_DIR;
-  Step s;
-  s.model = pw::read_model(dir + "/models/" + model + ".json");
-  s.setup = pw::read_setup(dir + "/setups/" + setup + ".json");
-  if (memory_gib > 0) s.setup.device.memory_gib = memory_gib;
-  const auto ds = pw::read_dataset(dir + "/datasets/" + dataset + ".json");
-  const pw::AnalyticCostModel cost{s.model, s.setup};
-  const pw::Batch batch = pw::sample_step(s.model, ds, s.setup, 3, step);
-  s.partition = pw::dip_partition(s.model, s.setup, cost, batch).partition;
-  s.smbs = pw::split(s.model, s.partition, batch);
-  s.graph = pw::build_stage_graph(s.model, s.partition, s.smbs);
-  return s;
+  return pwtest::sampled_step(model, dataset, setup, memory_gib, 3, step);
 }
 
 struct Reference {

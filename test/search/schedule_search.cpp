@@ -4,42 +4,19 @@
 #include <doctest/doctest.h>
 
 #include <pipeweaver/cost/analytic.hpp>
-#include <pipeweaver/data/packing.hpp>
 #include <pipeweaver/emulate/emulator.hpp>
-#include <pipeweaver/io/workload_json.hpp>
-#include <pipeweaver/partition/dip_partitioner.hpp>
-#include <pipeweaver/partition/splitter.hpp>
 #include <pipeweaver/schedule/lowering.hpp>
+#include <pipeweaver/schedule/validator.hpp>
 #include <pipeweaver/search/schedule_search.hpp>
 
-#include <string>
+#include "sampled_step.hpp"
 
 namespace pw = pipeweaver;
 
 namespace {
 
-struct Step {
-  pw::ModelSpec model;
-  pw::Setup setup;
-  pw::Partition partition;
-  std::vector<pw::SubMicrobatchSpec> smbs;
-  pw::StageGraph graph;
-};
-
-Step make_step(const std::string& model, const std::string& dataset, const std::string& setup, double memory_gib = 0) {
-  const std::string dir = PIPEWEAVER_WORKLOADS_DIR;
-  Step s;
-  s.model = pw::read_model(dir + "/models/" + model + ".json");
-  s.setup = pw::read_setup(dir + "/setups/" + setup + ".json");
-  if (memory_gib > 0) s.setup.device.memory_gib = memory_gib;
-  const auto ds = pw::read_dataset(dir + "/datasets/" + dataset + ".json");
-  const pw::AnalyticCostModel cost{s.model, s.setup};
-  const pw::Batch batch = pw::sample_step(s.model, ds, s.setup, 7, 0);
-  s.partition = pw::dip_partition(s.model, s.setup, cost, batch).partition;
-  s.smbs = pw::split(s.model, s.partition, batch);
-  s.graph = pw::build_stage_graph(s.model, s.partition, s.smbs);
-  return s;
-}
+using Step = pwtest::SampledStep;
+using pwtest::sampled_step;
 
 void check_search(const Step& s, int iterations) {
   const pw::AnalyticCostModel cost{s.model, s.setup};
@@ -63,8 +40,9 @@ void check_search(const Step& s, int iterations) {
   }
   CHECK(pw::is_topological(units, res.search.best_sequence));
 
-  // Lowers to a plan whose full emulation agrees (schedule_search_validated.cpp validates it).
+  // Lowers to a plan that passes the validator (memory included) and whose full emulation agrees.
   const pw::Plan plan = pw::lower(s.model, s.partition, s.smbs, s.graph, res.schedule, cost, "dip", s.setup.name);
+  CHECK_NOTHROW(pw::validate(plan, s.model, s.setup, cost));
   const auto emu = pw::emulate(plan, s.model, s.setup, cache);
   CHECK(emu.step_time == res.step_time);
 
@@ -81,14 +59,14 @@ void check_search(const Step& s, int iterations) {
 }  // namespace
 
 TEST_CASE("schedule search on tiny-vlm / cpu-pp4") {
-  check_search(make_step("tiny-vlm", "vlm-captions", "cpu-pp4"), 6);
+  check_search(sampled_step("tiny-vlm", "vlm-captions", "cpu-pp4"), 6);
 }
 
 TEST_CASE("schedule search on vlm-s / web-mix") {
-  check_search(make_step("vlm-s", "vlm-web-mix", "h800-tp4-pp4"), 4);
+  check_search(sampled_step("vlm-s", "vlm-web-mix", "h800-tp4-pp4"), 4);
 }
 
 TEST_CASE("schedule search under tight memory still fits (memory optimisation and pausing)") {
   // Shrink the device until the fastest strategies no longer fit everything in flight.
-  check_search(make_step("vlm-s", "vlm-web-mix", "h800-tp4-pp4", 30), 4);
+  check_search(sampled_step("vlm-s", "vlm-web-mix", "h800-tp4-pp4", 30), 4);
 }

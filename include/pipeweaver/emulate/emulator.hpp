@@ -40,7 +40,7 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
 #include "pipeweaver/core/units.hpp"
-#include "pipeweaver/emulate/labels.hpp"
+#include "pipeweaver/schedule/labels.hpp"
 #include "pipeweaver/emulate/result.hpp"
 #include "pipeweaver/emulate/stage_cost_cache.hpp"
 #include "pipeweaver/model/memory.hpp"
@@ -237,7 +237,7 @@ template <class C>
       }
       if (slot_pos[release] < slot_pos[f])
         throw Error(ErrorKind::invalid_plan,
-                    stage_label(model, StageRef{m, c, sid, Pass::backward}) + " runs before its forward (" +
+                    describe_stage(model, StageRef{m, c, sid, Pass::backward}) + " runs before its forward (" +
                         at_action(slot_rank[f], static_cast<std::size_t>(slot_pos[f])) + ")",
                     {.file = {}, .path = at_action(slot_rank[release], static_cast<std::size_t>(slot_pos[release])),
                      .expected = "every backward after its forward"});
@@ -260,7 +260,7 @@ template <class C>
     const auto ps = slots.slot(plan, tr.producer.module, tr.producer.chunk, tr.producer.sub_microbatch, tr.producer.pass);
     if (ps < 0 || slot_rank[static_cast<std::size_t>(ps)] != tr.from.value())
       throw Error(ErrorKind::invalid_plan,
-                  "producer " + stage_label(model, tr.producer) + " is not a stage of rank " + std::to_string(tr.from.value()),
+                  "producer " + describe_stage(model, tr.producer) + " is not a stage of rank " + std::to_string(tr.from.value()),
                   {.file = {}, .path = where(), .expected = "a producing stage listed on the sending rank"});
     producer_slot[t] = ps;
     duration[t] = cost.transfer_time(tr.bytes);
@@ -383,7 +383,7 @@ template <class C>
   for (std::size_t t = 0; t < T; ++t) {
     if (arrival[t] == unknown || !posted[t])
       throw Error(ErrorKind::invalid_plan,
-                  "transfer " + std::to_string(t) + " (" + stage_label(model, plan.transfers[t].producer) + ") is " +
+                  "transfer " + std::to_string(t) + " (" + describe_stage(model, plan.transfers[t].producer) + ") is " +
                       (arrival[t] == unknown ? "never sent" : "never received"),
                   {.file = {}, .path = "transfers/" + std::to_string(t), .expected = "one Send and one Recv per transfer"});
   }

@@ -49,44 +49,12 @@
 #include "pipeweaver/execute/runtime.hpp"
 #include "pipeweaver/execute/stage_io.hpp"
 #include "pipeweaver/model/model_spec.hpp"
+#include "pipeweaver/schedule/labels.hpp"
 #include "pipeweaver/schedule/partition.hpp"
 #include "pipeweaver/schedule/plan.hpp"
 #include "pipeweaver/schedule/stage.hpp"
 
 namespace pipeweaver {
-
-namespace detail {
-
-inline std::string module_label(const ModelSpec* model, ModuleId m) {
-  if (model != nullptr && m.valid() && m.index() < model->modules.size()) return model->modules[m.index()].name;
-  return "module " + std::to_string(m.value());
-}
-
-}  // namespace detail
-
-/// "Forward(vit chunk 3, sub-microbatch 5)", "Recv(transfer 12 from rank 3)", ... for messages.
-[[nodiscard]] inline std::string describe_action(const Action& action, const Plan& plan, const ModelSpec* model = nullptr) {
-  auto stage = [&](const char* kind, ModuleId m, int c, SubMicrobatchId s, std::string extra) {
-    return std::string(kind) + "(" + detail::module_label(model, m) + " chunk " + std::to_string(c) +
-           ", sub-microbatch " + std::to_string(s.value()) + extra + ")";
-  };
-  auto link = [&](const char* kind, TransferId t, bool from) {
-    std::string s = std::string(kind) + "(transfer " + std::to_string(t.value());
-    if (t.valid() && t.index() < plan.transfers.size()) {
-      const Transfer& tr = plan.transfers[t.index()];
-      s += from ? " to rank " + std::to_string(tr.to.value()) : " from rank " + std::to_string(tr.from.value());
-    }
-    return s + ")";
-  };
-  if (const auto* f = std::get_if<Forward>(&action)) return stage("Forward", f->module, f->chunk, f->sub_microbatch, "");
-  if (const auto* b = std::get_if<Backward>(&action)) {
-    std::string extra = b->pass == Pass::backward ? "" : ", " + std::string(to_string(b->pass));
-    return stage("Backward", b->module, b->chunk, b->sub_microbatch, extra);
-  }
-  if (const auto* s = std::get_if<Send>(&action)) return link("Send", s->transfer, true);
-  if (const auto* r = std::get_if<Recv>(&action)) return link("Recv", r->transfer, false);
-  return link("Wait", std::get<Wait>(action).transfer, false);
-}
 
 template <Runtime R>
 class Executor {
@@ -200,7 +168,7 @@ class Executor {
   std::string where(std::size_t action) const {
     std::string s = "rank " + std::to_string(rank_.value()) + ", action " + std::to_string(action);
     const auto& list = plan_->ranks.at(rank_.index());
-    if (action < list.size()) s += " (" + describe_action(list[action], *plan_, model_) + ")";
+    if (action < list.size() && model_ != nullptr) s += " (" + action_label(*plan_, *model_, list[action]) + ")";
     return s;
   }
 
@@ -272,8 +240,8 @@ class Executor {
       throw Error(ErrorKind::invalid_plan, msg, {.file = {}, .path = ex.where(action), .expected = expected});
     }
     std::string stage_name(const Key& k, bool backward = false) const {
-      return std::string(backward ? "Backward(" : "Forward(") + detail::module_label(&model, ModuleId{std::get<0>(k)}) +
-             " chunk " + std::to_string(std::get<1>(k)) + ", sub-microbatch " + std::to_string(std::get<2>(k)) + ")";
+      return describe_stage(model, StageRef{ModuleId{std::get<0>(k)}, std::get<1>(k), SubMicrobatchId{std::get<2>(k)},
+                                            backward ? Pass::backward : Pass::forward});
     }
     RankId rank_of(int m, int c) const { return plan.partition.chunk(ModuleId{m}, c).rank; }
     int last_chunk(int m) const { return plan.partition.chunk_count(ModuleId{m}) - 1; }
@@ -359,7 +327,7 @@ class Executor {
       const int mb = cq.microbatch().value();
       const auto consumer_items = cq.items();
       if (consumer_items.size() != cq.item_tokens().size())
-        bad("sub-microbatch " + std::to_string(q) + " of " + detail::module_label(&model, ModuleId{f}) +
+        bad("sub-microbatch " + std::to_string(q) + " of " + module_label(model, ModuleId{f}) +
                 " has no item origins, which the executor needs to gather its feeders' outputs",
             "one ItemRef per item");
       std::size_t offset = 0;
@@ -375,7 +343,7 @@ class Executor {
           for (int e : found->second) {
             const SubMicrobatchSpec& pe = smb(e);
             if (pe.items().size() != pe.item_tokens().size())
-              bad("sub-microbatch " + std::to_string(e) + " of " + detail::module_label(&model, fm) +
+              bad("sub-microbatch " + std::to_string(e) + " of " + module_label(model, fm) +
                       " has no item origins, which the executor needs to route its output",
                   "one ItemRef per item");
             for (std::size_t k = 0; k < pe.items().size(); ++k) src.push_back(Src{pe.items()[k], e, k});

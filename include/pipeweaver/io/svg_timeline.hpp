@@ -19,7 +19,7 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/units.hpp"
-#include "pipeweaver/emulate/labels.hpp"
+#include "pipeweaver/schedule/labels.hpp"
 #include "pipeweaver/emulate/result.hpp"
 #include "pipeweaver/io/chrome_trace.hpp"
 #include "pipeweaver/model/model_spec.hpp"

@@ -24,7 +24,9 @@
 //    SearchControl and its result, if any, discarded.
 //  * A planner exception reaches the caller of next() for that batch, as pipeweaver::Error
 //    naming the step (an Error keeps its kind, anything else becomes ErrorKind::execution);
-//    later batches are unaffected. A fallback that throws is reported the same way.
+//    later batches are unaffected. A fallback that throws is reported the same way. With a
+//    broadcast hook, every next() that throws (misuse and cancellation included) first sends
+//    the other ranks a failure notice, so they never wait for a plan that will not come.
 //  * cancel() (and the destructor) requests stop on every search, discards all outstanding
 //    work and joins the threads; afterwards submit()/next() throw Error(cancelled). It returns
 //    as soon as every running plan() call returns, so planners must poll SearchControl.
@@ -203,36 +205,56 @@ class AsyncPlanner {
   PlanResult next() {
     std::shared_ptr<Job> job;
     bool done = false;
+    // Errors found before there is a step to plan still reach the other ranks (as a failure
+    // notice), so that they stop at once instead of waiting out the broadcast's timeout; the
+    // notice goes out after the lock is released (a hook may block on the other ranks).
+    std::optional<Error> early;
     {
       std::unique_lock lk(mu_);
-      if (shutdown_) throw cancelled_error("next");
-      if (outstanding_.empty())
-        throw Error(ErrorKind::input, "next() called with no batch outstanding",
-                    {.file = {}, .path = "step " + std::to_string(next_step_), .expected = "a submit() before each next()"});
-      job = outstanding_.front();
-      const bool ready_at_call = job->finished;
-      const auto t0 = SearchControl::clock::now();
-      if (!ready_at_call) {
-        const auto ready = [&] { return job->finished || shutdown_; };
-        if (unbounded(options_.grace))
-          done_cv_.wait(lk, ready);
-        else
-          done_cv_.wait_for(lk, std::chrono::nanoseconds(options_.grace.count()), ready);
-        if (shutdown_) throw cancelled_error("next");
+      if (shutdown_) {
+        early = cancelled_error("next");
+      } else if (outstanding_.empty()) {
+        early = Error(ErrorKind::input, "next() called with no batch outstanding",
+                      {.file = {}, .path = "step " + std::to_string(next_step_), .expected = "a submit() before each next()"});
+      } else {
+        job = outstanding_.front();
+        const bool ready_at_call = job->finished;
+        const auto t0 = SearchControl::clock::now();
+        if (!ready_at_call) {
+          const auto ready = [&] { return job->finished || shutdown_; };
+          if (unbounded(options_.grace))
+            done_cv_.wait(lk, ready);
+          else
+            done_cv_.wait_for(lk, std::chrono::nanoseconds(options_.grace.count()), ready);
+        }
+        if (shutdown_) {
+          early = cancelled_error("next");
+        } else {
+          const Nanoseconds waited{
+              std::chrono::duration_cast<std::chrono::nanoseconds>(SearchControl::clock::now() - t0).count()};
+          stats_.last_wait = ready_at_call ? Nanoseconds{0} : waited;
+          stats_.waited += stats_.last_wait;
+          outstanding_.pop_front();
+          done = job->finished;
+          if (!done) {  // give up on the search: it stops, and whatever it returns is discarded
+            job->abandoned = true;
+            job->stop.request_stop();
+            std::erase(pending_, job);
+            ++stats_.fallbacks;
+          } else if (!job->error) {
+            ++(ready_at_call ? stats_.plans_ready_in_time : stats_.plans_after_wait);
+          }
+        }
       }
-      const Nanoseconds waited{std::chrono::duration_cast<std::chrono::nanoseconds>(SearchControl::clock::now() - t0).count()};
-      stats_.last_wait = ready_at_call ? Nanoseconds{0} : waited;
-      stats_.waited += stats_.last_wait;
-      outstanding_.pop_front();
-      done = job->finished;
-      if (!done) {  // give up on the search: it stops, and whatever it returns is discarded
-        job->abandoned = true;
-        job->stop.request_stop();
-        std::erase(pending_, job);
-        ++stats_.fallbacks;
-      } else if (!job->error) {
-        ++(ready_at_call ? stats_.plans_ready_in_time : stats_.plans_after_wait);
+    }
+    if (early) {
+      if (options_.broadcast) {
+        try {
+          send_planning_failure(options_.broadcast);
+        } catch (...) {  // the caller needs the original error; the others time out instead
+        }
       }
+      throw *early;
     }
 
     std::optional<PlanResult> result;

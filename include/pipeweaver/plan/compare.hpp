@@ -113,6 +113,16 @@ class BaselineComparison {
     baselines_ = {std::move(gpipe), std::move(one), std::move(inter), std::move(nn), std::move(opt)};
   }
 
+  /// A comparison over baselines already prepared (e.g. a Planner's baselines(), so that a
+  /// caller that has a planner does not choose the static splits a second time).
+  BaselineComparison(const ModelSpec& model, const Setup& setup, const C& cost, std::vector<PreparedBaseline> baselines,
+                     CompareOptions options = {})
+      : ctx_(model, setup, cost), options_(std::move(options)), baselines_(std::move(baselines)) {
+    if (baselines_.empty())
+      throw Error(ErrorKind::input, "a baseline comparison was given no baselines",
+                  {.file = {}, .path = "baselines", .expected = "at least one prepared baseline"});
+  }
+
   [[nodiscard]] const std::vector<PreparedBaseline>& baselines() const noexcept { return baselines_; }
   [[nodiscard]] BaselineContext<C>& context() noexcept { return ctx_; }
 

@@ -34,6 +34,7 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/units.hpp"
 #include "pipeweaver/model/model_spec.hpp"
+#include "pipeweaver/schedule/labels.hpp"
 #include "pipeweaver/schedule/partition.hpp"
 #include "pipeweaver/schedule/plan.hpp"
 #include "pipeweaver/schedule/stage.hpp"
@@ -54,17 +55,6 @@ template <class C>
 }
 
 namespace detail {
-
-[[nodiscard]] inline std::string describe_stage(const ModelSpec& model, const StageRef& s) {
-  std::string out;
-  if (s.pass == Pass::forward) out = "Forward ";
-  else if (s.pass == Pass::backward) out = "Backward ";
-  else out = "Backward(" + std::string(to_string(s.pass)) + ") ";
-  if (s.module.value() >= 0 && s.module.index() < model.modules.size()) out += model.modules[s.module.index()].name;
-  else out += "module " + std::to_string(s.module.value());
-  out += " chunk " + std::to_string(s.chunk) + " sub-microbatch " + std::to_string(s.sub_microbatch.value());
-  return out;
-}
 
 [[nodiscard]] inline std::string at(std::size_t rank, std::size_t position, const char* what = "position") {
   return "rank " + std::to_string(rank) + ", " + what + " " + std::to_string(position);
@@ -99,7 +89,7 @@ template <class C>
                     {.file = {}, .path = detail::at(r, i), .expected = "a node index below " + std::to_string(N)});
       const auto nu = static_cast<std::size_t>(n);
       const StageNode& node = graph.nodes[nu];
-      const std::string label = detail::describe_stage(model, node.stage);
+      const std::string label = describe_stage(model, node.stage);
       if (node.stage.sub_microbatch.value() < 0 || node.stage.sub_microbatch.index() >= sub_microbatches.size() ||
           sub_microbatches[node.stage.sub_microbatch.index()].module() != node.stage.module)
         throw Error(ErrorKind::invalid_plan, label + " does not match the sub-microbatches given",
@@ -116,7 +106,7 @@ template <class C>
   }
   for (std::size_t n = 0; n < N; ++n)
     if (position[n] == none)
-      throw Error(ErrorKind::invalid_plan, detail::describe_stage(model, graph.nodes[n].stage) + " is never scheduled",
+      throw Error(ErrorKind::invalid_plan, describe_stage(model, graph.nodes[n].stage) + " is never scheduled",
                   {.file = {}, .path = "rank " + std::to_string(graph.nodes[n].rank.value()), .expected = "every stage exactly once"});
   for (std::size_t n = 0; n < N; ++n) {
     const StageRef& st = graph.nodes[n].stage;
@@ -124,7 +114,7 @@ template <class C>
     const NodeIndex f = graph.find(StageRef{st.module, st.chunk, st.sub_microbatch, Pass::forward});
     if (f >= 0 && !(strategy[static_cast<std::size_t>(f)] == strategy[n]))
       throw Error(ErrorKind::invalid_plan,
-                  detail::describe_stage(model, st) + " has strategy '" + to_string(strategy[n]) + "' but its forward has '" +
+                  describe_stage(model, st) + " has strategy '" + to_string(strategy[n]) + "' but its forward has '" +
                       to_string(strategy[static_cast<std::size_t>(f)]) + "'",
                   {.file = {}, .path = detail::at(graph.nodes[n].rank.index(), position[n]), .expected = "a backward's strategy equal to its forward's"});
   }
@@ -177,8 +167,8 @@ template <class C>
       const auto n = static_cast<std::size_t>(schedule.ranks[r][head[r]].node);
       const auto i = first_unplaced(n);
       throw Error(ErrorKind::invalid_plan,
-                  detail::describe_stage(model, graph.nodes[n].stage) + " can never start: its input " +
-                      detail::describe_stage(model, graph.nodes[i].stage) + " (rank " + std::to_string(graph.nodes[i].rank.value()) +
+                  describe_stage(model, graph.nodes[n].stage) + " can never start: its input " +
+                      describe_stage(model, graph.nodes[i].stage) + " (rank " + std::to_string(graph.nodes[i].rank.value()) +
                       ", position " + std::to_string(position[i]) +
                       ") cannot run before it (the ranks' orders and the dependencies form a cycle)",
                   {.file = {}, .path = detail::at(r, head[r]), .expected = "per-rank orders consistent with the dependencies"});

@@ -48,6 +48,7 @@
 #include "pipeweaver/model/memory.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
+#include "pipeweaver/schedule/labels.hpp"
 #include "pipeweaver/schedule/lowering.hpp"
 #include "pipeweaver/schedule/plan.hpp"
 #include "pipeweaver/schedule/stage.hpp"
@@ -55,24 +56,6 @@
 #include "pipeweaver/schedule/sub_microbatch_index.hpp"
 
 namespace pipeweaver {
-
-/// A readable name of an action: "Forward llm chunk 0 sub-microbatch 5", "Send transfer 3 ...".
-[[nodiscard]] inline std::string validator_action_label(const Plan& plan, const ModelSpec& model, const Action& a) {
-  auto transfer = [&](const char* kind, TransferId t) {
-    std::string s = std::string(kind) + " transfer " + std::to_string(t.value());
-    if (t.value() >= 0 && t.index() < plan.transfers.size()) {
-      const Transfer& tr = plan.transfers[t.index()];
-      s += " (" + detail::describe_stage(model, tr.producer) + " on rank " + std::to_string(tr.from.value()) + " -> " +
-           detail::describe_stage(model, tr.consumer) + " on rank " + std::to_string(tr.to.value()) + ")";
-    }
-    return s;
-  };
-  if (const auto* f = std::get_if<Forward>(&a)) return detail::describe_stage(model, StageRef{f->module, f->chunk, f->sub_microbatch, Pass::forward});
-  if (const auto* b = std::get_if<Backward>(&a)) return detail::describe_stage(model, StageRef{b->module, b->chunk, b->sub_microbatch, b->pass});
-  if (const auto* s = std::get_if<Send>(&a)) return transfer("Send", s->transfer);
-  if (const auto* r = std::get_if<Recv>(&a)) return transfer("Recv", r->transfer);
-  return transfer("Wait", std::get<Wait>(a).transfer);
-}
 
 namespace detail {
 
@@ -114,7 +97,7 @@ inline void validate(const Plan& plan, const ModelSpec& model) {
   using detail::ActionPos;
   using detail::no_pos;
   auto fail_at = [&](std::size_t r, std::size_t p, const std::string& rule, std::string expected = {}) {
-    throw Error(ErrorKind::invalid_plan, validator_action_label(plan, model, plan.ranks[r][p]) + ": " + rule,
+    throw Error(ErrorKind::invalid_plan, action_label(plan, model, plan.ranks[r][p]) + ": " + rule,
                 {.file = {}, .path = detail::where(r, p), .expected = std::move(expected)});
   };
   auto fail = [&](std::string path, std::string message, std::string expected = {}) {
@@ -150,15 +133,15 @@ inline void validate(const Plan& plan, const ModelSpec& model) {
            "two different ranks below " + std::to_string(P));
     producer[t] = graph.find(tr.producer);
     consumer[t] = graph.find(tr.consumer);
-    if (producer[t] < 0) fail(path, "its producer " + detail::describe_stage(model, tr.producer) + " is not a stage of this step");
-    if (consumer[t] < 0) fail(path, "its consumer " + detail::describe_stage(model, tr.consumer) + " is not a stage of this step");
+    if (producer[t] < 0) fail(path, "its producer " + describe_stage(model, tr.producer) + " is not a stage of this step");
+    if (consumer[t] < 0) fail(path, "its consumer " + describe_stage(model, tr.consumer) + " is not a stage of this step");
     const StageNode& pn = graph.nodes[static_cast<std::size_t>(producer[t])];
     const StageNode& cn = graph.nodes[static_cast<std::size_t>(consumer[t])];
     if (pn.rank != tr.from || cn.rank != tr.to)
       fail(path, "goes from rank " + std::to_string(tr.from.value()) + " to rank " + std::to_string(tr.to.value()),
            "from its producer's rank " + std::to_string(pn.rank.value()) + " to its consumer's rank " + std::to_string(cn.rank.value()));
     if (!std::binary_search(cn.inputs.begin(), cn.inputs.end(), producer[t]))
-      fail(path, detail::describe_stage(model, tr.producer) + " does not feed " + detail::describe_stage(model, tr.consumer),
+      fail(path, describe_stage(model, tr.producer) + " does not feed " + describe_stage(model, tr.consumer),
            "a transfer along a dependency of the step");
     if (tr.bytes < Bytes{0}) fail(path, "has " + std::to_string(tr.bytes.count()) + " bytes", "a non-negative size");
   }
@@ -230,7 +213,7 @@ inline void validate(const Plan& plan, const ModelSpec& model) {
   for (std::size_t n = 0; n < N; ++n)
     if (!stage_pos[n].set())
       fail("rank " + std::to_string(graph.nodes[n].rank.value()),
-           "missing " + detail::describe_stage(model, graph.nodes[n].stage) + ": the plan never runs this stage of the step",
+           "missing " + describe_stage(model, graph.nodes[n].stage) + ": the plan never runs this stage of the step",
            "every stage exactly once");
 
   // 5. One order per directed rank pair.
@@ -276,7 +259,7 @@ inline void validate(const Plan& plan, const ModelSpec& model) {
         const auto nu = static_cast<std::size_t>(graph.find(*st));
         for (NodeIndex i : graph.nodes[nu].inputs) {
           const auto iu = static_cast<std::size_t>(i);
-          const std::string input = detail::describe_stage(model, graph.nodes[iu].stage);
+          const std::string input = describe_stage(model, graph.nodes[iu].stage);
           if (graph.nodes[iu].rank.index() == r) {
             if (stage_pos[iu].pos > p)
               fail_at(r, p, "stage before its input: " + input + " runs later on this rank (action " + std::to_string(stage_pos[iu].pos) + ")",
@@ -379,7 +362,7 @@ std::vector<Bytes> walk_memory(const Plan& plan, const ModelSpec& model, const S
     const auto s = st.sub_microbatch;
     if (s.value() < 0 || s.index() >= plan.sub_microbatches.size() || plan.sub_microbatches[s.index()].module() != st.module || st.chunk < 0 ||
         static_cast<std::size_t>(st.chunk) >= offset[s.index() + 1] - offset[s.index()])
-      bad(r, p, validator_action_label(plan, model, plan.ranks[r][p]) + ": no such stage");
+      bad(r, p, action_label(plan, model, plan.ranks[r][p]) + ": no such stage");
     return offset[s.index()] + static_cast<std::size_t>(st.chunk);
   };
 
@@ -412,7 +395,7 @@ std::vector<Bytes> walk_memory(const Plan& plan, const ModelSpec& model, const S
         peak = std::max(peak, now);
         if (throw_over && now > capacity)
           throw Error(ErrorKind::invalid_plan,
-                      validator_action_label(plan, model, list[p]) + ": memory " + std::to_string(now.count()) + " bytes (static " + std::to_string(state.count()) +
+                      action_label(plan, model, list[p]) + ": memory " + std::to_string(now.count()) + " bytes (static " + std::to_string(state.count()) +
                           " + activations " + std::to_string(held.count()) + ") exceeds the capacity of " + std::to_string(capacity.count()) + " bytes",
                       {.file = {}, .path = where(r, p), .expected = "at most " + std::to_string(capacity.count()) + " bytes on every rank at every moment"});
         if (last_backward[k] == no_pos || last_backward[k] < p) held -= act;  // no backward follows: freed after the forward

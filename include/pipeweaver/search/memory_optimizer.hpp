@@ -181,6 +181,48 @@ struct MemoryAssignment {
   std::int64_t nodes = 0;            ///< branch-and-bound nodes visited
 };
 
+/// The range a rank's activation demand can span: the largest alive bytes over the points
+/// (static bytes excluded) when every pair takes its most frugal candidate, and when every pair
+/// takes its fastest one (ties: fewer bytes). A capacity below static + frugal cannot be met by
+/// any choice; one at or above static + fastest needs no trade of time for memory.
+struct DemandRange {
+  Bytes frugal{0};
+  Bytes fastest{0};
+};
+
+[[nodiscard]] inline DemandRange demand_range(const RankMemoryProblem& problem) {
+  const std::size_t n = problem.candidates.size();
+  std::vector<std::int64_t> frugal(n, 0), fastest(n, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& cs = problem.candidates[i];
+    if (cs.empty())
+      throw Error(ErrorKind::input, "pair " + std::to_string(i) + " has no candidate strategy",
+                  {.file = {}, .path = "RankMemoryProblem.candidates", .expected = "at least one candidate per pair"});
+    const StrategyCandidate* f = &cs.front();
+    const StrategyCandidate* q = &cs.front();
+    for (const StrategyCandidate& c : cs) {
+      if (c.bytes < f->bytes) f = &c;
+      if (c.time < q->time || (c.time == q->time && c.bytes < q->bytes)) q = &c;
+    }
+    frugal[i] = f->bytes.count();
+    fastest[i] = q->bytes.count();
+  }
+  DemandRange out;
+  for (const auto& point : problem.points) {
+    std::int64_t a = 0, b = 0;
+    for (std::int32_t i : point) {
+      if (i < 0 || static_cast<std::size_t>(i) >= n)
+        throw Error(ErrorKind::input, "a point names pair " + std::to_string(i),
+                    {.file = {}, .path = "RankMemoryProblem.points", .expected = "pairs in 0.." + std::to_string(n) + " (exclusive)"});
+      a += frugal[static_cast<std::size_t>(i)];
+      b += fastest[static_cast<std::size_t>(i)];
+    }
+    out.frugal = std::max(out.frugal, Bytes{a});
+    out.fastest = std::max(out.fastest, Bytes{b});
+  }
+  return out;
+}
+
 /// One event of a rank's order of stage pairs: the forward or the (memory-releasing) backward
 /// of pair `pair`.
 struct PairEvent {

@@ -74,7 +74,7 @@ TEST_CASE("host faults: a throwing callback on rank 2 stops all four ranks with 
     const std::string what = e.what();
     INFO(what);
     CHECK(contains(e.context().path, "rank 2, action "));
-    CHECK(contains(e.context().path, "Backward("));
+    CHECK(contains(e.context().path, "(Backward"));
     CHECK(contains(what, "backward callback threw: injected failure"));
   }
   // Nobody waited for a timeout: the abort woke them.
@@ -133,7 +133,7 @@ TEST_CASE("host faults: a lost transfer stops every rank within the timeout") {
       INFO(what);
       CHECK(e.kind() == pw::ErrorKind::execution);
       CHECK(contains(e.context().path, "rank " + std::to_string(dropped.to.value()) + ", action "));
-      CHECK(contains(e.context().path, "Wait(transfer "));
+      CHECK(contains(e.context().path, "(Wait transfer "));
       CHECK((contains(what, "did not arrive within 300 ms") || contains(what, "was expected (a message was lost")));
       if (last_on_link) CHECK(contains(what, "transfer " + std::to_string(o.drop_transfer->value()) + " from rank"));
     }

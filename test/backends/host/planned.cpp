@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "../../../examples/toy_vlm/toy_vlm.hpp"
+#include "backends/host/gradients.hpp"
 #include "backends/host/plans.hpp"
 
 #include <pipeweaver/cost/analytic.hpp>
@@ -30,23 +31,8 @@ namespace {
 
 pw::Setup cpu_pp4() { return pw::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json"); }
 
-// Largest elementwise |a - b| / (|a| + tiny) over every parameter gradient.
-double max_relative_gradient_error(toy_vlm::Model<float>& a, toy_vlm::Model<float>& b) {
-  auto pa = a.params(), pb = b.params();
-  double worst = 0;
-  for (std::size_t t = 0; t < pa.size(); ++t)
-    for (std::size_t i = 0; i < pa[t]->g.size(); ++i) {
-      const double x = pa[t]->g[i], y = pb[t]->g[i];
-      worst = std::max(worst, std::abs(x - y) / (std::abs(x) + 1e-12));
-    }
-  return worst;
-}
-double gradient_norm(toy_vlm::Model<float>& m) {
-  double s = 0;
-  for (auto* p : m.params())
-    for (double g : p->g) s += g * g;
-  return std::sqrt(s);
-}
+using test_plans::gradient_norm;
+using test_plans::max_relative_gradient_error;
 
 /// A search-only planner with an iteration budget (reproducible).
 pw::PlannerOptions small_search() {

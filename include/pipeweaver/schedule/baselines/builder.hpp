@@ -584,4 +584,21 @@ template <class C>
   return refine_split(ctx, start, weights, make, profile, options.refine_evaluations);
 }
 
+/// A baseline over the whole chain split into P ranges (one virtual stage per rank) under
+/// `order` (GPipe or 1F1B), its split chosen on the profile steps by best_chain_baseline.
+/// Throws Error{infeasible} when the chain has fewer layers than pipeline stages.
+template <class C>
+[[nodiscard]] PreparedBaseline prepare_chain_baseline(BaselineContext<C>& ctx, const std::string& name, BaselineOrder order,
+                                                      std::span<const Batch> profile, const BaselineOptions& options) {
+  const auto chain = chain_modules(ctx.model());
+  const auto weights = chain_layer_costs(ctx, chain, profile);
+  if (static_cast<int>(weights.size()) < ctx.setup().pipeline_stages)
+    throw Error(ErrorKind::infeasible,
+                "model '" + ctx.model().name + "' has " + std::to_string(weights.size()) + " layers for " +
+                    std::to_string(ctx.setup().pipeline_stages) + " pipeline stages",
+                {.file = {}, .path = name, .expected = "at least one layer per pipeline stage"});
+  auto [b, score] = best_chain_baseline(ctx, name, order, 1, profile, options, weights);
+  return {std::move(b), score};
+}
+
 }  // namespace pipeweaver

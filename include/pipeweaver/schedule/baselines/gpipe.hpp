@@ -7,7 +7,6 @@
 // With zero communication cost on a homogeneous chain its step time is (M + P − 1)(F + B).
 // std-only.
 #include <span>
-#include <utility>
 
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/schedule/baselines/builder.hpp"
@@ -17,15 +16,7 @@ namespace pipeweaver {
 template <class C>
 [[nodiscard]] PreparedBaseline prepare_gpipe(BaselineContext<C>& ctx, std::span<const Batch> profile,
                                              const BaselineOptions& options = {}) {
-  const auto chain = chain_modules(ctx.model());
-  const auto weights = chain_layer_costs(ctx, chain, profile);
-  if (static_cast<int>(weights.size()) < ctx.setup().pipeline_stages)
-    throw Error(ErrorKind::infeasible,
-                "model '" + ctx.model().name + "' has " + std::to_string(weights.size()) + " layers for " +
-                    std::to_string(ctx.setup().pipeline_stages) + " pipeline stages",
-                {.file = {}, .path = "gpipe", .expected = "at least one layer per pipeline stage"});
-  auto [b, score] = best_chain_baseline(ctx, "gpipe", BaselineOrder::gpipe, 1, profile, options, weights);
-  return {std::move(b), score};
+  return prepare_chain_baseline(ctx, "gpipe", BaselineOrder::gpipe, profile, options);
 }
 
 }  // namespace pipeweaver

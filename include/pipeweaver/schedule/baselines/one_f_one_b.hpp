@@ -9,7 +9,6 @@
 // chosen once and reused for every step. Uniform recompute per step: the cheapest that fits.
 // std-only.
 #include <span>
-#include <utility>
 
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/schedule/baselines/builder.hpp"
@@ -19,15 +18,7 @@ namespace pipeweaver {
 template <class C>
 [[nodiscard]] PreparedBaseline prepare_1f1b(BaselineContext<C>& ctx, std::span<const Batch> profile,
                                             const BaselineOptions& options = {}) {
-  const auto chain = chain_modules(ctx.model());
-  const auto weights = chain_layer_costs(ctx, chain, profile);
-  if (static_cast<int>(weights.size()) < ctx.setup().pipeline_stages)
-    throw Error(ErrorKind::infeasible,
-                "model '" + ctx.model().name + "' has " + std::to_string(weights.size()) + " layers for " +
-                    std::to_string(ctx.setup().pipeline_stages) + " pipeline stages",
-                {.file = {}, .path = "1f1b", .expected = "at least one layer per pipeline stage"});
-  auto [b, score] = best_chain_baseline(ctx, "1f1b", BaselineOrder::one_f_one_b, 1, profile, options, weights);
-  return {std::move(b), score};
+  return prepare_chain_baseline(ctx, "1f1b", BaselineOrder::one_f_one_b, profile, options);
 }
 
 }  // namespace pipeweaver
