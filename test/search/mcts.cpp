@@ -6,7 +6,9 @@
 #include <pipeweaver/search/mcts.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <thread>
 #include <vector>
 
 namespace pw = pipeweaver;
@@ -122,12 +124,51 @@ TEST_CASE("mcts: bounded tree, budgets and bad options") {
   CHECK(tres.iterations > 0);
   CHECK(took < std::chrono::seconds(2));
 
+  // An absolute deadline already past: the seeds are scored, no round runs.
+  pw::MctsOptions past;
+  past.max_iterations = 0;
+  past.deadline = std::chrono::steady_clock::now() - std::chrono::milliseconds(1);
+  std::vector<std::vector<std::int32_t>> one_seed{{0, 1, 2, 3, 4, 5, 6, 7}};
+  auto pres = pw::mcts_search(dag, one_seed, [&](int) { return KendallScore{&dag, &bad}; }, past);
+  CHECK(pres.iterations == 0);
+  CHECK(pres.rollouts == 1);
+  CHECK(pres.best_seed == 0);
+
   pw::MctsOptions neither;
   neither.max_iterations = 0;
   CHECK_THROWS_AS((void)pw::mcts_search(dag, none, [&](int) { return KendallScore{&dag, &bad}; }, neither), pw::Error);
   pw::MctsOptions zero_threads;
   zero_threads.threads = 0;
   CHECK_THROWS_AS((void)pw::mcts_search(dag, none, [&](int) { return KendallScore{&dag, &bad}; }, zero_threads), pw::Error);
+}
+
+TEST_CASE("mcts: a time budget cuts the round it expires in short") {
+  // Every evaluation sleeps 4 ms, a round is 4 expansions x 10 rollouts = 40 evaluations
+  // (>= 80 ms on 2 threads), the budget 20 ms: the budget expires inside the first round, whose
+  // remaining rollouts must be left undone. Sleeping is a lower bound on time, so this holds on
+  // any machine, however slow.
+  auto dag = dag8();
+  std::atomic<int> bad{0}, evaluations{0};
+  struct Slow {
+    KendallScore score;
+    std::atomic<int>* count;
+    double operator()(std::span<const std::int32_t> order) const {
+      ++*count;
+      std::this_thread::sleep_for(std::chrono::milliseconds(4));
+      return score(order);
+    }
+  };
+  std::vector<std::vector<std::int32_t>> none;
+  pw::MctsOptions opt;
+  opt.threads = 2;
+  opt.max_iterations = 0;
+  opt.time_budget = std::chrono::milliseconds(20);
+  const auto res = pw::mcts_search(dag, none, [&](int) { return Slow{KendallScore{&dag, &bad}, &evaluations}; }, opt);
+  const int round = opt.round_size * opt.rollouts_per_expansion;
+  CHECK(res.rollouts == evaluations.load());  // only rollouts that ran are counted
+  CHECK(res.rollouts - 1 < round);            // 1: the starting order, evaluated before any round
+  CHECK(res.iterations <= opt.round_size);
+  CHECK(bad.load() == 0);
 }
 
 TEST_CASE("mcts rethrows an evaluator's exception") {

@@ -41,6 +41,12 @@
 //  * search_time = wall-clock of the whole plan() call (baselines, search, lowering,
 //    validation), so it is what a trainer waits for; iterations = MCTS iterations (expansions,
 //    each with several rollouts).
+//  * With a deadline (budget or the control's), the search stops early enough for the work
+//    after it (lowering, emulation, validation) to fit: the time that work took in the previous
+//    plan() call is reserved out of the deadline (none on the first call), and the MCTS leaves
+//    the rest of its round undone once its time is up. plan() can still overrun by the work
+//    that is not interruptible (the baselines, the seed orders' evaluation) or by a step whose
+//    finishing work takes longer than the last one's.
 //  * lower_bound = min(partition-independent bound of the batch, every candidate graph's own
 //    bound), as plan/compare.hpp reports it, so it never exceeds any candidate's step time.
 // fallback(batch) = the best baseline that fits memory for the batch (no search): what the
@@ -178,11 +184,12 @@ class Planner {
       const auto own = t0 + s_->options.budget;
       if (own < deadline) deadline = own;
     }
+    // An absolute deadline: the search's own set-up (tables, seed orders) counts against it.
     if (deadline != SearchControl::clock::time_point::max())
-      so.mcts.time_budget = std::max(std::chrono::nanoseconds{1}, std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                                      deadline - std::chrono::steady_clock::now()));
+      so.mcts.deadline = deadline - std::chrono::nanoseconds{s_->finish_ns.load(std::memory_order_relaxed)};
     so.mcts.stop = [&control] { return control.stop_requested(); };
     ScheduleSearchResult res = search_schedule(model, setup, p.partition, smbs, graph, ctx.cache(), so);
+    const auto search_end = std::chrono::steady_clock::now();
     bound = std::min(bound, res.bound.value);
     {
       Candidate c;
@@ -197,6 +204,8 @@ class Planner {
     PlanResult out = choose(std::move(candidates), bound, "plan");
     out.iterations = res.search.iterations;
     out.search_time = since(t0);
+    s_->finish_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - search_end).count(),
+                        std::memory_order_relaxed);
     return out;
   }
 
@@ -265,6 +274,10 @@ class Planner {
 
     std::once_flag once;
     std::optional<Prepared> prep;  // written once (under `once`), then read-only
+
+    // Wall time of the work after the search (lowering, emulation, choice, validation) in the
+    // last plan() call, reserved out of the next call's deadline (see the header comment).
+    std::atomic<std::int64_t> finish_ns{0};
 
     std::mutex pool_mu;
     std::vector<std::unique_ptr<Workspace>> all;  // every workspace ever made

@@ -22,8 +22,9 @@
 // round's rollouts run on `threads` workers, rollout j using the RNG stream (seed, j) and its
 // own evaluator; then scores are applied to the tree in rollout order. With an iteration budget
 // the result depends only on the inputs, the seed and round_size — not on the thread count or
-// timing. A time budget (checked between rounds) makes the iteration count, and so the result,
-// depend on the machine's speed.
+// timing. A time budget (checked between rounds, and before each rollout: once it has passed,
+// the round's remaining rollouts are left undone and the search ends) makes the iteration
+// count, and so the result, depend on the machine's speed.
 //
 // The tree holds at most `max_tree_nodes` nodes; when full, iterations roll out from the leaf
 // they reach without adding nodes, so memory stays bounded however long the search runs.
@@ -63,7 +64,10 @@ struct MctsOptions {
   std::uint64_t seed = 0;
   int threads = 1;
   std::int64_t max_iterations = 200;                  ///< expansions (each with its rollouts); <= 0: no limit
-  std::chrono::nanoseconds time_budget{0};            ///< 0: no limit (one of the two budgets is required)
+  std::chrono::nanoseconds time_budget{0};            ///< from the search's start; 0: no limit (a budget is required)
+  /// Absolute end of the search (so that a caller's own work before it counts); max(): none.
+  /// With time_budget too, the search ends at the earlier of the two.
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   int rollouts_per_expansion = 10;
   int round_size = 4;                                 ///< expansions per round (see the header comment)
   double alpha = 8.0;                                 ///< exponent on the normalised score
@@ -195,9 +199,10 @@ template <class MakeEvaluator>
                                      MakeEvaluator&& make_evaluator, const MctsOptions& options) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  if (options.max_iterations <= 0 && options.time_budget.count() <= 0)
-    throw Error(ErrorKind::input, "MCTS needs an iteration budget or a time budget",
-                ErrorContext{{}, "MctsOptions", "max_iterations > 0 or time_budget > 0"});
+  const bool timed = options.time_budget.count() > 0 || options.deadline != Clock::time_point::max();
+  if (options.max_iterations <= 0 && !timed)
+    throw Error(ErrorKind::input, "MCTS needs an iteration budget, a time budget or a deadline",
+                ErrorContext{{}, "MctsOptions", "max_iterations > 0, time_budget > 0 or a deadline"});
   if (options.threads < 1 || options.rollouts_per_expansion < 1 || options.round_size < 1)
     throw Error(ErrorKind::input, "threads, rollouts_per_expansion and round_size must be positive",
                 ErrorContext{{}, "MctsOptions", ">= 1 each"});
@@ -216,6 +221,10 @@ template <class MakeEvaluator>
     for (std::size_t i = 0; i < seq.size(); ++i) guide_rank[static_cast<std::size_t>(seq[i])] = static_cast<std::int32_t>(i);
   };
   auto elapsed = [&] { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0); };
+  // The end of a timed search: the earlier of t0 + time_budget and the deadline.
+  Clock::time_point end = options.deadline;
+  if (options.time_budget.count() > 0 && options.time_budget < end - t0) end = t0 + options.time_budget;
+  auto time_is_up = [&] { return timed && Clock::now() >= end; };
 
   // Runs jobs 0 .. n-1 on the workers (job j on worker j mod T); results are written by index.
   auto run_parallel = [&](std::size_t n, auto&& job) {
@@ -269,12 +278,13 @@ template <class MakeEvaluator>
   std::vector<Expansion> round;
   std::vector<std::vector<std::int32_t>> orders;
   std::vector<double> scores;
+  std::vector<char> ran;  // per rollout of the round: run (1) or left undone past the time budget (0)
   std::uint64_t rollout_index = 0;
   detail::OrderState state(dag);
 
   while (true) {
     if (options.max_iterations > 0 && res.iterations >= options.max_iterations) break;
-    if (options.time_budget.count() > 0 && elapsed() >= options.time_budget) break;
+    if (time_is_up()) break;
     if (options.stop && options.stop()) break;
     std::int64_t this_round = options.round_size;
     if (options.max_iterations > 0) this_round = std::min<std::int64_t>(this_round, options.max_iterations - res.iterations);
@@ -328,26 +338,37 @@ template <class MakeEvaluator>
     scores.assign(n, 0);
     const auto guide = std::span<const std::int32_t>(guide_rank);
     const std::uint64_t base = rollout_index;
+    ran.assign(n, 0);
     run_parallel(n, [&](std::size_t j, Evaluator& ev) {
+      // Past the time budget, the rest of the round is left undone (the search ends after it),
+      // so that a round never runs far beyond the budget. Never with an iteration budget alone.
+      if (time_is_up()) return;
       detail::OrderState st(dag);
       for (auto u : round[j / R].prefix) st.place(u);
       Rng rng = Rng::stream(options.seed, base + j);
       st.complete(rng, guide, options.follow_best);
       orders[j] = st.sequence();
       scores[j] = ev(std::span<const std::int32_t>(orders[j]));
+      ran[j] = 1;
     });
     rollout_index += n;
-    res.rollouts += static_cast<std::int64_t>(n);
     // Apply in rollout order.
+    std::int64_t expansions_run = 0;  // expansions with at least one rollout run
     for (std::size_t j = 0; j < n; ++j) {
+      if (!ran[j]) continue;
+      ++res.rollouts;
+      if (std::find(ran.begin() + static_cast<std::ptrdiff_t>(j - j % R), ran.begin() + static_cast<std::ptrdiff_t>(j),
+                    char{1}) == ran.begin() + static_cast<std::ptrdiff_t>(j))
+        ++expansions_run;  // the first of its expansion's rollouts that ran
       for (std::int32_t a = round[j / R].node; a >= 0; a = tree[a].parent) tree[a].best = std::max(tree[a].best, scores[j]);
       if (scores[j] > res.best_score) {
         set_best(orders[j], scores[j]);
         res.best_seed = -1;
       }
     }
-    res.iterations += static_cast<std::int64_t>(round.size());
+    res.iterations += expansions_run;
     if (options.record_trace) res.trace.push_back({elapsed(), res.rollouts, res.best_score});
+    if (std::find(ran.begin(), ran.end(), char{0}) != ran.end()) break;  // cut short by the time budget
   }
   res.tree_nodes = tree.size();
   return res;
