@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -170,6 +171,17 @@ std::chrono::milliseconds time_of(F&& f) {
   const auto t0 = Clock::now();
   f();
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0);
+}
+
+/// The kind of the pw::Error that f() throws; nothing when it returns normally.
+template <class F>
+std::optional<pw::ErrorKind> error_kind(F&& f) {
+  try {
+    f();
+  } catch (const pw::Error& e) {
+    return e.kind();
+  }
+  return std::nullopt;
 }
 
 }  // namespace
@@ -416,18 +428,8 @@ TEST_CASE("misuse is rejected with clear errors") {
     planner.cancel();
     planner.cancel();  // idempotent
     CHECK(planner.outstanding() == 0);
-    try {
-      planner.submit(make_batch(1));
-      FAIL("expected an error");
-    } catch (const pw::Error& e) {
-      CHECK(e.kind() == pw::ErrorKind::cancelled);
-    }
-    try {
-      (void)planner.next();
-      FAIL("expected an error");
-    } catch (const pw::Error& e) {
-      CHECK(e.kind() == pw::ErrorKind::cancelled);
-    }
+    CHECK(error_kind([&] { planner.submit(make_batch(1)); }) == pw::ErrorKind::cancelled);
+    CHECK(error_kind([&] { (void)planner.next(); }) == pw::ErrorKind::cancelled);
   }
 }
 
@@ -459,14 +461,8 @@ TEST_CASE("cancel() from another thread wakes a next() that waits forever") {
     std::this_thread::sleep_for(20ms);
     planner.cancel();
   });
-  pw::ErrorKind kind = pw::ErrorKind::input;
-  const auto took = time_of([&] {
-    try {
-      (void)planner.next();
-    } catch (const pw::Error& e) {
-      kind = e.kind();
-    }
-  });
+  std::optional<pw::ErrorKind> kind;
+  const auto took = time_of([&] { kind = error_kind([&] { (void)planner.next(); }); });
   canceller.join();
   CHECK(kind == pw::ErrorKind::cancelled);
   CHECK(took < 5s);
@@ -548,20 +544,12 @@ TEST_CASE("a next() that fails before there is a plan still tells the other rank
       }
     }
   });
-  pw::ErrorKind misuse = pw::ErrorKind::execution, cancelled = pw::ErrorKind::execution;
+  std::optional<pw::ErrorKind> misuse, cancelled;
   const auto took = time_of([&] {
     pw::AsyncPlanner planner{FakePlanner{s}, o};
-    try {
-      (void)planner.next();  // nothing submitted
-    } catch (const pw::Error& e) {
-      misuse = e.kind();
-    }
+    misuse = error_kind([&] { (void)planner.next(); });  // nothing submitted
     planner.cancel();
-    try {
-      (void)planner.next();
-    } catch (const pw::Error& e) {
-      cancelled = e.kind();
-    }
+    cancelled = error_kind([&] { (void)planner.next(); });
     other.join();
   });
   CHECK(misuse == pw::ErrorKind::input);

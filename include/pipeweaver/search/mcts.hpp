@@ -353,20 +353,22 @@ template <class MakeEvaluator>
     });
     rollout_index += n;
     // Apply in rollout order.
-    std::int64_t expansions_run = 0;  // expansions with at least one rollout run
+    // An expansion counts as an iteration when at least one of its rollouts ran; j ascends, so
+    // its first rollout that ran is the first seen with its index j / R.
+    std::size_t last_counted = n;  // no expansion yet
     for (std::size_t j = 0; j < n; ++j) {
       if (!ran[j]) continue;
       ++res.rollouts;
-      if (std::find(ran.begin() + static_cast<std::ptrdiff_t>(j - j % R), ran.begin() + static_cast<std::ptrdiff_t>(j),
-                    char{1}) == ran.begin() + static_cast<std::ptrdiff_t>(j))
-        ++expansions_run;  // the first of its expansion's rollouts that ran
+      if (j / R != last_counted) {
+        last_counted = j / R;
+        ++res.iterations;
+      }
       for (std::int32_t a = round[j / R].node; a >= 0; a = tree[a].parent) tree[a].best = std::max(tree[a].best, scores[j]);
       if (scores[j] > res.best_score) {
         set_best(orders[j], scores[j]);
         res.best_seed = -1;
       }
     }
-    res.iterations += expansions_run;
     if (options.record_trace) res.trace.push_back({elapsed(), res.rollouts, res.best_score});
     if (std::find(ran.begin(), ran.end(), char{0}) != ran.end()) break;  // cut short by the time budget
   }
