@@ -96,7 +96,7 @@ BENCHMARK(BM_emulate_cache_off)->Unit(benchmark::kMicrosecond);
 /// the warm shared cache and for a fresh per-step cache, and the hit rates.
 void BM_cache_effect(benchmark::State& state) {
   const auto& f = Fixture::get();
-  // Thread CPU time: the build machine is shared, wall time would measure the neighbours.
+  // Thread CPU time: the build machine is shared, wall time would measure the neighbors.
   auto now = [] {
     timespec ts{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);

@@ -1,4 +1,4 @@
-// The host executor's per-action overhead (issue 5): whole steps of a lowered tiny-vlm plan
+// The host executor's per-action overhead: whole steps of a lowered tiny-vlm plan
 // (P = 4 rank threads, or P = 1) with empty stage callbacks, so that all the time goes to the
 // executor (compiling the rank's list, pooling buffers) and the runtime (thread start and
 // join, channel copies and hand-offs between rank threads).

@@ -3,8 +3,8 @@
 //  * the dual-queue interleaver (one call) vs a plain in-order list schedule (Kahn's algorithm
 //    with one global priority heap, no queues per rank, no memory accounting);
 //  * one MCTS rollout (random completion of an order + interleaving at both base strategies +
-//    memory optimisation + emulation) vs the same rollout without memory optimisation;
-//  * the per-rank memory optimiser (branch-and-bound, 5% gap) vs its greedy warm start alone
+//    memory optimization + emulation) vs the same rollout without memory optimization;
+//  * the per-rank memory optimizer (branch-and-bound, 5% gap) vs its greedy warm start alone
 //    and vs the exact search (gap 0), on the rank with the most memory pressure;
 //  * a full search with a fixed iteration budget on 1 and 2 threads (same result on both).
 // Counters carry the quality next to the time (step time / lower bound, chosen total time).
@@ -179,7 +179,7 @@ void BM_plain_list_schedule(benchmark::State& state) {
 BENCHMARK(BM_plain_list_schedule)->Unit(benchmark::kMicrosecond);
 
 /// One rollout as MCTS runs it: complete a random order (biased to the incumbent, here the
-/// first seed) and score it. Arg 1: with memory optimisation (the search's default); 0: without.
+/// first seed) and score it. Arg 1: with memory optimization (the search's default); 0: without.
 void BM_rollout(benchmark::State& state) {
   auto& f = Fixture::get();
   pw::ScheduleEvaluatorOptions eo;
@@ -201,7 +201,7 @@ void BM_rollout(benchmark::State& state) {
 }
 BENCHMARK(BM_rollout)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond);
 
-/// The memory optimiser on one rank. Arg 0: 0 = branch-and-bound with the default 5% gap,
+/// The memory optimizer on one rank. Arg 0: 0 = branch-and-bound with the default 5% gap,
 /// 1 = greedy warm start only (infinite gap: the search stops right after it), 2 = exact (gap 0,
 /// default node limit). Arg 1: 0 = the rank as the search sees it (the most loaded rank of the
 /// frugal interleaving); 1 = the same rank with the capacity cut to halfway between its

@@ -1,4 +1,4 @@
-// The ablation of DESIGN §2 in emulation: how much each idea adds, on vlm-s / vlm-web-mix /
+// The ablation of the DIP ideas in emulation: how much each idea adds, on vlm-s / vlm-web-mix /
 // h800-tp4-pp4 (or the files given), averaged over a few steps. Rows, each on top of the last:
 //   1. baseline          interleaved-1f1b as plan/compare.hpp's BaselineComparison builds it
 //                        (static split and v chosen on profile steps, cheapest uniform recompute
@@ -16,7 +16,7 @@
 //   4. + reordering      MCTS over the segment order, same uniform setting, fixed iteration
 //                        budget;
 //   5. + memory opt.     the full search: per-pair candidate strategies and the per-rank memory
-//                        optimiser, same iteration budget.
+//                        optimizer, same iteration budget.
 // Rows 3-5 run the search's own ScheduleEvaluator (rows 3-4 with StepTablesOptions::
 // fixed_strategy). Every step time is the emulated step (emulate_schedule, which the tests
 // check against emulating the lowered plan). Prints a markdown table.
@@ -32,8 +32,8 @@
 #include <pipeweaver/emulate/schedule_emulator.hpp>
 #include <pipeweaver/partition/dip_partitioner.hpp>
 #include <pipeweaver/partition/splitter.hpp>
-#include <pipeweaver/plan/compare.hpp>
-#include <pipeweaver/schedule/baselines/builder.hpp>
+#include <pipeweaver/baselines/compare.hpp>
+#include <pipeweaver/baselines/builder.hpp>
 #include <pipeweaver/search/schedule_search.hpp>
 
 #include <algorithm>
@@ -177,7 +177,7 @@ int main(int argc, char** argv) try {
                           Row{"+ partitioner", "DIP partition, 1F1B-like single-queue list schedule (V*P - r in flight)"},
                           Row{"+ interleaving", "dual-queue interleaver, seed priorities, uniform recompute"},
                           Row{"+ reordering", "MCTS segment order, uniform recompute"},
-                          Row{"+ memory optimisation", "per-pair strategies, per-rank memory optimiser"}};
+                          Row{"+ memory optimization", "per-pair strategies, per-rank memory optimizer"}};
   double lb_sum = 0;
   const std::array<pw::UniformRecompute, 3> settings = pw::uniform_recompute_settings;
   for (int step = 0; step < steps; ++step) {
@@ -275,7 +275,7 @@ int main(int argc, char** argv) try {
       rows[3].fits += r.feasible ? 1 : 0;
       rows[3].detail = std::string("recompute ") + std::string(pw::to_string(chosen)) + ", " + std::to_string(iterations) + " iterations";
     }
-    // 5. + memory optimisation: the full search.
+    // 5. + memory optimization: the full search.
     {
       const auto r = pw::search_schedule(model, setup, partition, smbs, graph, cache, so);
       rows[4].sum_ms += pw::to_ms(r.step_time);

@@ -38,7 +38,7 @@ std::string arg(int argc, char** argv, const char* name, std::string fallback) {
 
 struct Series {
   std::string label;
-  std::string colour;
+  std::string color;
   std::vector<std::pair<double, double>> points;  // (seconds, step / lower bound)
 };
 
@@ -88,14 +88,14 @@ void write_svg(const std::string& path, const std::string& title, const std::vec
   const double legend_x = L + 40 + 190;
   for (const auto& s : series) {
     if (s.points.empty()) continue;
-    f << "<polyline fill=\"none\" stroke=\"" << s.colour << "\" stroke-width=\"2\" points=\"";
+    f << "<polyline fill=\"none\" stroke=\"" << s.color << "\" stroke-width=\"2\" points=\"";
     for (std::size_t i = 0; i < s.points.size(); ++i) {
       // Step plot: the best so far holds until the next improvement.
       if (i > 0) f << px(s.points[i].first) << ',' << py(s.points[i - 1].second) << ' ';
       f << px(s.points[i].first) << ',' << py(s.points[i].second) << ' ';
     }
     f << "\"/>\n";
-    f << "<line x1=\"" << legend_x - 190 << "\" y1=\"" << legend_y << "\" x2=\"" << legend_x - 165 << "\" y2=\"" << legend_y << "\" stroke=\"" << s.colour
+    f << "<line x1=\"" << legend_x - 190 << "\" y1=\"" << legend_y << "\" x2=\"" << legend_x - 165 << "\" y2=\"" << legend_y << "\" stroke=\"" << s.color
       << "\" stroke-width=\"2\"/><text x=\"" << legend_x - 160 << "\" y=\"" << legend_y + 4 << "\">" << s.label << "</text>\n";
     legend_y += 18;
   }
@@ -151,8 +151,8 @@ int main(int argc, char** argv) try {
   const auto short_run = run(short_ms);
   const auto long_run = run(long_ms);
 
-  auto series_of = [&](const pw::ScheduleSearchResult& r, std::string label, std::string colour) {
-    Series s{std::move(label), std::move(colour), {}};
+  auto series_of = [&](const pw::ScheduleSearchResult& r, std::string label, std::string color) {
+    Series s{std::move(label), std::move(color), {}};
     double last = -1;
     for (const auto& p : r.search.trace) {
       if (p.best_score <= 0) continue;

@@ -24,7 +24,7 @@
 #include <pipeweaver/core/concepts.hpp>
 #include <pipeweaver/data/packing.hpp>
 #include <pipeweaver/io/workload_json.hpp>
-#include <pipeweaver/plan/planner.hpp>
+#include <pipeweaver/planner/planner.hpp>
 
 namespace pw = pipeweaver;
 

@@ -6,7 +6,6 @@ if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
   return()
 endif()
 file(GLOB cases CONFIGURE_DEPENDS "${CMAKE_CURRENT_SOURCE_DIR}/compile_fail/*.cpp")
-get_target_property(range_inc range-v3::range-v3 INTERFACE_INCLUDE_DIRECTORIES)
 foreach(src IN LISTS cases)
   get_filename_component(name "${src}" NAME_WE)
   add_test(NAME "compile-fail: ${name}"

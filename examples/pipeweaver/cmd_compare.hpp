@@ -32,8 +32,8 @@
 #include "pipeweaver/io/plan_json.hpp"
 #include "pipeweaver/io/svg_timeline.hpp"
 #include "pipeweaver/io/workload_json.hpp"
-#include "pipeweaver/plan/compare.hpp"
-#include "pipeweaver/plan/planner.hpp"
+#include "pipeweaver/baselines/compare.hpp"
+#include "pipeweaver/planner/planner.hpp"
 
 #include "search_options.hpp"
 
@@ -53,9 +53,9 @@ inline int run_compare(const CompareArgs& a, std::ostream& out = std::cout) {
   namespace pw = pipeweaver;
   {
     if (a.steps < 1)
-      throw pw::Error(pw::ErrorKind::input, "--steps is " + std::to_string(a.steps), {.file = {}, .path = "--steps", .expected = "an integer >= 1"});
+      throw pw::input_error("--steps is " + std::to_string(a.steps), {.path = "--steps", .expected = "an integer >= 1"});
     if (a.format != "table" && a.format != "json")
-      throw pw::Error(pw::ErrorKind::input, "--format is '" + a.format + "'", {.file = {}, .path = "--format", .expected = "table or json"});
+      throw pw::input_error("--format is '" + a.format + "'", {.path = "--format", .expected = "table or json"});
     const pw::ModelSpec model = pw::read_model(a.model);
     const pw::Setup setup = pw::read_setup(a.setup);
     const pw::DatasetSpec dataset = pw::read_dataset(a.dataset);
@@ -65,8 +65,7 @@ inline int run_compare(const CompareArgs& a, std::ostream& out = std::cout) {
       std::error_code ec;
       std::filesystem::create_directories(a.trace_dir, ec);
       if (ec || !std::filesystem::is_directory(a.trace_dir))
-        throw pw::Error(pw::ErrorKind::input, "cannot create the trace directory: " + ec.message(),
-                        {.file = a.trace_dir, .path = "--trace-dir", .expected = "a writable directory"});
+        throw pw::input_error("cannot create the trace directory: " + ec.message(), {.file = a.trace_dir, .path = "--trace-dir", .expected = "a writable directory"});
     }
     pw::PlannerOptions planner_opts = planner_options(a.search);
     const pw::AnalyticCostModel cost(model, setup);

@@ -34,17 +34,15 @@ inline int run_emulate(const EmulateArgs& a, std::ostream& out = std::cout) {
   namespace pw = pipeweaver;
   {
     if (a.format != "table" && a.format != "json")
-      throw pw::Error(pw::ErrorKind::input, "--format is '" + a.format + "'", {.file = {}, .path = "--format", .expected = "table or json"});
+      throw pw::input_error("--format is '" + a.format + "'", {.path = "--format", .expected = "table or json"});
     const pw::ModelSpec model = pw::read_model(a.model);
     const pw::Setup setup = pw::read_setup(a.setup);
     pw::check_compatible(model, setup, a.setup);
     const pw::Plan plan = pw::read_plan(a.plan);
     if (plan.model != model.name)
-      throw pw::Error(pw::ErrorKind::input, "the plan was built for model '" + plan.model + "'",
-                      {.file = a.plan, .path = "/model", .expected = "'" + model.name + "' (the model of --model)"});
+      throw pw::input_error("the plan was built for model '" + plan.model + "'", {.file = a.plan, .path = "/model", .expected = "'" + model.name + "' (the model of --model)"});
     if (plan.setup != setup.name)
-      throw pw::Error(pw::ErrorKind::input, "the plan was built for setup '" + plan.setup + "'",
-                      {.file = a.plan, .path = "/setup", .expected = "'" + setup.name + "' (the setup of --setup)"});
+      throw pw::input_error("the plan was built for setup '" + plan.setup + "'", {.file = a.plan, .path = "/setup", .expected = "'" + setup.name + "' (the setup of --setup)"});
     try {
       pw::validate(plan, model);
     } catch (const pw::Error& e) {

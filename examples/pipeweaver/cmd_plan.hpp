@@ -34,7 +34,7 @@
 #include "pipeweaver/io/plan_json.hpp"
 #include "pipeweaver/io/svg_timeline.hpp"
 #include "pipeweaver/io/workload_json.hpp"
-#include "pipeweaver/plan/planner.hpp"
+#include "pipeweaver/planner/planner.hpp"
 
 #include "common.hpp"
 #include "search_options.hpp"
@@ -54,12 +54,11 @@ struct PlanArgs {
 inline int run_plan(const PlanArgs& a, std::ostream& out = std::cout) {
   namespace pw = pipeweaver;
   if (a.format != "table" && a.format != "json")
-    throw pw::Error(pw::ErrorKind::input, "--format is '" + a.format + "'", {.file = {}, .path = "--format", .expected = "table or json"});
+    throw pw::input_error("--format is '" + a.format + "'", {.path = "--format", .expected = "table or json"});
   if (a.dataset.empty() == a.batch.empty())
-    throw pw::Error(pw::ErrorKind::input, a.dataset.empty() ? "neither --dataset nor --batch given" : "both --dataset and --batch given",
-                    {.file = {}, .path = "--dataset / --batch", .expected = "exactly one of them"});
+    throw pw::input_error(a.dataset.empty() ? "neither --dataset nor --batch given" : "both --dataset and --batch given", {.path = "--dataset / --batch", .expected = "exactly one of them"});
   if (a.step < 0)
-    throw pw::Error(pw::ErrorKind::input, "--step is " + std::to_string(a.step), {.file = {}, .path = "--step", .expected = "an integer >= 0"});
+    throw pw::input_error("--step is " + std::to_string(a.step), {.path = "--step", .expected = "an integer >= 0"});
   const pw::PlannerOptions options = planner_options(a.search);
   const pw::ModelSpec model = pw::read_model(a.model);
   const pw::Setup setup = pw::read_setup(a.setup);
@@ -85,7 +84,7 @@ inline int run_plan(const PlanArgs& a, std::ostream& out = std::cout) {
       setup_time = std::chrono::steady_clock::now() - start;
     } catch (const pw::Error& e) {
       if (e.kind() != pw::ErrorKind::input) throw;
-      throw blame(e, a.batch);  // e.g. a sample over the microbatch budget
+      throw pipeweaver::in_file(e, a.batch);  // e.g. a sample over the microbatch budget
     }
   }
   const double setup_ms = std::chrono::duration<double, std::milli>(setup_time).count();

@@ -4,11 +4,11 @@
 //                 [--lookahead L] [--grace-ms G] [--realtime] [--format table|json]`
 // Executes K planned training steps (steps 0..K-1 of the dataset under seed N) on the host
 // backend in emulated time (host/timed.hpp): P rank threads run the generic executor, stage
-// callbacks sleep for X × their cost-model latency and transfers arrive X × their modelled
+// callbacks sleep for X × their cost-model latency and transfers arrive X × their modeled
 // transfer time after they are sent, so a step should last X × its emulated step time; the
 // command reports, per step, the measured step time and X × the emulated one.
 //
-// How a step is planned and distributed (DESIGN §2.5, §3), as a trainer would do it:
+// How a step is planned and distributed, as a trainer would do it:
 //  * rank 0 is the planning rank. Step 0's plan is searched synchronously (nothing can run
 //    before it); steps 1.. go through an AsyncPlanner (one background thread, lookahead L,
 //    default 2): while step k executes, the plans of steps k+1 .. k+L are searched from their
@@ -69,10 +69,10 @@
 #include "pipeweaver/host/runtime.hpp"
 #include "pipeweaver/host/timed.hpp"
 #include "pipeweaver/io/workload_json.hpp"
-#include "pipeweaver/plan/async_planner.hpp"
-#include "pipeweaver/plan/broadcast_hook.hpp"
-#include "pipeweaver/plan/planner.hpp"
-#include "pipeweaver/schedule/plan_binary.hpp"
+#include "pipeweaver/planner/async_planner.hpp"
+#include "pipeweaver/planner/broadcast_hook.hpp"
+#include "pipeweaver/planner/planner.hpp"
+#include "pipeweaver/ir/plan_binary.hpp"
 
 #include "common.hpp"
 #include "search_options.hpp"
@@ -113,7 +113,7 @@ namespace detail {
 inline void check_run_args(const RunArgs& a) {
   namespace pw = pipeweaver;
   auto bad = [](const std::string& what, const std::string& path, const std::string& expected) {
-    throw pw::Error(pw::ErrorKind::input, what, {.file = {}, .path = path, .expected = expected});
+    throw pw::input_error(what, {.path = path, .expected = expected});
   };
   if (a.backend != "host")
     bad("--backend is '" + a.backend + "'", "--backend", "host (the only backend of this build; it runs every plan on the CPU)");
@@ -146,7 +146,7 @@ RunReport execute_timed_steps(const pipeweaver::Planner<C>& planner, const std::
   options.timeout = std::chrono::minutes(10);  // longer than any legitimate wait of a step
   options.channel_capacity = std::size_t{1} << 20;  // a send never blocks on a full channel
   options.executor.sizes.item_output_bytes = [](const pw::StageSpec&, const pw::SubMicrobatchSpec&, std::size_t) {
-    return std::size_t{16};  // the plan's bytes are modelled as link time (host/timed.hpp)
+    return std::size_t{16};  // the plan's bytes are modeled as link time (host/timed.hpp)
   };
   host::World world(P, options);
   host::LinkClocks clocks(P);
@@ -230,8 +230,7 @@ RunReport execute_timed_steps(const pipeweaver::Planner<C>& planner, const std::
         plan = r == 0 ? plan_on_root(k, hook) : pw::receive_plan(hook);
         // After step 0's plan, which rank 0 searches in this thread: no search at high priority.
         if (k == 0 && realtime && !host::set_realtime_priority(1))
-          throw pw::Error(pw::ErrorKind::input, "--realtime: the system refused SCHED_FIFO for rank " + std::to_string(r),
-                          {.file = {}, .path = "--realtime", .expected = "CAP_SYS_NICE (e.g. root), or no --realtime"});
+          throw pw::input_error("--realtime: the system refused SCHED_FIFO for rank " + std::to_string(r), {.path = "--realtime", .expected = "CAP_SYS_NICE (e.g. root), or no --realtime"});
         clocks.prepare(plan, me, cost, scale);
         callbacks.prepare(plan, me, cache, scale);
         runtime.begin_step(plan.transfers.size());
@@ -303,7 +302,7 @@ inline int run_run(const RunArgs& a, std::ostream& out = std::cout) {
     try {
       batches.push_back(pw::sample_step(model, dataset, setup, a.seed, k));
     } catch (const pw::Error& e) {
-      throw blame(e, a.dataset);
+      throw pipeweaver::in_file(e, a.dataset);
     }
   }
   // Placement and baselines chosen on the dataset's profile steps, before training starts.

@@ -21,8 +21,8 @@
 #include <pipeweaver/data/packing.hpp>
 #include <pipeweaver/io/workload_json.hpp>
 #include <pipeweaver/partition/splitter.hpp>
-#include <pipeweaver/schedule/partition.hpp>
-#include <pipeweaver/schedule/stage.hpp>
+#include <pipeweaver/ir/partition.hpp>
+#include <pipeweaver/ir/stage.hpp>
 
 #include "common.hpp"
 
@@ -86,7 +86,7 @@ inline int run_sample(const SampleOptions& o) {
     try {
       batch = sample_step(model, dataset, setup, o.seed, step);
     } catch (const Error& e) {
-      throw blame(e, o.setup);  // budget problems are the setup's (with this dataset)
+      throw pipeweaver::in_file(e, o.setup);  // budget problems are the setup's (with this dataset)
     }
     const auto smbs = split(model, whole, batch);
     std::vector<std::vector<ModuleCell>> cells(batch.microbatches.size(), std::vector<ModuleCell>(n_modules));

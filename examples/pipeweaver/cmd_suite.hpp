@@ -19,8 +19,13 @@
 //    "cases": [{"name", "steps", "speedup": {"<baseline>": x}, "ceiling": {"<baseline>": x},
 //               "dip_over_lower_bound",
 //               "search_ms_mean", "search_ms_max", "dip_fits_memory", "dip_never_slower",
-//               "sources": {"<source>": count}}],
+//               "sources": {"<source>": count},
+//               "step_records": [{"seed", "step", "step_ns": {"dip": ns, "<baseline>": ns},
+//                                 "lower_bound_ns", "source"}]}],
 //    "geomean": {"speedup": {"<baseline>": x}, "ceiling": {"<baseline>": x}, "dip_over_lower_bound"}}
+// With --iterations the output holds no wall-clock figure (search_ms_mean and search_ms_max are
+// left out), so it is the same, byte for byte, on every run and machine: its digest identifies the
+// plans (the README records one).
 // Bad input: pipeweaver::Error (main.cpp: one line on stderr naming the file, exit 2).
 #include <algorithm>
 #include <cmath>
@@ -38,8 +43,8 @@
 #include "pipeweaver/cost/analytic.hpp"
 #include "pipeweaver/data/packing.hpp"
 #include "pipeweaver/io/workload_json.hpp"
-#include "pipeweaver/plan/compare.hpp"
-#include "pipeweaver/plan/planner.hpp"
+#include "pipeweaver/baselines/compare.hpp"
+#include "pipeweaver/planner/planner.hpp"
 
 #include "cmd_plan.hpp"
 
@@ -65,11 +70,11 @@ inline double geomean(const std::vector<double>& v) {
 inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ostream& progress = std::cerr) {
   namespace pw = pipeweaver;
   if (a.format != "table" && a.format != "json")
-    throw pw::Error(pw::ErrorKind::input, "--format is '" + a.format + "'", {.file = {}, .path = "--format", .expected = "table or json"});
+    throw pw::input_error("--format is '" + a.format + "'", {.path = "--format", .expected = "table or json"});
   if (a.steps < 1 || a.steps > 10000)
-    throw pw::Error(pw::ErrorKind::input, "--steps is " + std::to_string(a.steps), {.file = {}, .path = "--steps", .expected = "an integer in [1, 10000]"});
+    throw pw::input_error("--steps is " + std::to_string(a.steps), {.path = "--steps", .expected = "an integer in [1, 10000]"});
   if (a.seeds < 1 || a.seeds > 10000)
-    throw pw::Error(pw::ErrorKind::input, "--seeds is " + std::to_string(a.seeds), {.file = {}, .path = "--seeds", .expected = "an integer in [1, 10000]"});
+    throw pw::input_error("--seeds is " + std::to_string(a.seeds), {.path = "--seeds", .expected = "an integer in [1, 10000]"});
   const pw::PlannerOptions options = planner_options(a.search);
   const pw::Suite suite = pw::read_suite(a.suite);
   std::vector<pw::Workload> workloads;
@@ -99,6 +104,7 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     double search_sum = 0, search_max = 0;
     bool fits = true, never_slower = true;
     int n = 0;
+    nlohmann::ordered_json step_records = nlohmann::ordered_json::array();
     for (int seed = 1; seed <= a.seeds; ++seed)
       for (int step = 0; step < a.steps; ++step) {
         const pw::Batch batch = pw::sample_step(w.model, w.dataset, w.setup, static_cast<std::uint64_t>(seed), step);
@@ -115,6 +121,16 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
           if (b.fits_memory && b.emulation.step_time < r.step_time) never_slower = false;
         }
         for (const auto& [name, ms] : baseline_ms) ceilings[name].push_back(ms / static_cast<double>(lb.count()));
+        {
+          nlohmann::ordered_json sr;
+          sr["seed"] = seed;
+          sr["step"] = step;
+          sr["step_ns"]["dip"] = r.step_time.count();
+          for (const auto& [name, ms] : baseline_ms) sr["step_ns"][name] = static_cast<std::int64_t>(ms);
+          sr["lower_bound_ns"] = lb.count();
+          sr["source"] = r.source;
+          step_records.push_back(std::move(sr));
+        }
         const pw::EmulationResult e = pw::emulate(r.plan, w.model, w.setup, ctx.cache());
         fits = fits && e.fits_memory();
         lb_ratio.push_back(dip / static_cast<double>(lb.count()));
@@ -142,12 +158,15 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     const double glb = geomean(lb_ratio);
     all_lb.push_back(glb);
     cj["dip_over_lower_bound"] = glb;
-    cj["search_ms_mean"] = search_sum / n;
-    cj["search_ms_max"] = search_max;
+    if (options.iterations == 0) {  // wall-clock: only where a time budget makes runs differ anyway
+      cj["search_ms_mean"] = search_sum / n;
+      cj["search_ms_max"] = search_max;
+    }
     cj["dip_fits_memory"] = fits;
     cj["dip_never_slower"] = never_slower;
     cj["sources"] = nlohmann::ordered_json::object();
     for (const auto& [s, k] : sources) cj["sources"][s] = k;
+    cj["step_records"] = std::move(step_records);
     j["cases"].push_back(std::move(cj));
   }
   j["geomean"]["speedup"] = nlohmann::ordered_json::object();
@@ -172,8 +191,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   for (const auto& cj : j["cases"]) {
     std::string line = fmt::format("  {:<16}", cj["name"].get<std::string>());
     for (const auto& name : names) line += fmt::format(" {:>16.3f}", cj["speedup"][name].get<double>());
-    line += fmt::format(" {:>8.3f} {:>9.0f} {:>9.0f} {:>5} {:>6}", cj["dip_over_lower_bound"].get<double>(),
-                        cj["search_ms_mean"].get<double>(), cj["search_ms_max"].get<double>(),
+    const auto ms = [&](const char* key) { return cj.contains(key) ? fmt::format("{:.0f}", cj[key].get<double>()) : std::string("-"); };
+    line += fmt::format(" {:>8.3f} {:>9} {:>9} {:>5} {:>6}", cj["dip_over_lower_bound"].get<double>(), ms("search_ms_mean"), ms("search_ms_max"),
                         cj["dip_fits_memory"].get<bool>() ? "yes" : "NO", cj["dip_never_slower"].get<bool>() ? "yes" : "NO");
     out << line << "\n";
   }

@@ -24,13 +24,6 @@ inline void add_format_option(CLI::App& cmd, Format& format) {
       ->check(CLI::IsMember({"table", "json"}));
 }
 
-/// `e` with `file` as its file if it names none (errors raised after reading, e.g. while packing).
-inline pipeweaver::Error blame(const pipeweaver::Error& e, const std::filesystem::path& file) {
-  pipeweaver::ErrorContext c = e.context();
-  if (c.file.empty()) c.file = file.string();
-  return pipeweaver::Error(e.kind(), e.message(), std::move(c));
-}
-
 /// 8030261248 -> "8.03B"
 inline std::string human_count(double n) {
   if (n >= 1e12) return fmt::format("{:.2f}T", n / 1e12);

@@ -10,7 +10,7 @@
 #include <fmt/core.h>
 
 #include "pipeweaver/core/error.hpp"
-#include "pipeweaver/plan/planner.hpp"
+#include "pipeweaver/planner/planner.hpp"
 
 namespace pwcli {
 
@@ -36,18 +36,18 @@ inline pipeweaver::PlannerOptions planner_options(const SearchArgs& a) {
   namespace pw = pipeweaver;
   pw::PlannerOptions o;
   if (a.threads < 1 || a.threads > 256)
-    throw pw::Error(pw::ErrorKind::input, "--threads is " + std::to_string(a.threads), {.file = {}, .path = "--threads", .expected = "an integer in [1, 256]"});
+    throw pw::input_error("--threads is " + std::to_string(a.threads), {.path = "--threads", .expected = "an integer in [1, 256]"});
   o.threads = a.threads;
   o.seed = a.search_seed;
   if (a.iterations) {
     if (*a.iterations < 1)
-      throw pw::Error(pw::ErrorKind::input, "--iterations is " + std::to_string(*a.iterations), {.file = {}, .path = "--iterations", .expected = "an integer >= 1"});
+      throw pw::input_error("--iterations is " + std::to_string(*a.iterations), {.path = "--iterations", .expected = "an integer >= 1"});
     o.iterations = *a.iterations;
     o.budget = std::chrono::nanoseconds{0};
   } else {
     const double ms = a.budget_ms.value_or(1000.0);
     if (!(ms > 0 && ms <= 3.6e6))
-      throw pw::Error(pw::ErrorKind::input, "--budget-ms is " + fmt::format("{}", ms), {.file = {}, .path = "--budget-ms", .expected = "a number of milliseconds in (0, 3600000]"});
+      throw pw::input_error("--budget-ms is " + fmt::format("{}", ms), {.path = "--budget-ms", .expected = "a number of milliseconds in (0, 3600000]"});
     o.budget = std::chrono::nanoseconds{static_cast<std::int64_t>(ms * 1e6)};
   }
   return o;

@@ -34,7 +34,7 @@
 #include <pipeweaver/data/batch.hpp>
 #include <pipeweaver/execute/stage_io.hpp>
 #include <pipeweaver/model/model_spec.hpp>
-#include <pipeweaver/schedule/stage.hpp>
+#include <pipeweaver/ir/stage.hpp>
 
 namespace toy_vlm {
 
@@ -55,12 +55,12 @@ struct Config {
     Config c;
     c.llm_module = m.backbone();
     const auto feeders = m.feeders(c.llm_module);
-    if (feeders.size() != 1) throw pw::Error(pw::ErrorKind::input, "toy_vlm needs exactly one encoder feeding the backbone");
+    if (feeders.size() != 1) throw pw::input_error("toy_vlm needs exactly one encoder feeding the backbone");
     c.vit_module = feeders[0];
     const auto& v = m.module(c.vit_module);
     const auto& l = m.module(c.llm_module);
     if (v.output_tokens_per_input_token != 0.25 || !l.vocab || v.hidden % v.heads != 0 || l.hidden % l.heads != 0)
-      throw pw::Error(pw::ErrorKind::input, "toy_vlm needs a 2x2-merge encoder and a backbone with a vocabulary");
+      throw pw::input_error("toy_vlm needs a 2x2-merge encoder and a backbone with a vocabulary");
     c.vit_layers = v.layers;
     c.vit_hidden = static_cast<int>(v.hidden);
     c.vit_ffn = static_cast<int>(v.ffn_hidden);

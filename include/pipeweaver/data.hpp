@@ -1,5 +1,5 @@
 #pragma once
-// Umbrella header for data/: samples, batches, dataset descriptions, sampling and packing.
+// Umbrella header for data/: samples, batches, dataset descriptions, the seeded sampler and packing.
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/data/dataset_spec.hpp"
 #include "pipeweaver/data/packing.hpp"

@@ -1,4 +1,4 @@
 #pragma once
-// Umbrella header for partition/: placing modules' chunks on ranks and splitting microbatches
-// into sub-microbatches.
+// Umbrella header for partition/: the modality-aware DIP partitioner and the sub-microbatch splitter.
+#include "pipeweaver/partition/dip_partitioner.hpp"
 #include "pipeweaver/partition/splitter.hpp"

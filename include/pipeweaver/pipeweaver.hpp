@@ -1,12 +1,6 @@
 #pragma once
-// Everything: include this, or a folder's umbrella header, or a single component.
-#include "pipeweaver/core.hpp"
-#include "pipeweaver/cost.hpp"
-#include "pipeweaver/data.hpp"
-#include "pipeweaver/emulate.hpp"
-#include "pipeweaver/execute.hpp"
+// Everything of pipeweaver::pipeweaver: the std-only library, the JSON and picture I/O and the
+// host backend. Include a folder's umbrella header or a single component to compile less.
+#include "pipeweaver/host.hpp"
 #include "pipeweaver/io.hpp"
-#include "pipeweaver/model.hpp"
-#include "pipeweaver/partition.hpp"
-#include "pipeweaver/plan.hpp"
-#include "pipeweaver/schedule.hpp"
+#include "pipeweaver/pipeweaver_core.hpp"

@@ -1,7 +1,7 @@
 // expect: satisfaction of [^ ]+StageLatencyModel<C, S, M>.+required expression [^ ]+c\.latency\(s, m, st\)[^ ]+ is invalid
 // A cost model that forgets latency(): g++ must name StageLatencyModel and the missing expression.
 #include <pipeweaver/core/concepts.hpp>
-#include <pipeweaver/schedule/stage.hpp>
+#include <pipeweaver/ir/stage.hpp>
 
 namespace pw = pipeweaver;
 

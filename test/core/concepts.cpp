@@ -2,7 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <pipeweaver/core/concepts.hpp>
-#include <pipeweaver/schedule/stage.hpp>
+#include <pipeweaver/ir/stage.hpp>
 
 #include <vector>
 

@@ -3,7 +3,7 @@
 // the analytic model.
 #include <pipeweaver/cost/analytic.hpp>
 #include <pipeweaver/cost/table.hpp>
-#include <pipeweaver/schedule/stage.hpp>
+#include <pipeweaver/ir/stage.hpp>
 
 #include <vector>
 

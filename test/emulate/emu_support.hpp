@@ -8,7 +8,7 @@
 #include <pipeweaver/model/model_spec.hpp>
 #include <pipeweaver/model/setup.hpp>
 #include <pipeweaver/schedule/lowering.hpp>
-#include <pipeweaver/schedule/plan.hpp>
+#include <pipeweaver/ir/plan.hpp>
 #include <pipeweaver/schedule/stage_graph.hpp>
 
 #include "support/greedy_schedule.hpp"

@@ -1,7 +1,7 @@
 # CLI test of `pipeweaver run` (run with cmake -P): a short run of tiny-vlm on the host backend
 # in emulated time prints the documented JSON: "steps" with one object per step holding exactly
 # step, measured_ms, emulated_ms and fallback; a measured step never shorter than the emulated
-# one (every stage sleeps its scaled latency, every message arrives at its modelled time); the
+# one (every stage sleeps its scaled latency, every message arrives at its modeled time); the
 # per-step plan waits and sources; fallbacks equal to the steps flagged as fallback, and the
 # asynchronous counters adding up to the steps after the first. The table format too.
 # Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads).

@@ -63,8 +63,8 @@ struct SingleRankRuntime {
       std::memcpy(d.data() + i, &a, 4);
     }
   }
-  void send(int, pw::RankId, pw::TransferId, std::span<const std::byte>) { throw pw::Error(pw::ErrorKind::execution, "no peers"); }
-  int recv(int, pw::RankId, pw::TransferId, std::span<std::byte>) { throw pw::Error(pw::ErrorKind::execution, "no peers"); }
+  void send(int, pw::RankId, pw::TransferId, std::span<const std::byte>) { throw pw::execution_error("no peers"); }
+  int recv(int, pw::RankId, pw::TransferId, std::span<std::byte>) { throw pw::execution_error("no peers"); }
   void wait_recv(int, const int&) {}
   void abort(std::string_view) noexcept { stop = true; }
   bool aborted() const { return stop; }

@@ -13,7 +13,7 @@
 #include <pipeweaver/data/batch.hpp>
 #include <pipeweaver/execute/stage_io.hpp>
 #include <pipeweaver/model/model_spec.hpp>
-#include <pipeweaver/schedule/stage.hpp>
+#include <pipeweaver/ir/stage.hpp>
 
 namespace pattern {
 

@@ -1,5 +1,5 @@
 // DIP partitioner: B_i and K_i against closed forms under a synthetic linear cost model, the
-// chunk layout, the static-memory check and the candidate neighbourhood.
+// chunk layout, the static-memory check and the candidate neighborhood.
 #include <doctest/doctest.h>
 
 #include <pipeweaver/partition/dip_partitioner.hpp>
@@ -204,7 +204,7 @@ TEST_CASE("static memory per rank adds up the chunks and the check names the ran
   }
 }
 
-TEST_CASE("candidate_partitions: DIP first, then single-step neighbours, no duplicates") {
+TEST_CASE("candidate_partitions: DIP first, then single-step neighbors, no duplicates") {
   auto model = vlm(24, 32);
   LinearCost cost{{20000, 5000}, {1, 2}};
   auto dip = pw::dip_partition(model, setup(4), cost, batch());

@@ -12,7 +12,7 @@
 #include <numeric>
 #include <vector>
 
-#include "schedule/plan_ir_support.hpp"
+#include "support/plan_ir_support.hpp"
 
 namespace pw = pipeweaver;
 using namespace planir_test;

@@ -9,7 +9,7 @@
 #include <algorithm>
 #include <variant>
 
-#include "schedule/plan_ir_support.hpp"
+#include "support/plan_ir_support.hpp"
 
 namespace pw = pipeweaver;
 using namespace planir_test;

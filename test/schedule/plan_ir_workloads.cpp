@@ -1,6 +1,6 @@
 // The plan IR end to end on the reference workloads: a sampled step is split, its stage graph
 // built, a random valid schedule lowered with the analytic cost model, and the plan validated
-// and round-tripped through both serialisations.
+// and round-tripped through both serializations.
 #include <doctest/doctest.h>
 
 #include <pipeweaver/cost/analytic.hpp>
@@ -10,18 +10,18 @@
 #include <pipeweaver/partition/dip_partitioner.hpp>
 #include <pipeweaver/partition/splitter.hpp>
 #include <pipeweaver/schedule/lowering.hpp>
-#include <pipeweaver/schedule/plan_binary.hpp>
+#include <pipeweaver/ir/plan_binary.hpp>
 #include <pipeweaver/schedule/validator.hpp>
 
 #include <chrono>
 #include <vector>
 
-#include "schedule/plan_ir_support.hpp"
+#include "support/plan_ir_support.hpp"
 
 namespace pw = pipeweaver;
 using namespace planir_test;
 
-TEST_CASE("reference workloads: split, graph, lower, validate, serialise") {
+TEST_CASE("reference workloads: split, graph, lower, validate, serialize") {
   const auto suite = pw::read_suite(std::filesystem::path(PIPEWEAVER_WORKLOADS_DIR) / "suite.json");
   REQUIRE(!suite.cases.empty());
   std::uint64_t seed = 1;

@@ -8,7 +8,7 @@
 #include <set>
 #include <tuple>
 
-#include "schedule/plan_ir_support.hpp"
+#include "support/plan_ir_support.hpp"
 
 namespace pw = pipeweaver;
 using namespace planir_test;

@@ -11,7 +11,7 @@
 #include <string>
 #include <variant>
 
-#include "schedule/plan_ir_support.hpp"
+#include "support/plan_ir_support.hpp"
 
 namespace pw = pipeweaver;
 using namespace planir_test;

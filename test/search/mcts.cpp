@@ -174,7 +174,7 @@ TEST_CASE("mcts: a time budget cuts the round it expires in short") {
 TEST_CASE("mcts rethrows an evaluator's exception") {
   auto dag = dag8();
   struct Throwing {
-    double operator()(std::span<const std::int32_t>) const { throw pw::Error(pw::ErrorKind::execution, "boom"); }
+    double operator()(std::span<const std::int32_t>) const { throw pw::execution_error("boom"); }
   };
   pw::MctsOptions opt;
   opt.threads = 2;

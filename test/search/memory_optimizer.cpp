@@ -1,4 +1,4 @@
-// Memory optimiser: candidate selection against brute force over every strategy triple, and
+// Memory optimizer: candidate selection against brute force over every strategy triple, and
 // the per-rank branch-and-bound against exhaustive enumeration on small random instances.
 #include <doctest/doctest.h>
 

@@ -23,7 +23,7 @@ struct SampledStep {
 };
 
 /// Step `step` of `dataset` under sampling seed `seed`; `memory_gib` > 0 replaces the device's
-/// memory (to force the memory optimiser and forward-queue pausing into play).
+/// memory (to force the memory optimizer and forward-queue pausing into play).
 inline SampledStep sampled_step(const std::string& model, const std::string& dataset, const std::string& setup,
                                 double memory_gib = 0, std::uint64_t seed = 7, int step = 0) {
   namespace pw = pipeweaver;

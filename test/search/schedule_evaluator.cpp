@@ -133,7 +133,7 @@ void compare_with_reference(const Step& s, int orders) {
 
 }  // namespace
 
-TEST_CASE("evaluator = plain interleave + per-rank optimiser + emulation (vlm-s / web-mix)") {
+TEST_CASE("evaluator = plain interleave + per-rank optimizer + emulation (vlm-s / web-mix)") {
   compare_with_reference(make_step("vlm-s", "vlm-web-mix", "h800-tp4-pp4", 0, 0), 10);
 }
 
@@ -172,7 +172,7 @@ TEST_CASE("fixed_strategy gives every pair one strategy") {
       CHECK((st.strategy == pw::MemoryStrategy::selective(layers) || st.strategy == pw::MemoryStrategy{}));
       CHECK(st.strategy == list_of_pair.front().strategy);
     }
-  // Same scores as the reference (one candidate: the optimiser only checks the fit).
+  // Same scores as the reference (one candidate: the optimizer only checks the fit).
   const Reference ref = reference(tables, seeds[0].sequence);
   CHECK(e.step_time == ref.step);
   CHECK(e.feasible == ref.feasible);

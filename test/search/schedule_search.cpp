@@ -66,7 +66,7 @@ TEST_CASE("schedule search on vlm-s / web-mix") {
   check_search(sampled_step("vlm-s", "vlm-web-mix", "h800-tp4-pp4"), 4);
 }
 
-TEST_CASE("schedule search under tight memory still fits (memory optimisation and pausing)") {
+TEST_CASE("schedule search under tight memory still fits (memory optimization and pausing)") {
   // Shrink the device until the fastest strategies no longer fit everything in flight.
   check_search(sampled_step("vlm-s", "vlm-web-mix", "h800-tp4-pp4", 30), 4);
 }

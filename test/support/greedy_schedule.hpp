@@ -5,7 +5,7 @@
 #include <pipeweaver/core/memory_strategy.hpp>
 #include <pipeweaver/core/units.hpp>
 #include <pipeweaver/schedule/lowering.hpp>
-#include <pipeweaver/schedule/plan.hpp>
+#include <pipeweaver/ir/plan.hpp>
 #include <pipeweaver/schedule/stage_graph.hpp>
 
 #include <algorithm>

@@ -1,5 +1,5 @@
 #pragma once
-// The seams users plug their own types into (DESIGN §3). Each concept is built from
+// The seams users plug their own types into. Each concept is built from
 // small named requirements so that a failed check names the missing piece.
 // test/core/concepts.cpp shows, for each, a type that satisfies it and one that does not.
 #include <concepts>

@@ -1,5 +1,5 @@
 #pragma once
-// The analytic roofline cost model (DESIGN §2.4). std-only: the emulator, the search and the
+// The analytic roofline cost model. std-only: the emulator, the search and the
 // CUDA side include it.
 //
 // A stage is a sequence of operators; each layer of a chunk runs the same ones:
@@ -205,7 +205,7 @@ class AnalyticCostModel {
 
   void validate() const {
     auto bad = [&](const std::string& what, const std::string& path, const std::string& expected) {
-      throw Error(ErrorKind::input, what, {.file = setup_.name, .path = path, .expected = expected});
+      throw input_error(what, {.file = setup_.name, .path = path, .expected = expected});
     };
     if (setup_.tensor_parallel < 1) bad("tensor_parallel < 1", "/tensor_parallel", "an integer >= 1");
     if (!(setup_.device.bf16_tflops > 0)) bad("device bf16_tflops is not positive", "/device/bf16_tflops", "> 0");
@@ -218,25 +218,19 @@ class AnalyticCostModel {
     if (!nonneg(options_.alpha_flops) || !nonneg(options_.alpha_memory) || !nonneg(options_.alpha_network) ||
         !nonneg(options_.half_saturation_tokens) || !nonneg(options_.attention_backward_factor) ||
         !(options_.host_link_gb_per_s > 0))
-      throw Error(ErrorKind::input, "invalid analytic cost model options",
-                  {.file = {}, .path = "AnalyticOptions",
-                   .expected = "finite non-negative alphas, half_saturation_tokens and attention_backward_factor, "
+      throw input_error("invalid analytic cost model options", {.path = "AnalyticOptions", .expected = "finite non-negative alphas, half_saturation_tokens and attention_backward_factor, "
                                "host_link_gb_per_s > 0"});
     for (std::size_t i = 0; i < model_.modules.size(); ++i) {
       const ModuleSpec& m = model_.modules[i];
       if (m.hidden <= 0 || m.ffn_hidden <= 0 || m.heads <= 0 || m.kv_heads <= 0 || m.layers < 0 ||
           (m.feeds && m.feeds->index() >= model_.modules.size()))
-        throw Error(ErrorKind::input, "module '" + m.name + "' has an invalid shape",
-                    {.file = model_.name, .path = "/modules/" + std::to_string(i),
-                     .expected = "hidden, ffn_hidden, heads, kv_heads > 0 and feeds naming a module"});
+        throw input_error("module '" + m.name + "' has an invalid shape", {.file = model_.name, .path = "/modules/" + std::to_string(i), .expected = "hidden, ffn_hidden, heads, kv_heads > 0 and feeds naming a module"});
     }
   }
 
   void check_module(ModuleId id) const {
     if (!id.valid() || id.index() >= model_.modules.size())
-      throw Error(ErrorKind::input, "stage names module " + std::to_string(id.value()),
-                  {.file = {}, .path = "model '" + model_.name + "'",
-                   .expected = "a module id below " + std::to_string(model_.modules.size())});
+      throw input_error("stage names module " + std::to_string(id.value()), {.path = "model '" + model_.name + "'", .expected = "a module id below " + std::to_string(model_.modules.size())});
   }
 
   /// F_eff / F for a GEMM over n rows.

@@ -28,7 +28,7 @@
 #include "pipeweaver/cost/analytic.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/stage.hpp"
 
 namespace pipeweaver {
 
@@ -85,12 +85,10 @@ inline bool solve_small(std::array<std::array<double, 3>, 3> a, std::array<doubl
                                                  std::span<const LatencySample> samples,
                                                  AnalyticOptions initial = {}, CalibrationOptions copt = {}) {
   if (samples.empty())
-    throw Error(ErrorKind::input, "no latency samples to calibrate on",
-                {.file = {}, .path = "calibrate", .expected = "at least one measured stage"});
+    throw input_error("no latency samples to calibrate on", {.path = "calibrate", .expected = "at least one measured stage"});
   for (std::size_t i = 0; i < samples.size(); ++i)
     if (samples[i].measured.count() <= 0)
-      throw Error(ErrorKind::input, "measured latency is not positive",
-                  {.file = {}, .path = "samples[" + std::to_string(i) + "]", .expected = "measured > 0 ns"});
+      throw input_error("measured latency is not positive", {.path = "samples[" + std::to_string(i) + "]", .expected = "measured > 0 ns"});
 
   auto split = [&](const AnalyticOptions& o) {
     const AnalyticCostModel cost(model, setup, o);

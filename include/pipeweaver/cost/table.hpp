@@ -73,19 +73,15 @@ class TableCostModel {
   TableCostModel(ModelSpec model, Setup setup, std::vector<TableSample> samples)
       : model_(std::move(model)), setup_(std::move(setup)), series_(model_.modules.size() * kPasses * kKinds) {
     if (samples.empty())
-      throw Error(ErrorKind::input, "the latency table is empty",
-                  {.file = {}, .path = "TableCostModel", .expected = "at least one measured sample"});
+      throw input_error("the latency table is empty", {.path = "TableCostModel", .expected = "at least one measured sample"});
     if (!(setup_.pipeline_link.gb_per_s > 0))
-      throw Error(ErrorKind::input, "pipeline link bandwidth is not positive",
-                  {.file = setup_.name, .path = "/links/pipeline/gb_per_s", .expected = "> 0"});
+      throw input_error("pipeline link bandwidth is not positive", {.file = setup_.name, .path = "/links/pipeline/gb_per_s", .expected = "> 0"});
     for (std::size_t i = 0; i < samples.size(); ++i) {
       const TableSample& s = samples[i];
       if (!s.module.valid() || s.module.index() >= model_.modules.size() || s.layers <= 0 || s.tokens <= 0 ||
           !(s.sum_sq_tokens >= 0) || s.latency.count() < 0 || static_cast<int>(s.pass) >= kPasses ||
           static_cast<int>(s.strategy) >= kKinds)
-        throw Error(ErrorKind::input, "invalid latency sample",
-                    {.file = {}, .path = "samples[" + std::to_string(i) + "]",
-                     .expected = "a module of the model, layers > 0, tokens > 0, sum_sq_tokens >= 0, latency >= 0"});
+        throw input_error("invalid latency sample", {.path = "samples[" + std::to_string(i) + "]", .expected = "a module of the model, layers > 0, tokens > 0, sum_sq_tokens >= 0, latency >= 0"});
       series_[key(s.module, s.pass, s.strategy)].raw.push_back(
           Point{static_cast<double>(s.tokens), s.sum_sq_tokens,
                 static_cast<double>(s.latency.count()) / static_cast<double>(s.layers)});
@@ -204,9 +200,7 @@ class TableCostModel {
   }
   void check_module(ModuleId id) const {
     if (!id.valid() || id.index() >= model_.modules.size())
-      throw Error(ErrorKind::input, "stage names module " + std::to_string(id.value()),
-                  {.file = {}, .path = "model '" + model_.name + "'",
-                   .expected = "a module id below " + std::to_string(model_.modules.size())});
+      throw input_error("stage names module " + std::to_string(id.value()), {.path = "model '" + model_.name + "'", .expected = "a module id below " + std::to_string(model_.modules.size())});
   }
 
   /// The series for (module, pass, kind), with the forward-of-recompute fallback; nullptr if none.
@@ -219,10 +213,8 @@ class TableCostModel {
   }
   [[nodiscard]] const Series& require(ModuleId m, Pass p, StrategyKind k) const {
     if (const Series* s = find(m, p, k)) return *s;
-    throw Error(ErrorKind::input,
-                "the latency table has no samples for module '" + model_.modules[m.index()].name + "', pass " +
-                    std::string(to_string(p)) + ", strategy " + std::string(to_string(k)),
-                {.file = {}, .path = "TableCostModel", .expected = "samples for every module, pass and strategy used"});
+    throw input_error("the latency table has no samples for module '" + model_.modules[m.index()].name + "', pass " +
+                    std::string(to_string(p)) + ", strategy " + std::string(to_string(k)), {.path = "TableCostModel", .expected = "samples for every module, pass and strategy used"});
   }
   template <class F>
   static void for_each_kind(int layers, const MemoryStrategy& s, F&& f) {

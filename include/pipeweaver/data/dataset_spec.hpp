@@ -1,5 +1,5 @@
 #pragma once
-// A dataset as a seeded generator of samples (../shared/workloads/README.md, "datasets/*.json").
+// A dataset as a seeded generator of samples (examples/workloads/README.md, "datasets/*.json").
 #include <cstdint>
 #include <optional>
 #include <string>

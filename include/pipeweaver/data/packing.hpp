@@ -1,6 +1,6 @@
 #pragma once
 // Packing samples, in arrival order, into microbatches under the setup's budget
-// (../shared/workloads/README.md, "setups/*.json", key "microbatch"), and the samples of one
+// (examples/workloads/README.md, "setups/*.json", key "microbatch"), and the samples of one
 // training step.
 //
 // Tokens a sample puts on a module m:
@@ -98,8 +98,7 @@ struct ModuleLoad {
 [[nodiscard]] inline ModuleId budget_module(const ModelSpec& model, const Setup& setup) {
   check_compatible(model, setup);
   if (setup.microbatch.max_tokens <= 0 || (setup.microbatch.max_items && *setup.microbatch.max_items <= 0))
-    throw Error(ErrorKind::input, "non-positive microbatch budget",
-                {.file = {}, .path = "/microbatch", .expected = "max_tokens > 0 and max_items > 0 when given"});
+    throw input_error("non-positive microbatch budget", {.path = "/microbatch", .expected = "max_tokens > 0 and max_items > 0 when given"});
   return *model.find(setup.microbatch.module);
 }
 
@@ -116,12 +115,9 @@ inline bool fit_to_budget(const ModelSpec& model, const Setup& setup, ModuleId b
     for (std::size_t k = 0; k < it.tokens.size(); ++k) {
       const std::int64_t c = item_contribution(model, budget, it.modality, it.tokens[k]);
       if (c > b.max_tokens)
-        throw Error(ErrorKind::infeasible,
-                    "one " + it.modality + " item of " + std::to_string(it.tokens[k]) + " tokens puts " +
+        throw infeasible_error("one " + it.modality + " item of " + std::to_string(it.tokens[k]) + " tokens puts " +
                         std::to_string(c) + " tokens on \"" + mod.name + "\", more than the microbatch budget of " +
-                        std::to_string(b.max_tokens) + " tokens of \"" + mod.name + "\" on its own",
-                    {.file = {}, .path = "/microbatch/max_tokens",
-                     .expected = "a budget of at least " + std::to_string(c) + " tokens, or smaller items"});
+                        std::to_string(b.max_tokens) + " tokens of \"" + mod.name + "\" on its own", {.path = "/microbatch/max_tokens", .expected = "a budget of at least " + std::to_string(c) + " tokens, or smaller items"});
     }
 
   // Drop trailing items of the budget's modality beyond max_items.
@@ -179,10 +175,8 @@ class Packer {
       open_load_ = {};
     }
     if (open_.microbatch.samples.size() >= max_samples_per_microbatch)
-      throw Error(ErrorKind::infeasible,
-                  "more than " + std::to_string(max_samples_per_microbatch) + " samples fit in one microbatch: the data puts (almost) no tokens on \"" +
-                      model_->module(budget_).name + "\"",
-                  {.file = {}, .path = "/microbatch/module", .expected = "a budget module that the dataset's samples give tokens to"});
+      throw infeasible_error("more than " + std::to_string(max_samples_per_microbatch) + " samples fit in one microbatch: the data puts (almost) no tokens on \"" +
+                      model_->module(budget_).name + "\"", {.path = "/microbatch/module", .expected = "a budget module that the dataset's samples give tokens to"});
     open_.microbatch.samples.push_back(std::move(s));
     open_.truncated_samples += cut ? 1 : 0;
     open_load_.tokens += l.tokens;
@@ -234,10 +228,9 @@ class Packer {
 [[nodiscard]] inline Batch sample_step(const ModelSpec& model, const DatasetSpec& dataset, const Setup& setup,
                                        std::uint64_t seed, int step) {
   if (step < 0)
-    throw Error(ErrorKind::input, "step is " + std::to_string(step), {.file = {}, .path = {}, .expected = "a step >= 0"});
+    throw input_error("step is " + std::to_string(step), {.expected = "a step >= 0"});
   if (setup.microbatches_per_step < 1)
-    throw Error(ErrorKind::input, "microbatches_per_step is " + std::to_string(setup.microbatches_per_step),
-                {.file = {}, .path = "/microbatches_per_step", .expected = "an integer >= 1"});
+    throw input_error("microbatches_per_step is " + std::to_string(setup.microbatches_per_step), {.path = "/microbatches_per_step", .expected = "an integer >= 1"});
   Packer packer(model, setup);
   DatasetSampler sampler(dataset, step_seed(seed, step));
   Batch batch;

@@ -1,6 +1,6 @@
 #pragma once
 // A portable seeded random number generator and the distributions of the dataset format
-// (../shared/workloads/README.md, "datasets/*.json"). Nothing here uses std:: distributions or
+// (examples/workloads/README.md, "datasets/*.json"). Nothing here uses std:: distributions or
 // libm's transcendental functions, whose results differ between standard libraries: the same
 // seed gives the same draws on every platform (see data/detail/portable_math.hpp).
 #include <algorithm>
@@ -203,40 +203,32 @@ inline void validate(const Distribution& d, const std::string& path) {
           check_positive(k.value, true, "fixed value", path + "/fixed");
         } else if constexpr (std::is_same_v<K, UniformDist>) {
           if (k.lo < 0)
-            throw Error(ErrorKind::input, "uniform lower bound is " + std::to_string(k.lo),
-                        {.file = {}, .path = path + "/uniform/0", .expected = "an integer >= 0"});
+            throw input_error("uniform lower bound is " + std::to_string(k.lo), {.path = path + "/uniform/0", .expected = "an integer >= 0"});
           if (k.lo > k.hi)
-            throw Error(ErrorKind::input,
-                        "uniform bounds are reversed: lo " + std::to_string(k.lo) + " > hi " + std::to_string(k.hi),
-                        {.file = {}, .path = path + "/uniform", .expected = "[lo, hi] with lo <= hi"});
+            throw input_error("uniform bounds are reversed: lo " + std::to_string(k.lo) + " > hi " + std::to_string(k.hi), {.path = path + "/uniform", .expected = "[lo, hi] with lo <= hi"});
         } else if constexpr (std::is_same_v<K, LognormalDist>) {
           check_positive(k.median, false, "lognormal median", path + "/lognormal/median");
           check_positive(k.sigma, true, "lognormal sigma", path + "/lognormal/sigma");
         } else if constexpr (std::is_same_v<K, PoissonDist>) {
           check_positive(k.mean, true, "poisson mean", path + "/poisson/mean");
           if (k.mean > max_draw)
-            throw Error(ErrorKind::input, "poisson mean is " + detail::number_text(k.mean),
-                        {.file = {}, .path = path + "/poisson/mean", .expected = "a number in [0, 1e9]"});
+            throw input_error("poisson mean is " + detail::number_text(k.mean), {.path = path + "/poisson/mean", .expected = "a number in [0, 1e9]"});
         } else {
           if (k.values.empty())
-            throw Error(ErrorKind::input, "choice has no values",
-                        {.file = {}, .path = path + "/choice/values", .expected = "a non-empty array of numbers"});
+            throw input_error("choice has no values", {.path = path + "/choice/values", .expected = "a non-empty array of numbers"});
           for (std::size_t i = 0; i < k.values.size(); ++i)
             check_positive(k.values[i], true, "choice value", path + "/choice/values/" + std::to_string(i));
           if (!k.weights.empty()) {
             if (k.weights.size() != k.values.size())
-              throw Error(ErrorKind::input,
-                          "choice has " + std::to_string(k.values.size()) + " values but " +
-                              std::to_string(k.weights.size()) + " weights",
-                          {.file = {}, .path = path + "/choice/weights", .expected = "one weight per value"});
+              throw input_error("choice has " + std::to_string(k.values.size()) + " values but " +
+                              std::to_string(k.weights.size()) + " weights", {.path = path + "/choice/weights", .expected = "one weight per value"});
             double total = 0;
             for (std::size_t i = 0; i < k.weights.size(); ++i) {
               check_positive(k.weights[i], true, "choice weight", path + "/choice/weights/" + std::to_string(i));
               total += k.weights[i];
             }
             if (!(total > 0) || !std::isfinite(total))
-              throw Error(ErrorKind::input, "choice weights sum to " + detail::number_text(total),
-                          {.file = {}, .path = path + "/choice/weights", .expected = "weights with a positive finite sum"});
+              throw input_error("choice weights sum to " + detail::number_text(total), {.path = path + "/choice/weights", .expected = "weights with a positive finite sum"});
           }
         }
       },
@@ -245,9 +237,7 @@ inline void validate(const Distribution& d, const std::string& path) {
   if (d.min) check_positive(*d.min, true, "min", path + "/min");
   if (d.max) check_positive(*d.max, true, "max", path + "/max");
   if (d.min && d.max && *d.min > *d.max)
-    throw Error(ErrorKind::input,
-                "min " + detail::number_text(*d.min) + " is greater than max " + detail::number_text(*d.max),
-                {.file = {}, .path = path + "/min", .expected = "min <= max"});
+    throw input_error("min " + detail::number_text(*d.min) + " is greater than max " + detail::number_text(*d.max), {.path = path + "/min", .expected = "min <= max"});
 }
 
 }  // namespace pipeweaver

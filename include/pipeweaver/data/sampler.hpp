@@ -26,34 +26,29 @@ inline constexpr std::int64_t max_items_per_sample = 65536;
 /// unique within a source. Paths follow the JSON layout ("/mixture/1/items/image/count").
 inline void validate(const DatasetSpec& d) {
   if (d.mixture.empty())
-    throw Error(ErrorKind::input, "the dataset has no sources",
-                {.file = {}, .path = "/mixture", .expected = "a non-empty array of sources"});
+    throw input_error("the dataset has no sources", {.path = "/mixture", .expected = "a non-empty array of sources"});
   double total = 0;
   for (std::size_t i = 0; i < d.mixture.size(); ++i) {
     const SourceSpec& s = d.mixture[i];
     const std::string at = "/mixture/" + std::to_string(i);
     if (!(std::isfinite(s.weight) && s.weight >= 0))
-      throw Error(ErrorKind::input, "source weight is " + detail::number_text(s.weight),
-                  {.file = {}, .path = at + "/weight", .expected = "a finite number >= 0"});
+      throw input_error("source weight is " + detail::number_text(s.weight), {.path = at + "/weight", .expected = "a finite number >= 0"});
     total += s.weight;
     validate(s.text, at + "/text");
     for (std::size_t j = 0; j < s.items.size(); ++j) {
       const ItemsSpec& it = s.items[j];
       const std::string ip = at + "/items/" + detail::json_pointer_token(it.modality);
       if (it.modality.empty() || it.modality == "text")
-        throw Error(ErrorKind::input, "invalid item modality \"" + it.modality + "\"",
-                    {.file = {}, .path = ip, .expected = "a non-empty modality other than \"text\" (text is drawn by \"text\")"});
+        throw input_error("invalid item modality \"" + it.modality + "\"", {.path = ip, .expected = "a non-empty modality other than \"text\" (text is drawn by \"text\")"});
       for (std::size_t k = 0; k < j; ++k)
         if (s.items[k].modality == it.modality)
-          throw Error(ErrorKind::input, "modality \"" + it.modality + "\" appears twice",
-                      {.file = {}, .path = ip, .expected = "each modality once per source"});
+          throw input_error("modality \"" + it.modality + "\" appears twice", {.path = ip, .expected = "each modality once per source"});
       validate(it.count, ip + "/count");
       validate(it.tokens, ip + "/tokens");
     }
   }
   if (!(total > 0) || !std::isfinite(total))
-    throw Error(ErrorKind::input, "source weights sum to " + detail::number_text(total),
-                {.file = {}, .path = "/mixture", .expected = "at least one source with a positive weight"});
+    throw input_error("source weights sum to " + detail::number_text(total), {.path = "/mixture", .expected = "at least one source with a positive weight"});
 }
 
 /// Checks that every item modality of the dataset is consumed by some encoder or generator of
@@ -70,10 +65,7 @@ inline void check_compatible(const ModelSpec& model, const DatasetSpec& d) {
           consumers += (consumers.empty() ? "" : ", ") + ("\"" + m.modality + "\"");
       }
       if (!consumed)
-        throw Error(ErrorKind::input,
-                    "no module of model \"" + model.name + "\" consumes \"" + it.modality + "\" items",
-                    {.file = {}, .path = "/mixture/" + std::to_string(i) + "/items/" + detail::json_pointer_token(it.modality),
-                     .expected = consumers.empty() ? "no items (the model has no encoder or generator)"
+        throw input_error("no module of model \"" + model.name + "\" consumes \"" + it.modality + "\" items", {.path = "/mixture/" + std::to_string(i) + "/items/" + detail::json_pointer_token(it.modality), .expected = consumers.empty() ? "no items (the model has no encoder or generator)"
                                                    : "items of a modality the model consumes: " + consumers});
     }
 }

@@ -1,5 +1,5 @@
 #pragma once
-// SEMU: event-driven emulation of a Plan over any CostModel (DESIGN §2.4, issue 3).
+// SEMU: event-driven emulation of a Plan over any CostModel.
 //
 // Execution model (the action semantics of schedule/plan.hpp):
 //  * Each rank has one compute stream. Forward/Backward run on it one after another in list
@@ -40,14 +40,14 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
 #include "pipeweaver/core/units.hpp"
-#include "pipeweaver/schedule/labels.hpp"
+#include "pipeweaver/ir/labels.hpp"
 #include "pipeweaver/emulate/result.hpp"
 #include "pipeweaver/emulate/stage_cost_cache.hpp"
 #include "pipeweaver/model/memory.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
-#include "pipeweaver/schedule/plan.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/stage.hpp"
 
 namespace pipeweaver {
 
@@ -67,11 +67,8 @@ class StageSlots {
     for (std::size_t s = 0; s < plan.sub_microbatches.size(); ++s) {
       const ModuleId m = plan.sub_microbatches[s].module();
       if (!m.valid() || m.index() >= model.modules.size() || m.index() >= plan.partition.modules.size())
-        throw Error(ErrorKind::invalid_plan,
-                    "sub-microbatch " + std::to_string(s) + " names module " + std::to_string(m.value()) +
-                        " which the model or the partition lacks",
-                    {.file = {}, .path = "sub_microbatches/" + std::to_string(s),
-                     .expected = "a module index below " + std::to_string(std::min(model.modules.size(), plan.partition.modules.size()))});
+        throw invalid_plan_error("sub-microbatch " + std::to_string(s) + " names module " + std::to_string(m.value()) +
+                        " which the model or the partition lacks", {.path = "sub_microbatches/" + std::to_string(s), .expected = "a module index below " + std::to_string(std::min(model.modules.size(), plan.partition.modules.size()))});
       offset_[s + 1] = offset_[s] + static_cast<std::int64_t>(plan.partition.modules[m.index()].chunks.size()) * 4;
     }
   }
@@ -117,11 +114,9 @@ template <class C>
   const C& cost = cache.cost();
   const int P = plan.rank_count();
   if (P < 1 || P != setup.pipeline_stages || P != plan.partition.ranks)
-    throw Error(ErrorKind::input,
-                "plan '" + plan.name + "' has " + std::to_string(P) + " rank lists and a partition over " +
+    throw input_error("plan '" + plan.name + "' has " + std::to_string(P) + " rank lists and a partition over " +
                     std::to_string(plan.partition.ranks) + " ranks, setup '" + setup.name + "' has " +
-                    std::to_string(setup.pipeline_stages) + " pipeline stages",
-                {.file = {}, .path = "ranks", .expected = "all three equal and at least 1"});
+                    std::to_string(setup.pipeline_stages) + " pipeline stages", {.path = "ranks", .expected = "all three equal and at least 1"});
   const auto cache_before = cache.stats();
 
   EmulationResult result;
@@ -130,17 +125,13 @@ template <class C>
 
   // --- static memory from the partition ---
   if (plan.partition.modules.size() > model.modules.size())
-    throw Error(ErrorKind::invalid_plan, "the partition places more modules than the model has",
-                {.file = {}, .path = "partition/modules",
-                 .expected = "at most " + std::to_string(model.modules.size()) + " modules"});
+    throw invalid_plan_error("the partition places more modules than the model has", {.path = "partition/modules", .expected = "at most " + std::to_string(model.modules.size()) + " modules"});
   for (std::size_t m = 0; m < plan.partition.modules.size(); ++m) {
     const auto& chunks = plan.partition.modules[m].chunks;
     for (std::size_t c = 0; c < chunks.size(); ++c) {
       const Chunk& ch = chunks[c];
       if (!ch.rank.valid() || ch.rank.value() >= P)
-        throw Error(ErrorKind::invalid_plan, "chunk placed on rank " + std::to_string(ch.rank.value()),
-                    {.file = {}, .path = "partition/modules/" + std::to_string(m) + "/chunks/" + std::to_string(c),
-                     .expected = "a rank below " + std::to_string(P)});
+        throw invalid_plan_error("chunk placed on rank " + std::to_string(ch.rank.value()), {.path = "partition/modules/" + std::to_string(m) + "/chunks/" + std::to_string(c), .expected = "a rank below " + std::to_string(P)});
       result.ranks[ch.rank.index()].static_memory +=
           chunk_state_bytes(model, ModuleId{static_cast<ModuleId::rep>(m)}, setup, ch.first_layer, ch.layer_count);
     }
@@ -164,8 +155,7 @@ template <class C>
       EmuOp& op = rops[i];
       const Action& a = list[i];
       auto bad = [&](const std::string& what, const std::string& expected) {
-        return Error(ErrorKind::invalid_plan, action_label(plan, model, a) + ": " + what,
-                     {.file = {}, .path = at_action(r, i), .expected = expected});
+        return invalid_plan_error(action_label(plan, model, a) + ": " + what, {.path = at_action(r, i), .expected = expected});
       };
       auto compute = [&](ModuleId m, int chunk, SubMicrobatchId s, Pass pass, const MemoryStrategy& strategy) {
         const std::int64_t slot = slots.slot(plan, m, chunk, s, pass);
@@ -186,8 +176,7 @@ template <class C>
         const StageCost sc = cache.stage_cost(StageSpec::of(plan.partition, m, chunk, pass), smb,
                                               std::max(shape[s.index()], ShapeId{0}), strategy);
         if (sc.latency < Nanoseconds{0} || sc.activation < Bytes{0})
-          throw Error(ErrorKind::input, action_label(plan, model, a) + ": the cost model returned a negative latency or size",
-                      {.file = {}, .path = at_action(r, i), .expected = "non-negative costs"});
+          throw input_error(action_label(plan, model, a) + ": the cost model returned a negative latency or size", {.path = at_action(r, i), .expected = "non-negative costs"});
         op.kind = EmuOpKind::compute;
         op.slot = slot;
         op.latency = sc.latency;
@@ -236,11 +225,8 @@ template <class C>
         continue;
       }
       if (slot_pos[release] < slot_pos[f])
-        throw Error(ErrorKind::invalid_plan,
-                    describe_stage(model, StageRef{m, c, sid, Pass::backward}) + " runs before its forward (" +
-                        at_action(slot_rank[f], static_cast<std::size_t>(slot_pos[f])) + ")",
-                    {.file = {}, .path = at_action(slot_rank[release], static_cast<std::size_t>(slot_pos[release])),
-                     .expected = "every backward after its forward"});
+        throw invalid_plan_error(describe_stage(model, StageRef{m, c, sid, Pass::backward}) + " runs before its forward (" +
+                        at_action(slot_rank[f], static_cast<std::size_t>(slot_pos[f])) + ")", {.path = at_action(slot_rank[release], static_cast<std::size_t>(slot_pos[release])), .expected = "every backward after its forward"});
       ops[static_cast<std::size_t>(slot_rank[release])][static_cast<std::size_t>(slot_pos[release])].release = fwd.allocate;
     }
   }
@@ -252,21 +238,16 @@ template <class C>
     const Transfer& tr = plan.transfers[t];
     auto where = [t] { return "transfers/" + std::to_string(t); };
     if (!tr.from.valid() || !tr.to.valid() || tr.from.value() >= P || tr.to.value() >= P || tr.from == tr.to)
-      throw Error(ErrorKind::invalid_plan,
-                  "transfer from rank " + std::to_string(tr.from.value()) + " to rank " + std::to_string(tr.to.value()),
-                  {.file = {}, .path = where(), .expected = "two different ranks below " + std::to_string(P)});
+      throw invalid_plan_error("transfer from rank " + std::to_string(tr.from.value()) + " to rank " + std::to_string(tr.to.value()), {.path = where(), .expected = "two different ranks below " + std::to_string(P)});
     if (tr.bytes < Bytes{0})
-      throw Error(ErrorKind::invalid_plan, "negative message size", {.file = {}, .path = where(), .expected = "bytes >= 0"});
+      throw invalid_plan_error("negative message size", {.path = where(), .expected = "bytes >= 0"});
     const auto ps = slots.slot(plan, tr.producer.module, tr.producer.chunk, tr.producer.sub_microbatch, tr.producer.pass);
     if (ps < 0 || slot_rank[static_cast<std::size_t>(ps)] != tr.from.value())
-      throw Error(ErrorKind::invalid_plan,
-                  "producer " + describe_stage(model, tr.producer) + " is not a stage of rank " + std::to_string(tr.from.value()),
-                  {.file = {}, .path = where(), .expected = "a producing stage listed on the sending rank"});
+      throw invalid_plan_error("producer " + describe_stage(model, tr.producer) + " is not a stage of rank " + std::to_string(tr.from.value()), {.path = where(), .expected = "a producing stage listed on the sending rank"});
     producer_slot[t] = ps;
     duration[t] = cost.transfer_time(tr.bytes);
     if (duration[t] < Nanoseconds{0})
-      throw Error(ErrorKind::input, "the cost model returned a negative transfer time",
-                  {.file = {}, .path = where(), .expected = "non-negative costs"});
+      throw input_error("the cost model returned a negative transfer time", {.path = where(), .expected = "non-negative costs"});
   }
 
   // --- the event loop ---
@@ -322,12 +303,9 @@ template <class C>
       } else if (op.kind == EmuOpKind::send) {
         const auto tu = static_cast<std::size_t>(op.transfer);
         if (arrival[tu] != unknown)
-          throw Error(ErrorKind::invalid_plan, action_label(plan, model, plan.ranks[ru][i]) + ": sent twice",
-                      {.file = {}, .path = at_action(r, i), .expected = "one Send per transfer"});
+          throw invalid_plan_error(action_label(plan, model, plan.ranks[ru][i]) + ": sent twice", {.path = at_action(r, i), .expected = "one Send per transfer"});
         if (!slot_done[static_cast<std::size_t>(producer_slot[tu])])
-          throw Error(ErrorKind::invalid_plan,
-                      action_label(plan, model, plan.ranks[ru][i]) + ": sent before its producer ran",
-                      {.file = {}, .path = at_action(r, i), .expected = "the Send after its producing stage"});
+          throw invalid_plan_error(action_label(plan, model, plan.ranks[ru][i]) + ": sent before its producer ran", {.path = at_action(r, i), .expected = "the Send after its producing stage"});
         const Transfer& tr = plan.transfers[tu];
         auto& link = link_free[ru * static_cast<std::size_t>(P) + tr.to.index()];
         const Nanoseconds start = std::max(t, link);
@@ -346,14 +324,12 @@ template <class C>
       } else if (op.kind == EmuOpKind::recv) {
         auto& p = posted[static_cast<std::size_t>(op.transfer)];
         if (p)
-          throw Error(ErrorKind::invalid_plan, action_label(plan, model, plan.ranks[ru][i]) + ": received twice",
-                      {.file = {}, .path = at_action(r, i), .expected = "one Recv per transfer"});
+          throw invalid_plan_error(action_label(plan, model, plan.ranks[ru][i]) + ": received twice", {.path = at_action(r, i), .expected = "one Recv per transfer"});
         p = 1;
       } else {  // wait
         const auto tu = static_cast<std::size_t>(op.transfer);
         if (!posted[tu])
-          throw Error(ErrorKind::invalid_plan, action_label(plan, model, plan.ranks[ru][i]) + ": waits before its Recv is posted",
-                      {.file = {}, .path = at_action(r, i), .expected = "the Recv earlier in the rank's list"});
+          throw invalid_plan_error(action_label(plan, model, plan.ranks[ru][i]) + ": waits before its Recv is posted", {.path = at_action(r, i), .expected = "the Recv earlier in the rank's list"});
         if (arrival[tu] == unknown) {
           blocked_on[ru] = op.transfer;
           break;
@@ -377,15 +353,11 @@ template <class C>
     stuck += at_action(r, pos[ru]) + " waits in " + action_label(plan, model, plan.ranks[ru][pos[ru]]);
   }
   if (first_stuck >= 0)
-    throw Error(ErrorKind::invalid_plan, "deadlock: no rank can make progress: " + stuck,
-                {.file = {}, .path = at_action(first_stuck, pos[static_cast<std::size_t>(first_stuck)]),
-                 .expected = "every Wait's transfer sent by a rank that is not itself waiting on this one"});
+    throw invalid_plan_error("deadlock: no rank can make progress: " + stuck, {.path = at_action(first_stuck, pos[static_cast<std::size_t>(first_stuck)]), .expected = "every Wait's transfer sent by a rank that is not itself waiting on this one"});
   for (std::size_t t = 0; t < T; ++t) {
     if (arrival[t] == unknown || !posted[t])
-      throw Error(ErrorKind::invalid_plan,
-                  "transfer " + std::to_string(t) + " (" + describe_stage(model, plan.transfers[t].producer) + ") is " +
-                      (arrival[t] == unknown ? "never sent" : "never received"),
-                  {.file = {}, .path = "transfers/" + std::to_string(t), .expected = "one Send and one Recv per transfer"});
+      throw invalid_plan_error("transfer " + std::to_string(t) + " (" + describe_stage(model, plan.transfers[t].producer) + ") is " +
+                      (arrival[t] == unknown ? "never sent" : "never received"), {.path = "transfers/" + std::to_string(t), .expected = "one Send and one Recv per transfer"});
   }
 
   // --- results ---

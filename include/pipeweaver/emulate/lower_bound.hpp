@@ -1,5 +1,5 @@
 #pragma once
-// Lower bound on the step time of every plan over one stage graph (issue 3 item 5):
+// Lower bound on the step time of every plan over one stage graph:
 //
 //   LB = max( ceil(W / P), L )
 //   W = Σ over all stages of latency(stage, smb, MemoryStrategy{})   (total work, fastest strategy)
@@ -40,9 +40,9 @@
 #include "pipeweaver/emulate/schedule_emulator.hpp"
 #include "pipeweaver/emulate/stage_cost_cache.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/partition.hpp"
-#include "pipeweaver/schedule/plan.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/partition.hpp"
+#include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/stage.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
 
 namespace pipeweaver {
@@ -69,10 +69,8 @@ template <class TransferTime>
                                      const TransferTime& transfer_time) {
   const std::size_t N = graph.nodes.size();
   if (latency.size() != N || ranks < 1)
-    throw Error(ErrorKind::input,
-                "lower_bound got " + std::to_string(latency.size()) + " latencies for " + std::to_string(N) +
-                    " nodes over " + std::to_string(ranks) + " ranks",
-                {.file = {}, .path = {}, .expected = "one latency per node and at least one rank"});
+    throw input_error("lower_bound got " + std::to_string(latency.size()) + " latencies for " + std::to_string(N) +
+                    " nodes over " + std::to_string(ranks) + " ranks", {.expected = "one latency per node and at least one rank"});
   LowerBound lb;
   std::vector<Nanoseconds> per_rank(static_cast<std::size_t>(ranks), Nanoseconds{0});
   std::vector<std::int32_t> indegree(N);
@@ -82,8 +80,7 @@ template <class TransferTime>
     lb.total_work += latency[n];
     const RankId r = graph.nodes[n].rank;
     if (!r.valid() || r.value() >= ranks)
-      throw Error(ErrorKind::input, "node " + std::to_string(n) + " is on rank " + std::to_string(r.value()),
-                  {.file = {}, .path = {}, .expected = "a rank below " + std::to_string(ranks)});
+      throw input_error("node " + std::to_string(n) + " is on rank " + std::to_string(r.value()), {.expected = "a rank below " + std::to_string(ranks)});
     per_rank[r.index()] += latency[n];
     indegree[n] = static_cast<std::int32_t>(graph.nodes[n].inputs.size());
     if (indegree[n] == 0) order.push_back(static_cast<NodeIndex>(n));
@@ -105,8 +102,7 @@ template <class TransferTime>
     }
   }
   if (order.size() != N)
-    throw Error(ErrorKind::invalid_plan, "the stage graph has a dependency cycle",
-                {.file = {}, .path = {}, .expected = "an acyclic stage graph"});
+    throw invalid_plan_error("the stage graph has a dependency cycle", {.expected = "an acyclic stage graph"});
   lb.work_bound = Nanoseconds{(lb.total_work.count() + ranks - 1) / ranks};
   lb.max_rank_work = *std::max_element(per_rank.begin(), per_rank.end());
   lb.value = std::max(lb.work_bound, lb.critical_path);

@@ -1,5 +1,5 @@
 #pragma once
-// What an emulation reports (DESIGN §2.4): step time, per-rank busy/idle time and memory, and
+// What an emulation reports: step time, per-rank busy/idle time and memory, and
 // optionally the timeline of every compute action and transfer. std-only.
 #include <algorithm>
 #include <cstdint>
@@ -8,7 +8,7 @@
 #include "pipeweaver/core/ids.hpp"
 #include "pipeweaver/core/units.hpp"
 #include "pipeweaver/emulate/stage_cost_cache.hpp"
-#include "pipeweaver/schedule/plan.hpp"
+#include "pipeweaver/ir/plan.hpp"
 
 namespace pipeweaver {
 

@@ -27,8 +27,8 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/units.hpp"
 #include "pipeweaver/emulate/stage_cost_cache.hpp"
-#include "pipeweaver/schedule/partition.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/partition.hpp"
+#include "pipeweaver/ir/stage.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
 
 namespace pipeweaver {
@@ -89,13 +89,10 @@ void emulate_schedule(const StageGraph& graph, const Schedule& schedule, const L
       const NodeIndex n = schedule.ranks[r][i].node;
       auto where = [&] { return "rank " + std::to_string(r) + ", position " + std::to_string(i); };
       if (n < 0 || static_cast<std::size_t>(n) >= N)
-        throw Error(ErrorKind::invalid_plan, "schedule names node " + std::to_string(n),
-                    {.file = {}, .path = where(), .expected = "a node index below " + std::to_string(N)});
+        throw invalid_plan_error("schedule names node " + std::to_string(n), {.path = where(), .expected = "a node index below " + std::to_string(N)});
       const auto& node = graph.nodes[static_cast<std::size_t>(n)];
       if (node.rank.index() != r || ws.scheduled[static_cast<std::size_t>(n)])
-        throw Error(ErrorKind::invalid_plan,
-                    "node " + std::to_string(n) + (ws.scheduled[static_cast<std::size_t>(n)] ? " is scheduled twice" : " belongs to rank " + std::to_string(node.rank.value())),
-                    {.file = {}, .path = where(), .expected = "every node once, on its own rank"});
+        throw invalid_plan_error("node " + std::to_string(n) + (ws.scheduled[static_cast<std::size_t>(n)] ? " is scheduled twice" : " belongs to rank " + std::to_string(node.rank.value())), {.path = where(), .expected = "every node once, on its own rank"});
       ws.scheduled[static_cast<std::size_t>(n)] = 1;
     }
   }
@@ -154,8 +151,7 @@ void emulate_schedule(const StageGraph& graph, const Schedule& schedule, const L
     stuck += where + " waits for the inputs of node " + std::to_string(schedule.ranks[r][ws.pos[r]].node);
   }
   if (!first.empty())
-    throw Error(ErrorKind::invalid_plan, "deadlock: no rank can make progress: " + stuck,
-                {.file = {}, .path = first, .expected = "every stage's inputs scheduled, and before it on its own rank"});
+    throw invalid_plan_error("deadlock: no rank can make progress: " + stuck, {.path = first, .expected = "every stage's inputs scheduled, and before it on its own rank"});
 }
 
 /// Convenience form returning a fresh ScheduleTiming.

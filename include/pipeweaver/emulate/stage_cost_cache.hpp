@@ -1,5 +1,5 @@
 #pragma once
-// Stage-latency reuse cache (DESIGN §2.4, "spatial and temporal reuse").
+// Stage-latency reuse cache ("spatial and temporal reuse").
 //
 // A stage's cost depends only on what it computes: the module, the layers of its chunk, the
 // pass, the sub-microbatch's shape (token count of every item and of every item's context) and
@@ -30,7 +30,7 @@
 #include "pipeweaver/core/pass.hpp"
 #include "pipeweaver/core/units.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/stage.hpp"
 
 namespace pipeweaver {
 

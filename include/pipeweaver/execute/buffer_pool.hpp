@@ -40,8 +40,7 @@ struct PoolLayout {
 /// offset 0 and occupy nothing.
 [[nodiscard]] inline PoolLayout plan_buffer_pool(std::span<const PoolRequest> requests, std::size_t alignment = 256) {
   if (alignment == 0 || (alignment & (alignment - 1)) != 0)
-    throw Error(ErrorKind::input, "buffer pool alignment " + std::to_string(alignment) + " is not a power of two",
-                {.file = {}, .path = "ExecutorOptions::alignment", .expected = "a power of two"});
+    throw input_error("buffer pool alignment " + std::to_string(alignment) + " is not a power of two", {.path = "ExecutorOptions::alignment", .expected = "a power of two"});
   PoolLayout out;
   out.offsets.assign(requests.size(), 0);
   std::vector<std::size_t> order(requests.size());

@@ -1,5 +1,5 @@
 #pragma once
-// The generic executor (DESIGN §3 "Backends"): walks ONE rank's action list of a Plan over a
+// The generic executor: walks ONE rank's action list of a Plan over a
 // Runtime. prepare(plan, model) compiles the list into a flat program of runtime operations
 // with every buffer placed in one pooled arena (execute/buffer_pool.hpp); run(callbacks)
 // executes it and allocates nothing.
@@ -49,10 +49,10 @@
 #include "pipeweaver/execute/runtime.hpp"
 #include "pipeweaver/execute/stage_io.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/labels.hpp"
-#include "pipeweaver/schedule/partition.hpp"
-#include "pipeweaver/schedule/plan.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/labels.hpp"
+#include "pipeweaver/ir/partition.hpp"
+#include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/stage.hpp"
 
 namespace pipeweaver {
 
@@ -80,18 +80,18 @@ class Executor {
   /// Executes the prepared program once (one training step of this rank).
   template <StageCallbacks C>
   void run(C& callbacks) {
-    if (plan_ == nullptr) throw Error(ErrorKind::input, "Executor::run called before prepare", {.file = {}, .path = {}, .expected = "prepare(plan, model) first"});
+    if (plan_ == nullptr) throw input_error("Executor::run called before prepare", {.expected = "prepare(plan, model) first"});
     auto q = rt_->compute_queue();
     for (auto& h : handles_) h.reset();
     for (std::size_t i = 0; i < ops_.size(); ++i) {
       const Op& op = ops_[i];
       if (rt_->aborted())
-        throw Error(ErrorKind::cancelled, "stopped because another rank failed", {.file = {}, .path = where(op.action), .expected = {}});
+        throw cancelled_error("stopped because another rank failed", {.path = where(op.action)});
       try {
         execute(op, q, callbacks);
       } catch (const Error& e) {
         if (e.kind() == ErrorKind::cancelled)
-          throw Error(ErrorKind::cancelled, e.message(), {.file = {}, .path = where(op.action), .expected = {}});
+          throw cancelled_error(e.message(), {.path = where(op.action)});
         fail(op, e.message());
       } catch (const std::exception& e) {
         fail(op, e.what());
@@ -105,7 +105,7 @@ class Executor {
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::cancelled) throw;
       rt_->abort(e.message());
-      throw Error(ErrorKind::execution, e.message(), {.file = {}, .path = "rank " + std::to_string(rank_.value()) + ", end of step", .expected = {}});
+      throw execution_error(e.message(), {.path = "rank " + std::to_string(rank_.value()) + ", end of step"});
     }
   }
 
@@ -178,7 +178,7 @@ class Executor {
     if (op.kind == OpKind::backward) msg = "backward callback threw: " + cause;
     std::string path = where(op.action);
     rt_->abort(path + ": " + msg);
-    throw Error(ErrorKind::execution, msg, {.file = {}, .path = path, .expected = {}});
+    throw execution_error(msg, {.path = path});
   }
 
   template <class C>
@@ -237,7 +237,7 @@ class Executor {
     explicit Builder(Executor& e) : ex(e), plan(*e.plan_), model(*e.model_), me(e.rank_) {}
 
     [[noreturn]] void bad(const std::string& msg, const std::string& expected = {}) const {
-      throw Error(ErrorKind::invalid_plan, msg, {.file = {}, .path = ex.where(action), .expected = expected});
+      throw invalid_plan_error(msg, {.path = ex.where(action), .expected = expected});
     }
     std::string stage_name(const Key& k, bool backward = false) const {
       return describe_stage(model, StageRef{ModuleId{std::get<0>(k)}, std::get<1>(k), SubMicrobatchId{std::get<2>(k)},
@@ -368,14 +368,10 @@ class Executor {
 
     void index_plan() {
       if (plan.partition.modules.size() != model.modules.size())
-        throw Error(ErrorKind::invalid_plan,
-                    "plan '" + plan.name + "' places " + std::to_string(plan.partition.modules.size()) +
-                        " modules but model '" + model.name + "' has " + std::to_string(model.modules.size()),
-                    {.file = {}, .path = "partition", .expected = "one placement per module"});
+        throw invalid_plan_error("plan '" + plan.name + "' places " + std::to_string(plan.partition.modules.size()) +
+                        " modules but model '" + model.name + "' has " + std::to_string(model.modules.size()), {.path = "partition", .expected = "one placement per module"});
       if (me.index() >= plan.ranks.size())
-        throw Error(ErrorKind::invalid_plan,
-                    "runtime rank " + std::to_string(me.value()) + " but the plan has " + std::to_string(plan.ranks.size()) + " ranks",
-                    {.file = {}, .path = "ranks", .expected = "a rank of the plan"});
+        throw invalid_plan_error("runtime rank " + std::to_string(me.value()) + " but the plan has " + std::to_string(plan.ranks.size()) + " ranks", {.path = "ranks", .expected = "a rank of the plan"});
       for (std::size_t t = 0; t < plan.transfers.size(); ++t) {
         const Transfer& tr = plan.transfers[t];
         const auto& p = tr.producer;
@@ -678,8 +674,7 @@ class Executor {
       }
       for (std::size_t t = 0; t < plan.transfers.size(); ++t)
         if (recv_posted[t] && !waited[t] && plan.transfers[t].from != me)
-          throw Error(ErrorKind::invalid_plan, "transfer " + std::to_string(t) + " is received but never waited for",
-                      {.file = {}, .path = "rank " + std::to_string(me.value()), .expected = "a Wait for every Recv"});
+          throw invalid_plan_error("transfer " + std::to_string(t) + " is received but never waited for", {.path = "rank " + std::to_string(me.value()), .expected = "a Wait for every Recv"});
       place();
     }
 

@@ -9,8 +9,8 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
-#include "pipeweaver/schedule/plan.hpp"
-#include "pipeweaver/schedule/plan_binary.hpp"
+#include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/plan_binary.hpp"
 
 namespace pipeweaver {
 
@@ -27,8 +27,7 @@ template <BroadcastFunction F>
   std::vector<std::byte> bytes;
   if (rank == root) {
     if (plan_on_root == nullptr)
-      throw Error(ErrorKind::input, "the root rank has no plan to broadcast",
-                  {.file = {}, .path = "rank " + std::to_string(rank.value()), .expected = "a plan on the root"});
+      throw input_error("the root rank has no plan to broadcast", {.path = "rank " + std::to_string(rank.value()), .expected = "a plan on the root"});
     bytes = to_binary(*plan_on_root);
   }
   broadcast(bytes, rank, root);

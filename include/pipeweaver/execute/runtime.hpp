@@ -1,5 +1,5 @@
 #pragma once
-// The Runtime concept (DESIGN §3 "Backends"): what the generic executor needs from a device.
+// The Runtime concept: what the generic executor needs from a device.
 // It is built from small named requirements so that a failed check names the missing piece;
 // test/execute/runtime_concepts.cpp shows, for each, a type that satisfies it and one that
 // does not. The host runtime (backends/host) and the CUDA runtime (backends/cuda) satisfy it.

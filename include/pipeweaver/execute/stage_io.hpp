@@ -36,7 +36,7 @@
 #include <span>
 
 #include "pipeweaver/core/ids.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/stage.hpp"
 
 namespace pipeweaver {
 

@@ -1,6 +1,6 @@
 #pragma once
 // One training step's batch as JSON (the `--batch` file of `pipeweaver plan`): its microbatches,
-// each a list of samples in the workload sample format (../shared/workloads/README.md):
+// each a list of samples in the workload sample format (examples/workloads/README.md):
 //
 //   {"microbatches": [[{"text": 412, "image": [676, 676]}, {"text": 98}],
 //                     [{"text": 1024, "video": [2048]}]],
@@ -56,7 +56,7 @@ inline constexpr std::int64_t max_batch_tokens = std::int64_t{1} << 40;
 
 inline Sample sample_from_json(const nlohmann::json& j, const std::string& path, const std::string& file) {
   const auto fail = [&](const std::string& p, std::string message, std::string expected) {
-    throw Error(ErrorKind::input, std::move(message), {.file = file, .path = p, .expected = std::move(expected)});
+    throw input_error(std::move(message), {.file = file, .path = p, .expected = std::move(expected)});
   };
   if (!j.is_object()) fail(path, "found " + json_type_name(j), "a sample: {\"text\": N, \"<modality>\": [tokens, ...]}");
   // Modalities are open-ended, so every key but "text" is a modality (checked against the
@@ -124,7 +124,7 @@ inline void write_batch(const Batch& batch, const std::filesystem::path& path) {
   std::ofstream out(path, std::ios::binary);
   if (out) out << batch_to_json(batch).dump(1) << '\n';
   if (!out)
-    throw Error(ErrorKind::input, "cannot write the batch file", {.file = path.string(), .path = {}, .expected = "a writable path"});
+    throw input_error("cannot write the batch file", {.file = path.string(), .expected = "a writable path"});
 }
 
 /// Every modality of `batch` is consumed by a module of `model` (Error(input) naming `source`
@@ -139,10 +139,7 @@ inline void check_compatible(const ModelSpec& model, const Batch& batch, std::st
           std::string consumed;
           for (const ModuleSpec& mod : model.modules)
             if (mod.modality != "text") consumed += (consumed.empty() ? "" : ", ") + mod.modality;
-          throw Error(ErrorKind::input, "modality \"" + it.modality + "\" is not consumed by model '" + model.name + "'",
-                      {.file = std::string(source),
-                       .path = "/microbatches/" + std::to_string(m) + "/" + std::to_string(i) + "/" + detail::json_pointer_token(it.modality),
-                       .expected = "\"text\" or one of the model's modalities: " + consumed});
+          throw input_error("modality \"" + it.modality + "\" is not consumed by model '" + model.name + "'", {.file = std::string(source), .path = "/microbatches/" + std::to_string(m) + "/" + std::to_string(i) + "/" + detail::json_pointer_token(it.modality), .expected = "\"text\" or one of the model's modalities: " + consumed});
         }
       }
 }

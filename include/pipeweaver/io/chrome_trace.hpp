@@ -19,10 +19,10 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/memory_strategy.hpp"
 #include "pipeweaver/core/units.hpp"
-#include "pipeweaver/schedule/labels.hpp"
+#include "pipeweaver/ir/labels.hpp"
 #include "pipeweaver/emulate/result.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/plan.hpp"
+#include "pipeweaver/ir/plan.hpp"
 
 namespace pipeweaver {
 
@@ -63,8 +63,7 @@ inline void require_emulation_timeline(const Plan& plan, const EmulationResult& 
   bool has_actions = false;
   for (const auto& r : plan.ranks) has_actions = has_actions || !r.empty();
   if (has_actions && result.timeline.empty())
-    throw Error(ErrorKind::input, std::string(what) + " needs the emulation's timeline",
-                {.file = {}, .path = {}, .expected = "emulate(..., EmulateOptions{.record_timeline = true})"});
+    throw input_error(std::string(what) + " needs the emulation's timeline", {.expected = "emulate(..., EmulateOptions{.record_timeline = true})"});
 }
 
 }  // namespace detail
@@ -182,8 +181,7 @@ inline void write_chrome_trace(const std::filesystem::path& path, const Plan& pl
   std::ofstream f(path, std::ios::binary);
   f << text;
   if (!f)
-    throw Error(ErrorKind::input, "cannot write the Chrome trace",
-                {.file = path.string(), .path = {}, .expected = "a writable file path"});
+    throw input_error("cannot write the Chrome trace", {.file = path.string(), .expected = "a writable file path"});
 }
 
 }  // namespace pipeweaver

@@ -1,5 +1,5 @@
 #pragma once
-// Plans as readable JSON (DESIGN §3). The document:
+// Plans as readable JSON. The document:
 //   {"version": 1, "name": "dip", "model": "vlm-s", "setup": "h800-tp4-pp4", "microbatches": 8,
 //    "partition": {"name": "dip", "ranks": 4,
 //                  "modules": [{"sub_microbatch_items": 4,
@@ -18,7 +18,7 @@
 // recv or wait. Reading rejects unknown keys, wrong types, out-of-range numbers and another
 // "version" with Error{input} naming the source and the JSON path. write_plan writes one
 // sub-microbatch, transfer or action per line; read_plan also accepts the binary form
-// (schedule/plan_binary.hpp), recognised by its magic.
+// (schedule/plan_binary.hpp), recognized by its magic.
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -36,8 +36,8 @@
 #include "pipeweaver/core/memory_strategy.hpp"
 #include "pipeweaver/core/pass.hpp"
 #include "pipeweaver/io/detail/json_reader.hpp"
-#include "pipeweaver/schedule/plan.hpp"
-#include "pipeweaver/schedule/plan_binary.hpp"
+#include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/plan_binary.hpp"
 
 namespace pipeweaver {
 
@@ -152,9 +152,9 @@ inline Action action_from_json(const nlohmann::json& j, const std::string& path,
   if (j.is_object()) {
     const auto it = j.find("op");
     if (it == j.end())
-      throw Error(ErrorKind::input, "missing required key \"op\"", {.file = file, .path = path + "/op", .expected = "the action's kind"});
+      throw input_error("missing required key \"op\"", {.file = file, .path = path + "/op", .expected = "the action's kind"});
     if (!it->is_string())
-      throw Error(ErrorKind::input, "found " + json_type_name(*it), {.file = file, .path = path + "/op", .expected = "a string"});
+      throw input_error("found " + json_type_name(*it), {.file = file, .path = path + "/op", .expected = "a string"});
     op = it->get<std::string>();
   }
   if (op == "send" || op == "recv" || op == "wait") {
@@ -310,10 +310,10 @@ inline void write_plan(const Plan& plan, const std::filesystem::path& path) {
   }
   out += "\n}\n";
   std::ofstream f(path, std::ios::binary);
-  if (!f) throw Error(ErrorKind::input, "cannot open the file for writing", {.file = path.string(), .path = {}, .expected = "a writable path"});
+  if (!f) throw input_error("cannot open the file for writing", {.file = path.string(), .expected = "a writable path"});
   f << out;
   f.flush();
-  if (!f) throw Error(ErrorKind::input, "cannot write the file", {.file = path.string(), .path = {}, .expected = "a writable path"});
+  if (!f) throw input_error("cannot write the file", {.file = path.string(), .expected = "a writable path"});
 }
 
 /// Reads a plan file: JSON, or the binary form when the file starts with its magic "PWPL".
@@ -325,7 +325,7 @@ inline void write_plan(const Plan& plan, const std::filesystem::path& path) {
     try {
       return plan_from_binary(bytes);
     } catch (const Error& e) {
-      throw detail::with_file(e, path.string());
+      throw in_file(e, path.string());
     }
   }
   return parse_plan(text, path.string());

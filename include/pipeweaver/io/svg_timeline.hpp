@@ -1,7 +1,7 @@
 #pragma once
 // An SVG timeline of an emulated plan, meant to be put in a paper as is: one row per rank, each
-// compute action a box in its module's colour (forward light, backward saturated, the
-// weight-gradient part of a split backward dark), idle time (bubbles) as the grey row
+// compute action a box in its module's color (forward light, backward saturated, the
+// weight-gradient part of a split backward dark), idle time (bubbles) as the gray row
 // background, microbatch numbers in boxes wide enough to hold them, a time axis in ms with
 // light gridlines, per-rank busy share and peak memory at the right, a legend, and the step
 // time in the title. Needs EmulateOptions::record_timeline.
@@ -19,11 +19,11 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/units.hpp"
-#include "pipeweaver/schedule/labels.hpp"
+#include "pipeweaver/ir/labels.hpp"
 #include "pipeweaver/emulate/result.hpp"
 #include "pipeweaver/io/chrome_trace.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/plan.hpp"
+#include "pipeweaver/ir/plan.hpp"
 
 namespace pipeweaver {
 
@@ -48,12 +48,12 @@ struct SvgRgb {
   std::snprintf(buf, sizeof buf, "#%02x%02x%02x", c.r, c.g, c.b);
   return buf;
 }
-/// Module colour: backbone blue, encoders orange/red/brown, generators green/purple
+/// Module color: backbone blue, encoders orange/red/brown, generators green/purple
 /// (seaborn "deep": distinct, print-friendly).
 [[nodiscard]] inline SvgRgb svg_module_color(const ModelSpec& model, ModuleId m) {
   static constexpr SvgRgb blue{76, 114, 176}, orange{221, 132, 82}, green{85, 168, 104}, purple{129, 114, 179},
-      red{196, 78, 82}, brown{147, 120, 96}, grey{140, 140, 140};
-  if (!m.valid() || m.index() >= model.modules.size()) return grey;
+      red{196, 78, 82}, brown{147, 120, 96}, gray{140, 140, 140};
+  if (!m.valid() || m.index() >= model.modules.size()) return gray;
   int same_role_before = 0;
   for (std::size_t i = 0; i < m.index(); ++i) same_role_before += model.modules[i].role == model.modules[m.index()].role;
   switch (model.modules[m.index()].role) {
@@ -64,7 +64,7 @@ struct SvgRgb {
     }
     case ModuleRole::generator: return same_role_before == 0 ? green : purple;
   }
-  return grey;
+  return gray;
 }
 [[nodiscard]] inline SvgRgb svg_pass_color(SvgRgb base, Pass p) {
   static constexpr SvgRgb white{255, 255, 255}, black{0, 0, 0};
@@ -163,7 +163,7 @@ inline void svg_xml_text(std::string& out, std::string_view s) {
     out += "</text>\n";
   }
 
-  // Rows: the grey background is idle time.
+  // Rows: the gray background is idle time.
   for (int r = 0; r < P; ++r) {
     out += "<rect x=\"" + svg_fixed(left, 1) + "\" y=\"" + svg_fixed(y_of(r), 1) + "\" width=\"" + svg_fixed(plot_w, 1) + "\" height=\"" +
            svg_fixed(row, 1) + "\" fill=\"#f1f1f1\" stroke=\"#cfcfcf\" stroke-width=\"0.8\"/>\n";
@@ -190,7 +190,7 @@ inline void svg_xml_text(std::string& out, std::string_view s) {
   }
   out += "</g>\n";
   // Compute boxes.
-  // A thin white outline separates adjacent boxes, except boxes too narrow to keep their colour.
+  // A thin white outline separates adjacent boxes, except boxes too narrow to keep their color.
   out += "<g>\n";
   for (const auto& e : result.timeline) {
     if (e.kind != TimelineEvent::Kind::compute || e.rank.value() < 0 || e.rank.value() >= P) continue;
@@ -260,8 +260,7 @@ inline void write_svg_timeline(const std::filesystem::path& path, const Plan& pl
   std::ofstream f(path, std::ios::binary);
   f << text;
   if (!f)
-    throw Error(ErrorKind::input, "cannot write the SVG timeline",
-                {.file = path.string(), .path = {}, .expected = "a writable file path"});
+    throw input_error("cannot write the SVG timeline", {.file = path.string(), .expected = "a writable file path"});
 }
 
 }  // namespace pipeweaver

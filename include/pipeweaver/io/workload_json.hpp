@@ -1,5 +1,5 @@
 #pragma once
-// Readers of the workload interchange format (../shared/workloads/README.md): models, setups,
+// Readers of the workload interchange format (examples/workloads/README.md): models, setups,
 // datasets and the suite of reference cases. Unknown keys are errors; every error is
 // Error(input) naming the file, the JSON path (RFC 6901, e.g. "/modules/1/feeds") and what was
 // expected. The consistency rules themselves live in std-only validators (model/validate.hpp,
@@ -55,7 +55,7 @@ decltype(auto) adding_file(std::string_view file, F&& f) {
   try {
     return std::forward<F>(f)();
   } catch (const Error& e) {
-    throw with_file(e, file);
+    throw in_file(e, file);
   }
 }
 
@@ -119,8 +119,7 @@ inline ModelSpec model_from_json(const nlohmann::json& j, std::string_view sourc
     if (!feeds[i]) continue;
     const auto id = model.find(*feeds[i]);
     if (!id)
-      throw Error(ErrorKind::input, "feeds \"" + *feeds[i] + "\", which is not a module of this model",
-                  {.file = file, .path = "/modules/" + std::to_string(i) + "/feeds", .expected = "one of " + module_names(model)});
+      throw input_error("feeds \"" + *feeds[i] + "\", which is not a module of this model", {.file = file, .path = "/modules/" + std::to_string(i) + "/feeds", .expected = "one of " + module_names(model)});
     model.modules[i].feeds = *id;
   }
   adding_file(source, [&] { validate(model); });
@@ -328,7 +327,7 @@ inline void check_compatible(const ModelSpec& model, const DatasetSpec& dataset,
   return w;
 }
 
-/// The spelling of DESIGN.md's example (`pw::io::read_model(...)`).
+/// The I/O functions under pipeweaver::io (`pw::io::read_model(...)`).
 namespace io {
 using pipeweaver::check_compatible;
 using pipeweaver::parse_dataset;

@@ -14,7 +14,7 @@
 //                    its own pre-norm                                    = 2h² + 2h_c·d_kv + h
 //   module with V    embedding V·h on the chunk with layer 0; untied output head V·h plus the
 //                    final norm h on the chunk with the last layer.
-// Not modelled: biases, an encoder's projector into the fed module, a DiT's timestep/adaLN
+// Not modeled: biases, an encoder's projector into the fed module, a DiT's timestep/adaLN
 // modulation and patch embedding (each below ~2% of the module).
 //
 // Forward FLOPs of a chunk on items of n_i tokens (T = Σ n_i) and contexts of m_i tokens
@@ -96,11 +96,8 @@ struct LayerMatmuls {
 }
 inline void check_layer_range(const ModuleSpec& m, int first_layer, int layer_count) {
   if (first_layer < 0 || layer_count < 0 || first_layer + layer_count > m.layers)
-    throw Error(ErrorKind::input,
-                "layer range [" + std::to_string(first_layer) + ", " + std::to_string(first_layer + layer_count) +
-                    ") is outside module '" + m.name + "'",
-                {.file = {}, .path = "module '" + m.name + "'",
-                 .expected = "0 <= first_layer, first_layer + layer_count <= " + std::to_string(m.layers)});
+    throw input_error("layer range [" + std::to_string(first_layer) + ", " + std::to_string(first_layer + layer_count) +
+                    ") is outside module '" + m.name + "'", {.path = "module '" + m.name + "'", .expected = "0 <= first_layer, first_layer + layer_count <= " + std::to_string(m.layers)});
 }
 }  // namespace detail
 
@@ -166,10 +163,8 @@ namespace detail {
 inline void check_context(const ModuleSpec& m, std::span<const std::int64_t> items,
                           std::span<const std::int64_t> contexts) {
   if (m.cross_attention && !contexts.empty() && contexts.size() != items.size())
-    throw Error(ErrorKind::input,
-                "module '" + m.name + "' got " + std::to_string(contexts.size()) + " context lengths for " +
-                    std::to_string(items.size()) + " items",
-                {.file = {}, .path = "module '" + m.name + "'", .expected = "one context length per item, or none"});
+    throw input_error("module '" + m.name + "' got " + std::to_string(contexts.size()) + " context lengths for " +
+                    std::to_string(items.size()) + " items", {.path = "module '" + m.name + "'", .expected = "one context length per item, or none"});
 }
 }  // namespace detail
 

@@ -43,11 +43,8 @@ namespace pipeweaver {
 namespace detail {
 inline void check_strategy(const ModuleSpec& m, int layer_count, const MemoryStrategy& s) {
   if (s.full_recompute < 0 || s.selective_recompute < 0 || s.offload < 0 || s.layers_changed() > layer_count)
-    throw Error(ErrorKind::input,
-                "memory strategy '" + to_string(s) + "' does not fit a chunk of " + std::to_string(layer_count) +
-                    " layers of module '" + m.name + "'",
-                {.file = {}, .path = "module '" + m.name + "'",
-                 .expected = "non-negative layer counts summing to at most the chunk's layers"});
+    throw input_error("memory strategy '" + to_string(s) + "' does not fit a chunk of " + std::to_string(layer_count) +
+                    " layers of module '" + m.name + "'", {.path = "module '" + m.name + "'", .expected = "non-negative layer counts summing to at most the chunk's layers"});
 }
 inline std::int64_t token_total(std::span<const std::int64_t> tokens) noexcept {
   std::int64_t s = 0;

@@ -1,6 +1,6 @@
 #pragma once
 // A multimodal model as the interchange format describes it: a small DAG of transformer
-// modules (../shared/workloads/README.md, "models/*.json"). Plain data; the math lives in
+// modules (examples/workloads/README.md, "models/*.json"). Plain data; the math lives in
 // model/layer_math.hpp and the JSON reader in io/workload_json.hpp.
 #include <cstdint>
 #include <optional>
@@ -48,7 +48,7 @@ struct ModuleSpec {
   std::optional<std::int64_t> vocab;            ///< embedding + output head + loss on the backbone
   std::optional<ModuleId> feeds;                ///< module that consumes this module's output
   double output_tokens_per_input_token = 1.0;   ///< encoders: tokens handed on per input token
-  bool trainable = true;                        ///< a frozen module runs forward only (see DESIGN)
+  bool trainable = true;                        ///< a frozen module runs forward only
 
   [[nodiscard]] std::int64_t head_dim() const noexcept { return heads > 0 ? hidden / heads : 0; }
 };
@@ -79,8 +79,7 @@ struct ModelSpec {
   [[nodiscard]] ModuleId backbone() const {
     for (std::size_t i = 0; i < modules.size(); ++i)
       if (modules[i].role == ModuleRole::backbone) return ModuleId{static_cast<ModuleId::rep>(i)};
-    throw Error(ErrorKind::input, "model '" + name + "' has no backbone module",
-                {.file = {}, .path = "/modules", .expected = "one module with role \"backbone\""});
+    throw input_error("model '" + name + "' has no backbone module", {.path = "/modules", .expected = "one module with role \"backbone\""});
   }
 };
 

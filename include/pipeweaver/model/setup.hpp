@@ -1,5 +1,5 @@
 #pragma once
-// The machines and the training configuration (../shared/workloads/README.md, "setups/*.json").
+// The machines and the training configuration (examples/workloads/README.md, "setups/*.json").
 #include <cstdint>
 #include <optional>
 #include <string>

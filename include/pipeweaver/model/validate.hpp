@@ -2,7 +2,7 @@
 // Consistency checks of a ModelSpec and a Setup, whoever built them (the JSON reader calls these
 // and adds the file name; code that builds specs by hand can call them too). Every error is
 // ErrorKind::input with the JSON path of the offending field, as in the interchange format
-// (../shared/workloads/README.md), and what would have been accepted.
+// (examples/workloads/README.md), and what would have been accepted.
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -61,16 +61,14 @@ namespace detail {
 inline void check_int_range(std::int64_t v, std::int64_t lo, std::int64_t hi, const std::string& what,
                             const std::string& path) {
   if (v < lo || v > hi)
-    throw Error(ErrorKind::input, what + " is " + std::to_string(v) + ", out of range",
-                {.file = {}, .path = path, .expected = range_text(lo, hi)});
+    throw input_error(what + " is " + std::to_string(v) + ", out of range", {.path = path, .expected = range_text(lo, hi)});
 }
 
 /// A finite number > 0 (or >= 0 with allow_zero).
 inline void check_positive(double v, bool allow_zero, const std::string& what, const std::string& path) {
   const bool ok = std::isfinite(v) && (allow_zero ? v >= 0 : v > 0);
   if (!ok)
-    throw Error(ErrorKind::input, what + " is " + number_text(v),
-                {.file = {}, .path = path, .expected = allow_zero ? "a finite number >= 0" : "a finite number > 0"});
+    throw input_error(what + " is " + number_text(v), {.path = path, .expected = allow_zero ? "a finite number >= 0" : "a finite number > 0"});
 }
 
 [[nodiscard]] inline std::string module_names(const ModelSpec& m) {
@@ -92,49 +90,41 @@ inline void check_positive(double v, bool allow_zero, const std::string& what, c
 inline void validate(const ModelSpec& model) {
   using detail::check_int_range;
   if (model.modules.empty())
-    throw Error(ErrorKind::input, "the model has no modules", {.file = {}, .path = "/modules", .expected = "a non-empty array of modules"});
+    throw input_error("the model has no modules", {.path = "/modules", .expected = "a non-empty array of modules"});
   const auto n = model.modules.size();
   int backbones = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const ModuleSpec& m = model.modules[i];
     const std::string at = "/modules/" + std::to_string(i);
     if (m.name.empty())
-      throw Error(ErrorKind::input, "empty module name", {.file = {}, .path = at + "/name", .expected = "a non-empty string"});
+      throw input_error("empty module name", {.path = at + "/name", .expected = "a non-empty string"});
     for (std::size_t j = 0; j < i; ++j)
       if (model.modules[j].name == m.name)
-        throw Error(ErrorKind::input, "duplicate module name \"" + m.name + "\" (also /modules/" + std::to_string(j) + ")",
-                    {.file = {}, .path = at + "/name", .expected = "a name no other module has"});
+        throw input_error("duplicate module name \"" + m.name + "\" (also /modules/" + std::to_string(j) + ")", {.path = at + "/name", .expected = "a name no other module has"});
     if (m.modality.empty())
-      throw Error(ErrorKind::input, "empty modality", {.file = {}, .path = at + "/modality", .expected = "a non-empty string such as \"text\" or \"image\""});
+      throw input_error("empty modality", {.path = at + "/modality", .expected = "a non-empty string such as \"text\" or \"image\""});
     check_int_range(m.layers, 1, limits::max_layers, "layers", at + "/layers");
     check_int_range(m.hidden, 1, limits::max_hidden, "hidden", at + "/hidden");
     check_int_range(m.ffn_hidden, 1, limits::max_hidden, "ffn_hidden", at + "/ffn_hidden");
     check_int_range(m.heads, 1, limits::max_heads, "heads", at + "/heads");
     check_int_range(m.kv_heads, 1, limits::max_heads, "kv_heads", at + "/kv_heads");
     if (m.hidden % m.heads != 0)
-      throw Error(ErrorKind::input,
-                  "hidden " + std::to_string(m.hidden) + " is not divisible by heads " + std::to_string(m.heads),
-                  {.file = {}, .path = at + "/heads", .expected = "a divisor of hidden"});
+      throw input_error("hidden " + std::to_string(m.hidden) + " is not divisible by heads " + std::to_string(m.heads), {.path = at + "/heads", .expected = "a divisor of hidden"});
     if (m.heads % m.kv_heads != 0)
-      throw Error(ErrorKind::input,
-                  "heads " + std::to_string(m.heads) + " is not divisible by kv_heads " + std::to_string(m.kv_heads),
-                  {.file = {}, .path = at + "/kv_heads", .expected = "a divisor of heads (grouped-query attention)"});
+      throw input_error("heads " + std::to_string(m.heads) + " is not divisible by kv_heads " + std::to_string(m.kv_heads), {.path = at + "/kv_heads", .expected = "a divisor of heads (grouped-query attention)"});
     if (m.vocab) check_int_range(*m.vocab, 1, limits::max_vocab, "vocab", at + "/vocab");
     if (m.role == ModuleRole::backbone) ++backbones;
     if (m.role == ModuleRole::encoder) {
       if (!m.feeds)
-        throw Error(ErrorKind::input, "encoder \"" + m.name + "\" feeds no module",
-                    {.file = {}, .path = at + "/feeds", .expected = "the name of the module that consumes this encoder's output"});
+        throw input_error("encoder \"" + m.name + "\" feeds no module", {.path = at + "/feeds", .expected = "the name of the module that consumes this encoder's output"});
       const double r = m.output_tokens_per_input_token;
       if (!(std::isfinite(r) && r > 0 && r <= limits::max_output_tokens_per_input_token))
-        throw Error(ErrorKind::input, "output_tokens_per_input_token is " + detail::number_text(r),
-                    {.file = {}, .path = at + "/output_tokens_per_input_token", .expected = "a number in (0, 1024]"});
+        throw input_error("output_tokens_per_input_token is " + detail::number_text(r), {.path = at + "/output_tokens_per_input_token", .expected = "a number in (0, 1024]"});
     }
     if (m.feeds) {
       const auto f = *m.feeds;
       if (!f.valid() || f.index() >= n)
-        throw Error(ErrorKind::input, "feeds names module #" + std::to_string(f.value()) + ", which does not exist",
-                    {.file = {}, .path = at + "/feeds", .expected = "one of " + detail::module_names(model)});
+        throw input_error("feeds names module #" + std::to_string(f.value()) + ", which does not exist", {.path = at + "/feeds", .expected = "one of " + detail::module_names(model)});
       if (f.index() <= i) {
         // Follow the chain from i: it returns to i exactly when the feeds form a cycle.
         std::string cycle = m.name;
@@ -151,27 +141,21 @@ inline void validate(const ModelSpec& model) {
           }
         }
         if (is_cycle)
-          throw Error(ErrorKind::input, "feeds form a cycle: " + cycle,
-                      {.file = {}, .path = at + "/feeds", .expected = "an acyclic data flow"});
-        throw Error(ErrorKind::input,
-                    "\"" + m.name + "\" feeds \"" + model.modules[f.index()].name + "\", which is listed before it",
-                    {.file = {}, .path = at + "/feeds", .expected = "a module listed after this one (modules are in data-flow order)"});
+          throw input_error("feeds form a cycle: " + cycle, {.path = at + "/feeds", .expected = "an acyclic data flow"});
+        throw input_error("\"" + m.name + "\" feeds \"" + model.modules[f.index()].name + "\", which is listed before it", {.path = at + "/feeds", .expected = "a module listed after this one (modules are in data-flow order)"});
       }
     }
   }
   if (backbones != 1)
-    throw Error(ErrorKind::input, "the model has " + std::to_string(backbones) + " backbone modules",
-                {.file = {}, .path = "/modules", .expected = "exactly one module with role \"backbone\""});
+    throw input_error("the model has " + std::to_string(backbones) + " backbone modules", {.path = "/modules", .expected = "exactly one module with role \"backbone\""});
   for (std::size_t i = 0; i < n; ++i) {
     const ModuleSpec& m = model.modules[i];
     const bool fed = !model.feeders(ModuleId{static_cast<ModuleId::rep>(i)}).empty();
     const std::string at = "/modules/" + std::to_string(i);
     if (m.role == ModuleRole::generator && !fed)
-      throw Error(ErrorKind::input, "generator \"" + m.name + "\" is fed by no module",
-                  {.file = {}, .path = at + "/role", .expected = "a module whose \"feeds\" names this generator (its conditioning)"});
+      throw input_error("generator \"" + m.name + "\" is fed by no module", {.path = at + "/role", .expected = "a module whose \"feeds\" names this generator (its conditioning)"});
     if (m.cross_attention && !fed)
-      throw Error(ErrorKind::input, "\"" + m.name + "\" has cross_attention but no module feeds it",
-                  {.file = {}, .path = at + "/cross_attention", .expected = "false, or a module whose \"feeds\" names this one"});
+      throw input_error("\"" + m.name + "\" has cross_attention but no module feeds it", {.path = at + "/cross_attention", .expected = "false, or a module whose \"feeds\" names this one"});
   }
 }
 
@@ -190,23 +174,18 @@ inline void validate(const Setup& s) {
   check_positive(s.device.memory_gib, false, "memory_gib", "/device/memory_gib");
   check_positive(s.device.reserved_gib, true, "reserved_gib", "/device/reserved_gib");
   if (!(s.device.reserved_gib < s.device.memory_gib))
-    throw Error(ErrorKind::input,
-                "reserved_gib " + detail::number_text(s.device.reserved_gib) + " leaves no memory of memory_gib " +
-                    detail::number_text(s.device.memory_gib),
-                {.file = {}, .path = "/device/reserved_gib", .expected = "less than memory_gib"});
+    throw input_error("reserved_gib " + detail::number_text(s.device.reserved_gib) + " leaves no memory of memory_gib " +
+                    detail::number_text(s.device.memory_gib), {.path = "/device/reserved_gib", .expected = "less than memory_gib"});
   check_positive(s.pipeline_link.gb_per_s, false, "gb_per_s", "/links/pipeline/gb_per_s");
   check_positive(s.pipeline_link.latency_us, true, "latency_us", "/links/pipeline/latency_us");
   if (s.tensor_parallel_link) {
     check_positive(s.tensor_parallel_link->gb_per_s, false, "gb_per_s", "/links/tensor_parallel/gb_per_s");
     check_positive(s.tensor_parallel_link->latency_us, true, "latency_us", "/links/tensor_parallel/latency_us");
   } else if (s.tensor_parallel > 1) {
-    throw Error(ErrorKind::input,
-                "tensor_parallel is " + std::to_string(s.tensor_parallel) + " but links.tensor_parallel is missing",
-                {.file = {}, .path = "/links/tensor_parallel", .expected = "{\"gb_per_s\": ..., \"latency_us\": ...} when tensor_parallel > 1"});
+    throw input_error("tensor_parallel is " + std::to_string(s.tensor_parallel) + " but links.tensor_parallel is missing", {.path = "/links/tensor_parallel", .expected = "{\"gb_per_s\": ..., \"latency_us\": ...} when tensor_parallel > 1"});
   }
   if (s.microbatch.module.empty())
-    throw Error(ErrorKind::input, "empty microbatch module name",
-                {.file = {}, .path = "/microbatch/module", .expected = "the name of a module of the model"});
+    throw input_error("empty microbatch module name", {.path = "/microbatch/module", .expected = "the name of a module of the model"});
   check_int_range(s.microbatch.max_tokens, 1, limits::max_microbatch_tokens, "max_tokens", "/microbatch/max_tokens");
   if (s.microbatch.max_items)
     check_int_range(*s.microbatch.max_items, 1, limits::max_microbatch_items, "max_items", "/microbatch/max_items");
@@ -214,8 +193,7 @@ inline void validate(const Setup& s) {
                   "/microbatches_per_step");
   if (!(std::isfinite(s.optimizer_bytes_per_param) && s.optimizer_bytes_per_param > 0 &&
         s.optimizer_bytes_per_param <= 1024))
-    throw Error(ErrorKind::input, "optimizer_bytes_per_param is " + detail::number_text(s.optimizer_bytes_per_param),
-                {.file = {}, .path = "/optimizer_bytes_per_param", .expected = "a number in (0, 1024]"});
+    throw input_error("optimizer_bytes_per_param is " + detail::number_text(s.optimizer_bytes_per_param), {.path = "/optimizer_bytes_per_param", .expected = "a number in (0, 1024]"});
 }
 
 /// Checks that a setup fits a model: the microbatch budget's module exists, and max_items is
@@ -224,14 +202,10 @@ inline void validate(const Setup& s) {
 inline void check_compatible(const ModelSpec& model, const Setup& setup) {
   const auto id = model.find(setup.microbatch.module);
   if (!id)
-    throw Error(ErrorKind::input,
-                "microbatch.module \"" + setup.microbatch.module + "\" is not a module of model \"" + model.name + "\"",
-                {.file = {}, .path = "/microbatch/module", .expected = "one of " + detail::module_names(model)});
+    throw input_error("microbatch.module \"" + setup.microbatch.module + "\" is not a module of model \"" + model.name + "\"", {.path = "/microbatch/module", .expected = "one of " + detail::module_names(model)});
   const ModuleSpec& m = model.module(*id);
   if (setup.microbatch.max_items && m.role == ModuleRole::backbone)
-    throw Error(ErrorKind::input,
-                "max_items is given but budget module \"" + m.name + "\" is the backbone, which consumes no items",
-                {.file = {}, .path = "/microbatch/max_items", .expected = "no max_items, or an encoder or generator as microbatch.module"});
+    throw input_error("max_items is given but budget module \"" + m.name + "\" is the backbone, which consumes no items", {.path = "/microbatch/max_items", .expected = "no max_items, or an encoder or generator as microbatch.module"});
 }
 
 }  // namespace pipeweaver

@@ -1,5 +1,5 @@
 #pragma once
-// Modality-aware partitioning (DESIGN §2.1, issue 4 item 1).
+// Modality-aware partitioning.
 //
 //  * B_i, the sub-microbatch size of module i: the smallest item count b whose efficiency
 //      eff(b) = FLOPs(b) / latency(b) = b · FLOPs(1) / latency(b)
@@ -12,7 +12,7 @@
 //    min(max_segments, floor(L_i / P)) so every chunk keeps a layer.
 //  * Module i is cut into P·K_i chunks; chunk c gets floor(L_i / (P·K_i)) layers, the first
 //    L_i mod (P·K_i) chunks one more, and lives on rank c mod P. With balance_layers (default),
-//    the layer counts are instead the contiguous split minimising the largest chunk latency
+//    the layer counts are instead the contiguous split minimizing the largest chunk latency
 //    (forward + backward at the representative shape, from the cost model: a chunk holding the
 //    embedding or the vocabulary head costs more than its layer count says), by dynamic
 //    programming over (chunks, layers); it replaces the even split only when it strictly
@@ -40,8 +40,8 @@
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/partition/splitter.hpp"
-#include "pipeweaver/schedule/partition.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/partition.hpp"
+#include "pipeweaver/ir/stage.hpp"
 
 namespace pipeweaver {
 
@@ -105,7 +105,7 @@ Nanoseconds stage_time(const C& cost, const ModelSpec& model, ModuleId id, int l
 }
 }  // namespace detail
 
-/// Layer counts of `chunks` contiguous chunks of `layers` layers minimising the largest
+/// Layer counts of `chunks` contiguous chunks of `layers` layers minimizing the largest
 /// `chunk_cost(first, count)` (min-max partition by dynamic programming; ties: the split found
 /// first, scanning the last chunk's start from the left). Returns the even split (first
 /// layers % chunks chunks one larger) unless the balanced one has a strictly smaller maximum.
@@ -196,7 +196,7 @@ template <class StageTime>
 
 namespace detail {
 /// Per module, the layer counts of its P·K_i chunks that balance the ranks' work on `sample`
-/// (see the header comment). A chunk's work on the sample is modelled as
+/// (see the header comment). A chunk's work on the sample is modeled as
 ///   T(first, count) = o + count·a + [first = 0]·e_first + [first + count = L]·e_last,
 /// (layers of a module are identical; the first and last chunks carry the embedding and the
 /// vocabulary head), with o, a, e_first, e_last fitted exactly from four chunk latencies
@@ -319,10 +319,9 @@ std::vector<std::vector<int>> balanced_layer_counts(const ModelSpec& model, cons
                                                   std::string name = "dip",
                                                   std::span<const std::vector<int>> layer_counts = {}) {
   if (ranks < 1)
-    throw Error(ErrorKind::input, "pipeline of " + std::to_string(ranks) + " ranks", ErrorContext{{}, "pipeline_stages", ">= 1"});
+    throw input_error("pipeline of " + std::to_string(ranks) + " ranks", {.path = "pipeline_stages", .expected = ">= 1"});
   if (segments.size() != model.size() || sub_microbatch_items.size() != model.size())
-    throw Error(ErrorKind::input, "segment counts / sub-microbatch sizes do not match the model's modules",
-                ErrorContext{{}, {}, std::to_string(model.size()) + " entries each"});
+    throw input_error("segment counts / sub-microbatch sizes do not match the model's modules", {.expected = std::to_string(model.size()) + " entries each"});
   Partition p;
   p.name = std::move(name);
   p.ranks = ranks;
@@ -331,11 +330,9 @@ std::vector<std::vector<int>> balanced_layer_counts(const ModelSpec& model, cons
     const int K = segments[i];
     const int chunks = ranks * K;
     if (K < 1 || m.layers < chunks)
-      throw Error(ErrorKind::infeasible,
-                  "module '" + m.name + "' has " + std::to_string(m.layers) + " layers, too few for " +
+      throw infeasible_error("module '" + m.name + "' has " + std::to_string(m.layers) + " layers, too few for " +
                       std::to_string(chunks) + " chunks (" + std::to_string(ranks) + " ranks x " + std::to_string(K) +
-                      " segments)",
-                  ErrorContext{{}, "module '" + m.name + "'", "at least one layer per chunk: layers >= P * K"});
+                      " segments)", {.path = "module '" + m.name + "'", .expected = "at least one layer per chunk: layers >= P * K"});
     ModulePlacement pl;
     pl.sub_microbatch_items = sub_microbatch_items[i];
     const bool given = i < layer_counts.size() && !layer_counts[i].empty();
@@ -348,8 +345,7 @@ std::vector<std::vector<int>> balanced_layer_counts(const ModelSpec& model, cons
         positive = positive && x > 0;
       }
       if (lc.size() != static_cast<std::size_t>(chunks) || sum != m.layers || !positive)
-        throw Error(ErrorKind::input, "layer counts of module '" + m.name + "' do not split its " + std::to_string(m.layers) + " layers",
-                    ErrorContext{{}, "module '" + m.name + "'", std::to_string(chunks) + " positive counts adding up to " + std::to_string(m.layers)});
+        throw input_error("layer counts of module '" + m.name + "' do not split its " + std::to_string(m.layers) + " layers", {.path = "module '" + m.name + "'", .expected = std::to_string(chunks) + " positive counts adding up to " + std::to_string(m.layers)});
     }
     const int base = m.layers / chunks, extra = m.layers % chunks;
     int first = 0;
@@ -370,9 +366,7 @@ std::vector<std::vector<int>> balanced_layer_counts(const ModelSpec& model, cons
   for (std::size_t i = 0; i < partition.modules.size() && i < model.size(); ++i)
     for (const Chunk& c : partition.modules[i].chunks) {
       if (c.rank.value() < 0 || c.rank.value() >= partition.ranks)
-        throw Error(ErrorKind::input, "chunk on rank " + std::to_string(c.rank.value()),
-                    ErrorContext{{}, "partition '" + partition.name + "', module '" + model.modules[i].name + "'",
-                                 "0 <= rank < " + std::to_string(partition.ranks)});
+        throw input_error("chunk on rank " + std::to_string(c.rank.value()), {.path = "partition '" + partition.name + "', module '" + model.modules[i].name + "'", .expected = "0 <= rank < " + std::to_string(partition.ranks)});
       out[c.rank.index()] += chunk_state_bytes(model, ModuleId{static_cast<ModuleId::rep>(i)}, setup, c.first_layer, c.layer_count);
     }
   return out;
@@ -384,12 +378,9 @@ inline void check_static_memory(const ModelSpec& model, const Setup& setup, cons
   const auto per_rank = static_memory_per_rank(model, setup, partition);
   for (std::size_t r = 0; r < per_rank.size(); ++r)
     if (per_rank[r] > cap)
-      throw Error(ErrorKind::infeasible,
-                  "static memory (weights, gradients, optimizer state) of rank " + std::to_string(r) + " is " +
+      throw infeasible_error("static memory (weights, gradients, optimizer state) of rank " + std::to_string(r) + " is " +
                       std::to_string(to_gib(per_rank[r])) + " GiB, over the " + std::to_string(to_gib(cap)) +
-                      " GiB available on setup '" + setup.name + "'",
-                  ErrorContext{{}, "partition '" + partition.name + "', rank " + std::to_string(r),
-                               "at most " + std::to_string(to_gib(cap)) +
+                      " GiB available on setup '" + setup.name + "'", {.path = "partition '" + partition.name + "', rank " + std::to_string(r), .expected = "at most " + std::to_string(to_gib(cap)) +
                                    " GiB: more pipeline ranks, more tensor or data parallelism, or more device memory"});
 }
 
@@ -400,8 +391,7 @@ template <class C>
 [[nodiscard]] DipPartition dip_partition(const ModelSpec& model, const Setup& setup, const C& cost, const Batch& sample,
                                          const DipOptions& options = {}) {
   if (!(options.efficiency_threshold > 0 && options.efficiency_threshold <= 1))
-    throw Error(ErrorKind::input, "efficiency threshold " + std::to_string(options.efficiency_threshold),
-                ErrorContext{{}, "DipOptions::efficiency_threshold", "in (0, 1]"});
+    throw input_error("efficiency threshold " + std::to_string(options.efficiency_threshold), {.path = "DipOptions::efficiency_threshold", .expected = "in (0, 1]"});
   const int P = setup.pipeline_stages;
   const ModuleId backbone = model.backbone();
   const auto shapes = representative_shapes(model, sample);
@@ -450,7 +440,7 @@ template <class C>
   return out;
 }
 
-/// DIP's partition and its neighbours for the planner to score on sampled steps: each module's
+/// DIP's partition and its neighbors for the planner to score on sampled steps: each module's
 /// K_i ± 1 (within 1 .. min(max_segments, L_i / P)) and each non-backbone module's B_i × 0.5
 /// and × 2 (at least 1), one change at a time. The first entry is DIP's own; no duplicates.
 template <class C>

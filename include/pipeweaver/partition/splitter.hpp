@@ -1,5 +1,5 @@
 #pragma once
-// The sub-microbatch splitter (DESIGN §2.2, issue 4 item 2): each microbatch's items of module i
+// The sub-microbatch splitter: each microbatch's items of module i
 // are cut into M_i = ceil(N_i / B_i) sub-microbatches balanced by cost, not just by count,
 // because attention is quadratic per item.
 //
@@ -40,9 +40,9 @@
 #include "pipeweaver/core/ids.hpp"
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/partition.hpp"
-#include "pipeweaver/schedule/stage.hpp"
-#include "pipeweaver/schedule/sub_microbatch_index.hpp"
+#include "pipeweaver/ir/partition.hpp"
+#include "pipeweaver/ir/stage.hpp"
+#include "pipeweaver/ir/sub_microbatch_index.hpp"
 
 namespace pipeweaver {
 
@@ -194,13 +194,10 @@ template <ItemCostFunction F>
 [[nodiscard]] std::vector<SubMicrobatchSpec> split(const ModelSpec& model, const Partition& partition, const Batch& batch,
                                                    const F& item_cost) {
   if (partition.modules.size() != model.modules.size())
-    throw Error(ErrorKind::invalid_plan,
-                "partition '" + partition.name + "' places " + std::to_string(partition.modules.size()) + " modules",
-                {.file = {}, .path = "partition", .expected = std::to_string(model.modules.size()) + " (one per module of model '" + model.name + "')"});
+    throw invalid_plan_error("partition '" + partition.name + "' places " + std::to_string(partition.modules.size()) + " modules", {.path = "partition", .expected = std::to_string(model.modules.size()) + " (one per module of model '" + model.name + "')"});
   for (std::size_t m = 0; m < model.modules.size(); ++m)
     if (partition.modules[m].sub_microbatch_items < 0)
-      throw Error(ErrorKind::invalid_plan, "negative sub-microbatch size " + std::to_string(partition.modules[m].sub_microbatch_items),
-                  {.file = {}, .path = "partition, module '" + model.modules[m].name + "'", .expected = "0 (whole microbatch) or a positive item count"});
+      throw invalid_plan_error("negative sub-microbatch size " + std::to_string(partition.modules[m].sub_microbatch_items), {.path = "partition, module '" + model.modules[m].name + "'", .expected = "0 (whole microbatch) or a positive item count"});
   std::vector<SubMicrobatchSpec> out;
   for (std::size_t mbi = 0; mbi < batch.microbatches.size(); ++mbi) {
     const MicrobatchId mb_id{static_cast<MicrobatchId::rep>(mbi)};

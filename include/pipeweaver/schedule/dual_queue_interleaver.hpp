@@ -1,5 +1,5 @@
 #pragma once
-// Dual-queue interleaving (DESIGN §2.3, issue 4 item 3): a greedy list scheduler that turns
+// Dual-queue interleaving: a greedy list scheduler that turns
 // segment priorities into a per-rank order of stages.
 //
 // A stage enters its rank's forward or backward queue once every input is scheduled; its ready
@@ -386,9 +386,7 @@ class DualQueueInterleaver {
     const std::size_t n = g.nodes.size();
     auto need = [&](std::size_t got, const char* what) {
       if (got != n)
-        throw Error(ErrorKind::input,
-                    std::string(what) + " has " + std::to_string(got) + " entries for " + std::to_string(n) + " stage nodes",
-                    ErrorContext{{}, std::string("InterleaveInput::") + what, "one entry per node"});
+        throw input_error(std::string(what) + " has " + std::to_string(got) + " entries for " + std::to_string(n) + " stage nodes", {.path = std::string("InterleaveInput::") + what, .expected = "one entry per node"});
     };
     need(in.priority.size(), "priority");
     need(in.latency.size(), "latency");
@@ -398,24 +396,22 @@ class DualQueueInterleaver {
       need(in.group.size(), "group");
       for (std::size_t v = 0; v < n; ++v)
         if (in.group[v] < 0 || static_cast<std::size_t>(in.group[v]) > n)
-          throw Error(ErrorKind::input, "admission group " + std::to_string(in.group[v]) + " out of range",
-                      ErrorContext{{}, "node " + std::to_string(v), "0 <= group <= node count"});
+          throw input_error("admission group " + std::to_string(in.group[v]) + " out of range", {.path = "node " + std::to_string(v), .expected = "0 <= group <= node count"});
     }
     const bool ranks_ok = graph_checked && (in.memory_budget.empty() || max_rank_ < static_cast<int>(in.memory_budget.size()));
     if (ranks_ok) {
       for (std::size_t v = 0; v < n; ++v)
         if (in.latency[v] < Nanoseconds{0})
-          throw Error(ErrorKind::input, "negative latency", ErrorContext{{}, "node " + std::to_string(v), "latency >= 0"});
+          throw input_error("negative latency", {.path = "node " + std::to_string(v), .expected = "latency >= 0"});
       return;
     }
     for (std::size_t v = 0; v < n; ++v) {
       const StageNode& nd = g.nodes[v];
       auto where = [v] { return "node " + std::to_string(v); };  // built only on error: this runs per call
       if (nd.rank.value() < 0 || (!in.memory_budget.empty() && nd.rank.index() >= in.memory_budget.size()))
-        throw Error(ErrorKind::input, "rank " + std::to_string(nd.rank.value()) + " out of range",
-                    ErrorContext{{}, where(), "0 <= rank < " + std::to_string(in.memory_budget.size()) + " (memory_budget entries)"});
+        throw input_error("rank " + std::to_string(nd.rank.value()) + " out of range", {.path = where(), .expected = "0 <= rank < " + std::to_string(in.memory_budget.size()) + " (memory_budget entries)"});
       if (in.latency[v] < Nanoseconds{0})
-        throw Error(ErrorKind::input, "negative latency", ErrorContext{{}, where(), "latency >= 0"});
+        throw input_error("negative latency", {.path = where(), .expected = "latency >= 0"});
     }
     check_graph(g);
   }
@@ -427,16 +423,13 @@ class DualQueueInterleaver {
       const StageNode& nd = g.nodes[v];
       auto where = [v] { return "node " + std::to_string(v); };
       if (nd.rank.value() < 0)
-        throw Error(ErrorKind::input, "rank " + std::to_string(nd.rank.value()) + " out of range",
-                    ErrorContext{{}, where(), "0 <= rank"});
+        throw input_error("rank " + std::to_string(nd.rank.value()) + " out of range", {.path = where(), .expected = "0 <= rank"});
       for (NodeIndex u : nd.inputs)
         if (u < 0 || static_cast<std::size_t>(u) >= n)
-          throw Error(ErrorKind::input, "input " + std::to_string(u) + " out of range",
-                      ErrorContext{{}, where(), "0 <= input < " + std::to_string(n)});
+          throw input_error("input " + std::to_string(u) + " out of range", {.path = where(), .expected = "0 <= input < " + std::to_string(n)});
       for (NodeIndex u : nd.outputs)
         if (u < 0 || static_cast<std::size_t>(u) >= n)
-          throw Error(ErrorKind::input, "output " + std::to_string(u) + " out of range",
-                      ErrorContext{{}, where(), "0 <= output < " + std::to_string(n)});
+          throw input_error("output " + std::to_string(u) + " out of range", {.path = where(), .expected = "0 <= output < " + std::to_string(n)});
     }
   }
 

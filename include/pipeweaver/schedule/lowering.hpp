@@ -1,5 +1,5 @@
 #pragma once
-// Communication lowering (DESIGN §3, issue 3): a Schedule (per rank, the order of its stage
+// Communication lowering: a Schedule (per rank, the order of its stage
 // nodes and their memory strategies) becomes a Plan with Send / Recv / Wait actions.
 //
 // All scheduled stages are walked in ONE global order consistent with every rank's order (a
@@ -34,10 +34,10 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/units.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/labels.hpp"
-#include "pipeweaver/schedule/partition.hpp"
-#include "pipeweaver/schedule/plan.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/labels.hpp"
+#include "pipeweaver/ir/partition.hpp"
+#include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/stage.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
 
 namespace pipeweaver {
@@ -74,8 +74,7 @@ template <class C>
   const std::size_t N = graph.nodes.size();
   const std::size_t P = static_cast<std::size_t>(partition.ranks);
   if (schedule.ranks.size() != P)
-    throw Error(ErrorKind::invalid_plan, "schedule has " + std::to_string(schedule.ranks.size()) + " ranks",
-                {.file = {}, .path = "schedule", .expected = std::to_string(P) + " (the partition's ranks)"});
+    throw invalid_plan_error("schedule has " + std::to_string(schedule.ranks.size()) + " ranks", {.path = "schedule", .expected = std::to_string(P) + " (the partition's ranks)"});
 
   // Every node once, on its own rank; strategies per node.
   constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
@@ -85,38 +84,31 @@ template <class C>
     for (std::size_t i = 0; i < schedule.ranks[r].size(); ++i) {
       const NodeIndex n = schedule.ranks[r][i].node;
       if (n < 0 || static_cast<std::size_t>(n) >= N)
-        throw Error(ErrorKind::invalid_plan, "schedule names node " + std::to_string(n),
-                    {.file = {}, .path = detail::at(r, i), .expected = "a node index below " + std::to_string(N)});
+        throw invalid_plan_error("schedule names node " + std::to_string(n), {.path = detail::at(r, i), .expected = "a node index below " + std::to_string(N)});
       const auto nu = static_cast<std::size_t>(n);
       const StageNode& node = graph.nodes[nu];
       const std::string label = describe_stage(model, node.stage);
       if (node.stage.sub_microbatch.value() < 0 || node.stage.sub_microbatch.index() >= sub_microbatches.size() ||
           sub_microbatches[node.stage.sub_microbatch.index()].module() != node.stage.module)
-        throw Error(ErrorKind::invalid_plan, label + " does not match the sub-microbatches given",
-                    {.file = {}, .path = detail::at(r, i), .expected = "the graph built from these sub-microbatches"});
+        throw invalid_plan_error(label + " does not match the sub-microbatches given", {.path = detail::at(r, i), .expected = "the graph built from these sub-microbatches"});
       if (node.rank.index() != r)
-        throw Error(ErrorKind::invalid_plan, label + " is scheduled on rank " + std::to_string(r),
-                    {.file = {}, .path = detail::at(r, i), .expected = "rank " + std::to_string(node.rank.value()) + " (the partition's)"});
+        throw invalid_plan_error(label + " is scheduled on rank " + std::to_string(r), {.path = detail::at(r, i), .expected = "rank " + std::to_string(node.rank.value()) + " (the partition's)"});
       if (position[nu] != none)
-        throw Error(ErrorKind::invalid_plan, label + " is scheduled twice (first at position " + std::to_string(position[nu]) + ")",
-                    {.file = {}, .path = detail::at(r, i), .expected = "every stage exactly once"});
+        throw invalid_plan_error(label + " is scheduled twice (first at position " + std::to_string(position[nu]) + ")", {.path = detail::at(r, i), .expected = "every stage exactly once"});
       position[nu] = i;
       strategy[nu] = schedule.ranks[r][i].strategy;
     }
   }
   for (std::size_t n = 0; n < N; ++n)
     if (position[n] == none)
-      throw Error(ErrorKind::invalid_plan, describe_stage(model, graph.nodes[n].stage) + " is never scheduled",
-                  {.file = {}, .path = "rank " + std::to_string(graph.nodes[n].rank.value()), .expected = "every stage exactly once"});
+      throw invalid_plan_error(describe_stage(model, graph.nodes[n].stage) + " is never scheduled", {.path = "rank " + std::to_string(graph.nodes[n].rank.value()), .expected = "every stage exactly once"});
   for (std::size_t n = 0; n < N; ++n) {
     const StageRef& st = graph.nodes[n].stage;
     if (st.pass == Pass::forward) continue;
     const NodeIndex f = graph.find(StageRef{st.module, st.chunk, st.sub_microbatch, Pass::forward});
     if (f >= 0 && !(strategy[static_cast<std::size_t>(f)] == strategy[n]))
-      throw Error(ErrorKind::invalid_plan,
-                  describe_stage(model, st) + " has strategy '" + to_string(strategy[n]) + "' but its forward has '" +
-                      to_string(strategy[static_cast<std::size_t>(f)]) + "'",
-                  {.file = {}, .path = detail::at(graph.nodes[n].rank.index(), position[n]), .expected = "a backward's strategy equal to its forward's"});
+      throw invalid_plan_error(describe_stage(model, st) + " has strategy '" + to_string(strategy[n]) + "' but its forward has '" +
+                      to_string(strategy[static_cast<std::size_t>(f)]) + "'", {.path = detail::at(graph.nodes[n].rank.index(), position[n]), .expected = "a backward's strategy equal to its forward's"});
   }
 
   // Topological merge with estimated times.
@@ -166,12 +158,10 @@ template <class C>
       }
       const auto n = static_cast<std::size_t>(schedule.ranks[r][head[r]].node);
       const auto i = first_unplaced(n);
-      throw Error(ErrorKind::invalid_plan,
-                  describe_stage(model, graph.nodes[n].stage) + " can never start: its input " +
+      throw invalid_plan_error(describe_stage(model, graph.nodes[n].stage) + " can never start: its input " +
                       describe_stage(model, graph.nodes[i].stage) + " (rank " + std::to_string(graph.nodes[i].rank.value()) +
                       ", position " + std::to_string(position[i]) +
-                      ") cannot run before it (the ranks' orders and the dependencies form a cycle)",
-                  {.file = {}, .path = detail::at(r, head[r]), .expected = "per-rank orders consistent with the dependencies"});
+                      ") cannot run before it (the ranks' orders and the dependencies form a cycle)", {.path = detail::at(r, head[r]), .expected = "per-rank orders consistent with the dependencies"});
     }
     const std::size_t r = best;
     const auto n = static_cast<std::size_t>(schedule.ranks[r][head[r]].node);

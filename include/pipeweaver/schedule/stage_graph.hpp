@@ -1,5 +1,5 @@
 #pragma once
-// The stage dependency graph of one multimodal training step (DESIGN §3, issue 3):
+// The stage dependency graph of one multimodal training step:
 //  * forward chains across a module's chunks, for each of its sub-microbatches;
 //  * every encoder sub-microbatch of a microbatch feeds the backbone's first chunk of that
 //    microbatch (and a generator's first chunk is fed by the backbone's last chunk of its
@@ -34,10 +34,10 @@
 #include "pipeweaver/core/memory_strategy.hpp"
 #include "pipeweaver/core/pass.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/partition.hpp"
-#include "pipeweaver/schedule/plan.hpp"
-#include "pipeweaver/schedule/stage.hpp"
-#include "pipeweaver/schedule/sub_microbatch_index.hpp"
+#include "pipeweaver/ir/partition.hpp"
+#include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/stage.hpp"
+#include "pipeweaver/ir/sub_microbatch_index.hpp"
 
 namespace pipeweaver {
 
@@ -115,8 +115,7 @@ inline NodeIndex StageGraph::find(const StageRef& s) const noexcept {
 
 inline void check_partition(const ModelSpec& model, const Partition& partition) {
   auto fail = [&](std::string path, std::string message, std::string expected) {
-    throw Error(ErrorKind::invalid_plan, std::move(message),
-                {.file = {}, .path = "partition '" + partition.name + "'" + (path.empty() ? "" : ", " + path), .expected = std::move(expected)});
+    throw invalid_plan_error(std::move(message), {.path = "partition '" + partition.name + "'" + (path.empty() ? "" : ", " + path), .expected = std::move(expected)});
   };
   if (partition.ranks < 1) fail("", "has " + std::to_string(partition.ranks) + " ranks", "at least 1");
   if (partition.modules.size() != model.modules.size())
@@ -155,8 +154,7 @@ inline std::vector<char> modules_with_backward(const ModelSpec& model) {
   for (std::size_t m = 0; m < n; ++m) {
     const auto& f = model.modules[m].feeds;
     if (f && (f->value() < 0 || f->index() >= n || f->index() == m))
-      throw Error(ErrorKind::invalid_plan, "module '" + model.modules[m].name + "' feeds module " + std::to_string(f->value()),
-                  {.file = {}, .path = "model '" + model.name + "'", .expected = "another module of the model"});
+      throw invalid_plan_error("module '" + model.modules[m].name + "' feeds module " + std::to_string(f->value()), {.path = "model '" + model.name + "'", .expected = "another module of the model"});
   }
   // gets_gradient follows `feeds` downstream; a chain longer than n is a cycle.
   std::vector<char> gets(n, 0), upstream(n, 0), out(n, 0);
@@ -171,7 +169,7 @@ inline std::vector<char> modules_with_backward(const ModelSpec& model) {
       if (!s.feeds) break;
       cur = s.feeds->index();
       if (steps == n)
-        throw Error(ErrorKind::invalid_plan, "modules feed each other in a cycle", {.file = {}, .path = "model '" + model.name + "'", .expected = "a DAG"});
+        throw invalid_plan_error("modules feed each other in a cycle", {.path = "model '" + model.name + "'", .expected = "a DAG"});
     }
   }
   // upstream trainable: some module whose feeds-chain reaches m is trainable.

@@ -1,5 +1,5 @@
 #pragma once
-// The plan validator (issue 3 item 2). validate(plan, model) checks the structure and throws
+// The plan validator. validate(plan, model) checks the structure and throws
 // Error{invalid_plan} at the first broken rule, with context.path "rank R, action A" (or
 // "transfer T", "partition ...", "rank R" for a stage missing from it) and a message naming the
 // action and the rule. The checks run in this order (a later group assumes the earlier hold):
@@ -48,12 +48,12 @@
 #include "pipeweaver/model/memory.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
-#include "pipeweaver/schedule/labels.hpp"
+#include "pipeweaver/ir/labels.hpp"
 #include "pipeweaver/schedule/lowering.hpp"
-#include "pipeweaver/schedule/plan.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/stage.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
-#include "pipeweaver/schedule/sub_microbatch_index.hpp"
+#include "pipeweaver/ir/sub_microbatch_index.hpp"
 
 namespace pipeweaver {
 
@@ -97,11 +97,10 @@ inline void validate(const Plan& plan, const ModelSpec& model) {
   using detail::ActionPos;
   using detail::no_pos;
   auto fail_at = [&](std::size_t r, std::size_t p, const std::string& rule, std::string expected = {}) {
-    throw Error(ErrorKind::invalid_plan, action_label(plan, model, plan.ranks[r][p]) + ": " + rule,
-                {.file = {}, .path = detail::where(r, p), .expected = std::move(expected)});
+    throw invalid_plan_error(action_label(plan, model, plan.ranks[r][p]) + ": " + rule, {.path = detail::where(r, p), .expected = std::move(expected)});
   };
   auto fail = [&](std::string path, std::string message, std::string expected = {}) {
-    throw Error(ErrorKind::invalid_plan, std::move(message), {.file = {}, .path = std::move(path), .expected = std::move(expected)});
+    throw invalid_plan_error(std::move(message), {.path = std::move(path), .expected = std::move(expected)});
   };
 
   // 1. Plan level.
@@ -349,7 +348,7 @@ std::vector<Bytes> walk_memory(const Plan& plan, const ModelSpec& model, const S
   const Partition& part = plan.partition;
   const std::size_t P = plan.ranks.size();
   auto bad = [&](std::size_t r, std::size_t p, const std::string& what) {
-    throw Error(ErrorKind::invalid_plan, what, {.file = {}, .path = where(r, p), .expected = "a stage of the plan's partition and sub-microbatches"});
+    throw invalid_plan_error(what, {.path = where(r, p), .expected = "a stage of the plan's partition and sub-microbatches"});
   };
   // Slot of (sub-microbatch, chunk): offsets per sub-microbatch.
   std::vector<std::size_t> offset(plan.sub_microbatches.size() + 1, 0);
@@ -375,10 +374,8 @@ std::vector<Bytes> walk_memory(const Plan& plan, const ModelSpec& model, const S
       for (const Chunk& ch : part.modules[m].chunks)
         if (ch.rank.index() == r) state += chunk_state_bytes(model, ModuleId{static_cast<ModuleId::rep>(m)}, setup, ch.first_layer, ch.layer_count);
     if (throw_over && state > capacity)
-      throw Error(ErrorKind::invalid_plan,
-                  "static memory " + std::to_string(state.count()) + " bytes (weights, gradients and optimizer state of its chunks) exceeds the capacity of " +
-                      std::to_string(capacity.count()) + " bytes",
-                  {.file = {}, .path = "rank " + std::to_string(r), .expected = "at most " + std::to_string(capacity.count()) + " bytes"});
+      throw invalid_plan_error("static memory " + std::to_string(state.count()) + " bytes (weights, gradients and optimizer state of its chunks) exceeds the capacity of " +
+                      std::to_string(capacity.count()) + " bytes", {.path = "rank " + std::to_string(r), .expected = "at most " + std::to_string(capacity.count()) + " bytes"});
     const auto& list = plan.ranks[r];
     std::fill(last_backward.begin(), last_backward.end(), no_pos);
     std::fill(held_by.begin(), held_by.end(), Bytes{0});
@@ -394,10 +391,8 @@ std::vector<Bytes> walk_memory(const Plan& plan, const ModelSpec& model, const S
         const Bytes now = state + held;
         peak = std::max(peak, now);
         if (throw_over && now > capacity)
-          throw Error(ErrorKind::invalid_plan,
-                      action_label(plan, model, list[p]) + ": memory " + std::to_string(now.count()) + " bytes (static " + std::to_string(state.count()) +
-                          " + activations " + std::to_string(held.count()) + ") exceeds the capacity of " + std::to_string(capacity.count()) + " bytes",
-                      {.file = {}, .path = where(r, p), .expected = "at most " + std::to_string(capacity.count()) + " bytes on every rank at every moment"});
+          throw invalid_plan_error(action_label(plan, model, list[p]) + ": memory " + std::to_string(now.count()) + " bytes (static " + std::to_string(state.count()) +
+                          " + activations " + std::to_string(held.count()) + ") exceeds the capacity of " + std::to_string(capacity.count()) + " bytes", {.path = where(r, p), .expected = "at most " + std::to_string(capacity.count()) + " bytes on every rank at every moment"});
         if (last_backward[k] == no_pos || last_backward[k] < p) held -= act;  // no backward follows: freed after the forward
         else held_by[k] += act;
       } else if (const auto* b = std::get_if<Backward>(&list[p])) {

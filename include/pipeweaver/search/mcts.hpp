@@ -1,10 +1,10 @@
 #pragma once
-// Monte Carlo tree search over orders of segment units (DESIGN §2.3, issue 4 item 5).
+// Monte Carlo tree search over orders of segment units.
 //
 // The tree's root is the empty prefix; a node's children extend its prefix by one unit whose
 // predecessors are all placed (only topological orders are built). Every node keeps its visit
 // count and the BEST score of any rollout below it (max, not mean: we want one good schedule,
-// not a good average). Scores are normalised by the evaluator into (0, 1] (e.g.
+// not a good average). Scores are normalized by the evaluator into (0, 1] (e.g.
 // lower_bound / step_time), so the selection rule
 //     UCB(child) = s_child^alpha + beta · sqrt(ln N_parent / N_child)
 // compares like with like at every depth.
@@ -70,7 +70,7 @@ struct MctsOptions {
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   int rollouts_per_expansion = 10;
   int round_size = 4;                                 ///< expansions per round (see the header comment)
-  double alpha = 8.0;                                 ///< exponent on the normalised score
+  double alpha = 8.0;                                 ///< exponent on the normalized score
   double beta = 0.2;                                  ///< exploration weight
   double follow_best = 0.85;                          ///< completion bias towards the incumbent
   std::size_t max_tree_nodes = 200000;
@@ -153,8 +153,7 @@ class OrderState {
   void place(std::int32_t u) {
     auto it = std::find(avail_.begin(), avail_.end(), u);
     if (it == avail_.end())
-      throw Error(ErrorKind::input, "unit " + std::to_string(u) + " placed before its predecessors",
-                  ErrorContext{{}, "MCTS order", "a topological order of the unit DAG"});
+      throw input_error("unit " + std::to_string(u) + " placed before its predecessors", {.path = "MCTS order", .expected = "a topological order of the unit DAG"});
     avail_.erase(it);
     placed_[static_cast<std::size_t>(u)] = 1;
     seq_.push_back(u);
@@ -201,11 +200,9 @@ template <class MakeEvaluator>
   const auto t0 = Clock::now();
   const bool timed = options.time_budget.count() > 0 || options.deadline != Clock::time_point::max();
   if (options.max_iterations <= 0 && !timed)
-    throw Error(ErrorKind::input, "MCTS needs an iteration budget, a time budget or a deadline",
-                ErrorContext{{}, "MctsOptions", "max_iterations > 0, time_budget > 0 or a deadline"});
+    throw input_error("MCTS needs an iteration budget, a time budget or a deadline", {.path = "MctsOptions", .expected = "max_iterations > 0, time_budget > 0 or a deadline"});
   if (options.threads < 1 || options.rollouts_per_expansion < 1 || options.round_size < 1)
-    throw Error(ErrorKind::input, "threads, rollouts_per_expansion and round_size must be positive",
-                ErrorContext{{}, "MctsOptions", ">= 1 each"});
+    throw input_error("threads, rollouts_per_expansion and round_size must be positive", {.path = "MctsOptions", .expected = ">= 1 each"});
   const std::size_t U = dag.size();
   const auto T = static_cast<std::size_t>(options.threads);
   using Evaluator = std::decay_t<std::invoke_result_t<MakeEvaluator&, int>>;

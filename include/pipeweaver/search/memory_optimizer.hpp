@@ -1,5 +1,5 @@
 #pragma once
-// Per-layer memory optimisation (DESIGN §2.3, issue 4 item 4).
+// Per-layer memory optimization.
 //
 // (a) Candidates per forward/backward stage pair. A chunk's layers are identical, so a strategy is
 //     a triple of counts (full recompute f, selective recompute s, offload o) with f+s+o <= L.
@@ -9,7 +9,7 @@
 //     between them. This is the multiple-choice knapsack view: each pair is a class, its
 //     candidates the items, time the value and bytes the weight.
 //
-// (b) Per rank: one candidate per pair minimising  sum_i time_i(c_i)  subject to, at every
+// (b) Per rank: one candidate per pair minimizing  sum_i time_i(c_i)  subject to, at every
 //     forward start p (a "point"),  static + sum_{i alive at p} bytes_i(c_i) <= capacity.
 //     Branch-and-bound over pairs in order, fastest candidate first:
 //       * warm start: all fastest, then repeatedly, at the worst violated point, step the alive
@@ -104,10 +104,9 @@ template <class Eval>
 [[nodiscard]] std::vector<StrategyCandidate> candidate_strategies(int layers, Eval&& eval,
                                                                   const CandidateOptions& options = {}) {
   if (layers < 0)
-    throw Error(ErrorKind::input, "negative layer count " + std::to_string(layers), ErrorContext{{}, {}, "layers >= 0"});
+    throw input_error("negative layer count " + std::to_string(layers), {.expected = "layers >= 0"});
   if (options.max_candidates < 2)
-    throw Error(ErrorKind::input, "max_candidates = " + std::to_string(options.max_candidates),
-                ErrorContext{{}, "CandidateOptions::max_candidates", "at least 2"});
+    throw input_error("max_candidates = " + std::to_string(options.max_candidates), {.path = "CandidateOptions::max_candidates", .expected = "at least 2"});
   // Coarsen the grid until the enumeration is affordable (the extremes 0 and L always stay).
   int step = 1;
   std::vector<int> full, sel, off;
@@ -196,8 +195,7 @@ struct DemandRange {
   for (std::size_t i = 0; i < n; ++i) {
     const auto& cs = problem.candidates[i];
     if (cs.empty())
-      throw Error(ErrorKind::input, "pair " + std::to_string(i) + " has no candidate strategy",
-                  {.file = {}, .path = "RankMemoryProblem.candidates", .expected = "at least one candidate per pair"});
+      throw input_error("pair " + std::to_string(i) + " has no candidate strategy", {.path = "RankMemoryProblem.candidates", .expected = "at least one candidate per pair"});
     const StrategyCandidate* f = &cs.front();
     const StrategyCandidate* q = &cs.front();
     for (const StrategyCandidate& c : cs) {
@@ -212,8 +210,7 @@ struct DemandRange {
     std::int64_t a = 0, b = 0;
     for (std::int32_t i : point) {
       if (i < 0 || static_cast<std::size_t>(i) >= n)
-        throw Error(ErrorKind::input, "a point names pair " + std::to_string(i),
-                    {.file = {}, .path = "RankMemoryProblem.points", .expected = "pairs in 0.." + std::to_string(n) + " (exclusive)"});
+        throw input_error("a point names pair " + std::to_string(i), {.path = "RankMemoryProblem.points", .expected = "pairs in 0.." + std::to_string(n) + " (exclusive)"});
       a += frugal[static_cast<std::size_t>(i)];
       b += fastest[static_cast<std::size_t>(i)];
     }
@@ -239,8 +236,7 @@ struct PairEvent {
   std::vector<std::vector<std::int32_t>> points;
   for (const PairEvent& e : order) {
     if (e.pair < 0 || e.pair >= pairs)
-      throw Error(ErrorKind::input, "pair " + std::to_string(e.pair) + " out of range",
-                  ErrorContext{{}, {}, "0 <= pair < " + std::to_string(pairs)});
+      throw input_error("pair " + std::to_string(e.pair) + " out of range", {.expected = "0 <= pair < " + std::to_string(pairs)});
     auto& a = alive[static_cast<std::size_t>(e.pair)];
     if (e.forward) {
       if (!a) {
@@ -277,8 +273,7 @@ struct RankPairs {
   std::vector<Key> keys;
   auto node_at = [&](NodeIndex v) -> const StageNode& {
     if (v < 0 || static_cast<std::size_t>(v) >= graph.nodes.size())
-      throw Error(ErrorKind::input, "node " + std::to_string(v) + " out of range",
-                  ErrorContext{{}, {}, "0 <= node < " + std::to_string(graph.nodes.size())});
+      throw input_error("node " + std::to_string(v) + " out of range", {.expected = "0 <= node < " + std::to_string(graph.nodes.size())});
     return graph.nodes[static_cast<std::size_t>(v)];
   };
   for (const ScheduledStage& s : order) {
@@ -367,8 +362,7 @@ class MemoryBranchAndBound {
     for (std::size_t i = 0; i < n; ++i) {
       const auto& cs = pb.candidates[i];
       if (cs.empty())
-        throw Error(ErrorKind::input, "stage pair " + std::to_string(i) + " has no candidate strategy",
-                    ErrorContext{{}, {}, "at least one candidate per pair"});
+        throw input_error("stage pair " + std::to_string(i) + " has no candidate strategy", {.expected = "at least one candidate per pair"});
       auto before = [&](std::size_t a, std::size_t b) {
         const auto &x = cs[a], &y = cs[b];
         if (x.time != y.time) return x.time < y.time;
@@ -401,8 +395,7 @@ class MemoryBranchAndBound {
     for (std::size_t p = 0; p < np; ++p)
       for (std::int32_t i : pb.point(p)) {
         if (i < 0 || static_cast<std::size_t>(i) >= n)
-          throw Error(ErrorKind::input, "point " + std::to_string(p) + " names pair " + std::to_string(i),
-                      ErrorContext{{}, {}, "0 <= pair < " + std::to_string(n)});
+          throw input_error("point " + std::to_string(p) + " names pair " + std::to_string(i), {.expected = "0 <= pair < " + std::to_string(n)});
         ++pof_begin_[static_cast<std::size_t>(i) + 1];
       }
     for (std::size_t i = 0; i < n; ++i) pof_begin_[i + 1] += pof_begin_[i];
@@ -524,7 +517,7 @@ class MemoryBranchAndBound {
     std::vector<std::pair<std::int64_t, std::int64_t>> segs;
     std::vector<char> used(n, 0);
     // The bytes each point must shed; only points whose need is a local maximum along the
-    // rank's order are costed (any subset of points gives a valid bound, and neighbours of a
+    // rank's order are costed (any subset of points gives a valid bound, and neighbors of a
     // peak share most of its pairs), which keeps this O(points) knapsacks -> a handful.
     const std::size_t np = pb.points();
     std::vector<std::int64_t> need_at(np, 0);
@@ -744,7 +737,7 @@ class MemoryBranchAndBound {
 [[nodiscard]] inline MemoryAssignment optimize_rank_memory(const RankMemoryProblem& problem,
                                                            const MemoryOptimizerOptions& options = {}) {
   if (!(options.gap >= 0))
-    throw Error(ErrorKind::input, "negative optimality gap", ErrorContext{{}, "MemoryOptimizerOptions::gap", ">= 0"});
+    throw input_error("negative optimality gap", {.path = "MemoryOptimizerOptions::gap", .expected = ">= 0"});
   std::vector<std::int32_t> begin{0}, pairs;
   for (const auto& pt : problem.points) {
     pairs.insert(pairs.end(), pt.begin(), pt.end());
@@ -759,12 +752,9 @@ class MemoryBranchAndBound {
 /// Throws Error{infeasible} naming the rank, the point, its bytes and the capacity when `a` is infeasible.
 inline void require_feasible(const MemoryAssignment& a, int rank, Bytes capacity) {
   if (a.feasible) return;
-  throw Error(ErrorKind::infeasible,
-              "activations do not fit even with every stage at its most frugal memory strategy: " +
+  throw infeasible_error("activations do not fit even with every stage at its most frugal memory strategy: " +
                   std::to_string(to_gib(a.violating_bytes)) + " GiB needed at the start of forward " +
-                  std::to_string(a.violating_point) + ", capacity " + std::to_string(to_gib(capacity)) + " GiB",
-              ErrorContext{{}, "rank " + std::to_string(rank) + ", forward " + std::to_string(a.violating_point),
-               "fewer stages in flight, more pipeline ranks or more device memory"});
+                  std::to_string(a.violating_point) + ", capacity " + std::to_string(to_gib(capacity)) + " GiB", {.path = "rank " + std::to_string(rank) + ", forward " + std::to_string(a.violating_point), .expected = "fewer stages in flight, more pipeline ranks or more device memory"});
 }
 
 }  // namespace pipeweaver

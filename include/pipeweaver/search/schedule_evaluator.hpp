@@ -1,6 +1,6 @@
 #pragma once
-// Scores a segment-unit order (DESIGN §2.3, the inner two phases of the search):
-//   order -> priorities -> dual-queue interleaving -> per-rank memory optimisation -> fast
+// Scores a segment-unit order (the inner two phases of the search):
+//   order -> priorities -> dual-queue interleaving -> per-rank memory optimization -> fast
 //   emulation (emulate_schedule) -> step time; score = lower_bound / step_time in (0, 1].
 //
 // StepTables holds everything the cost model says about one step (read-only once built, shared
@@ -9,8 +9,8 @@
 // StageCostCache that the caller may keep across steps), the per-pass latency of every
 // candidate, per-edge transfer times, static memory and budgets, and the lower bound.
 //
-// The interleaver runs with every pair at a base strategy — the most frugal (as DESIGN says:
-// it keeps more work in flight, and the optimiser then buys time back with the memory left) and,
+// The interleaver runs with every pair at a base strategy — the most frugal (as the DIP paper does:
+// it keeps more work in flight, and the optimizer then buys time back with the memory left) and,
 // with try_both_bases, also the fastest (no recompute at all when that fits) — and the better
 // outcome is kept. The interleaver's admission groups are microbatches, so memory pausing never
 // deadlocks when one microbatch fits. An order whose schedule cannot fit memory even at the
@@ -38,8 +38,8 @@
 #include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/partition/dip_partitioner.hpp"
 #include "pipeweaver/schedule/dual_queue_interleaver.hpp"
-#include "pipeweaver/schedule/partition.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/partition.hpp"
+#include "pipeweaver/ir/stage.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
 #include "pipeweaver/search/memory_optimizer.hpp"
 #include "pipeweaver/search/segments.hpp"
@@ -49,8 +49,8 @@ namespace pipeweaver {
 struct StepTablesOptions {
   CandidateOptions candidates{.max_candidates = 10, .selective = true, .offload = true, .max_evaluations = 120};
   /// Ablations and comparisons: when set, every stage pair gets this single strategy (given
-  /// its chunk's layer count) instead of candidate_strategies, so there is nothing to optimise
-  /// and the memory optimiser only checks that it fits (e.g. a uniform recompute setting).
+  /// its chunk's layer count) instead of candidate_strategies, so there is nothing to optimize
+  /// and the memory optimizer only checks that it fits (e.g. a uniform recompute setting).
   std::function<MemoryStrategy(int layers)> fixed_strategy;
 };
 
@@ -111,8 +111,7 @@ template <class C>
     if (s.pass == Pass::forward) continue;
     auto it = pair_by_stage.find({s.module.value(), s.chunk, s.sub_microbatch.value()});
     if (it == pair_by_stage.end())
-      throw Error(ErrorKind::invalid_plan, "backward stage node " + std::to_string(v) + " has no forward",
-                  ErrorContext{{}, "node " + std::to_string(v), "a forward node for every backward stage"});
+      throw invalid_plan_error("backward stage node " + std::to_string(v) + " has no forward", {.path = "node " + std::to_string(v), .expected = "a forward node for every backward stage"});
     t.pair_of_node[v] = it->second;
     backwards_of_pair[static_cast<std::size_t>(it->second)].push_back(static_cast<NodeIndex>(v));
   }
@@ -187,7 +186,7 @@ template <class C>
 }
 
 struct ScheduleEvaluatorOptions {
-  bool optimize_memory = true;  ///< run the per-rank memory optimiser (off: base strategies stay)
+  bool optimize_memory = true;  ///< run the per-rank memory optimizer (off: base strategies stay)
   bool try_both_bases = true;   ///< interleave at the most frugal and at the fastest strategies
   /// Per rollout the branch-and-bound gets a small node budget: the greedy warm start is
   /// usually within the gap already, and a rollout must stay cheap.
@@ -224,7 +223,7 @@ class ScheduleEvaluator {
       }
     }
     if (!(opt_.memory.gap >= 0))
-      throw Error(ErrorKind::input, "negative optimality gap", ErrorContext{{}, "MemoryOptimizerOptions::gap", ">= 0"});
+      throw input_error("negative optimality gap", {.path = "MemoryOptimizerOptions::gap", .expected = ">= 0"});
     // The fastest candidate of each list, as the solver orders them (time, then bytes, then index).
     for (const auto& list : tables.candidate_lists) {
       std::size_t f = 0;
@@ -270,10 +269,10 @@ class ScheduleEvaluator {
  private:
   // The fastest base runs first when both are tried. The frugal base then only wins with a
   // step time <= the fastest base's (ties go to the frugal base, as when it ran first), and
-  // whatever strategies the optimiser picks, its step time is at least that of its schedule
+  // whatever strategies the optimizer picks, its step time is at least that of its schedule
   // emulated at each node's smallest candidate latency (the emulation is monotone in the
   // latencies: fixed orders on ranks and links). When that bound already exceeds a feasible
-  // fastest-base result, the frugal base's memory optimisation and emulation are skipped:
+  // fastest-base result, the frugal base's memory optimization and emulation are skipped:
   // the result is the same, for about a third of the cost of a rollout.
   Evaluation evaluate(std::span<const std::int32_t> order, Evaluation* out) {
     const StepTables& t = *t_;
@@ -311,7 +310,7 @@ class ScheduleEvaluator {
     return best;
   }
 
-  // Interleaves at base `base`, optimises memory and emulates into inter_/timing_/base_feasible_.
+  // Interleaves at base `base`, optimizes memory and emulates into inter_/timing_/base_feasible_.
   // False when the interleaving is incomplete, or when the schedule at its smallest latencies
   // already takes longer than `beat` (the base cannot win; see evaluate).
   template <class Transfer>
@@ -327,7 +326,7 @@ class ScheduleEvaluator {
     }
     base_feasible_ = inter_.memory_respected;
     lat_.assign(base_latency_[base].begin(), base_latency_[base].end());
-    if (opt_.optimize_memory) base_feasible_ = optimise_memory(inter_.schedule);
+    if (opt_.optimize_memory) base_feasible_ = choose_memory_strategies(inter_.schedule);
     emulate_schedule(*t.graph, inter_.schedule, std::span<const Nanoseconds>(lat_), transfer, timing_, timing_ws_);
     return true;
   }
@@ -338,7 +337,7 @@ class ScheduleEvaluator {
   // result: the events come from the tables (no key sorting), and a rank on which every pair
   // at its fastest candidate fits at every forward start takes the fastest everywhere without
   // the solver (the solver's greedy start is then already feasible and optimal).
-  bool optimise_memory(Schedule& schedule) {
+  bool choose_memory_strategies(Schedule& schedule) {
     const StepTables& t = *t_;
     bool ok = true;
     for (std::size_t r = 0; r < schedule.ranks.size(); ++r) {
@@ -440,13 +439,13 @@ class ScheduleEvaluator {
   std::vector<Nanoseconds> lat_;
   std::vector<Nanoseconds> min_latency_;
   bool base_feasible_ = false;
-  // Tables derived once per evaluator (see optimise_memory).
+  // Tables derived once per evaluator (see choose_memory_strategies).
   std::vector<char> pair_releases_;                       ///< per pair: has a releasing backward
   std::vector<std::int64_t> fastest_bytes_;               ///< per pair: bytes of its fastest candidate
   std::vector<std::int32_t> fastest_;                     ///< per list: index of its fastest candidate
   std::vector<std::span<const StrategyCandidate>> list_span_;
   // Per-rank scratch.
-  std::vector<std::int32_t> local_of_pair_;  ///< global pair -> local index on the rank being optimised, else -1
+  std::vector<std::int32_t> local_of_pair_;  ///< global pair -> local index on the rank being optimized, else -1
   std::vector<std::int32_t> rank_pair_, choice_, live_, point_begin_, point_pairs_;
   std::vector<PairEvent> events_;
   std::vector<char> alive_;

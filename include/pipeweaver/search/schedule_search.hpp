@@ -1,5 +1,5 @@
 #pragma once
-// One step's schedule search (DESIGN §2.3): decision units and seed orders of the stage graph,
+// One step's schedule search: decision units and seed orders of the stage graph,
 // the step tables, MCTS over unit orders scored by ScheduleEvaluator (one per worker thread),
 // and the best order's schedule. The seeds (1F1B-like, interleaved-like, encoder-in-bubbles)
 // are always scored, so the result is never worse than the best of them under the same
@@ -16,8 +16,8 @@
 #include "pipeweaver/emulate/stage_cost_cache.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
-#include "pipeweaver/schedule/partition.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/partition.hpp"
+#include "pipeweaver/ir/stage.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
 #include "pipeweaver/search/mcts.hpp"
 #include "pipeweaver/search/schedule_evaluator.hpp"

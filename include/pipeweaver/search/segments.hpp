@@ -1,5 +1,5 @@
 #pragma once
-// Decision units of the segment reordering (DESIGN §2.3, issue 4 item 5).
+// Decision units of the segment reordering.
 //
 // A segment is one pass of one sub-microbatch through P consecutive chunks of a module: the
 // chunks k·P .. k·P + P − 1 (virtual index k). Symmetry pruning: the segments of one module in
@@ -26,7 +26,7 @@
 #include "pipeweaver/core/ids.hpp"
 #include "pipeweaver/core/pass.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/stage.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
 
 namespace pipeweaver {
@@ -53,7 +53,7 @@ struct SegmentUnits {
 [[nodiscard]] inline SegmentUnits segment_units(const StageGraph& graph, std::span<const SubMicrobatchSpec> sub_microbatches,
                                                 int ranks) {
   if (ranks < 1)
-    throw Error(ErrorKind::input, "pipeline of " + std::to_string(ranks) + " ranks", ErrorContext{{}, "ranks", ">= 1"});
+    throw input_error("pipeline of " + std::to_string(ranks) + " ranks", {.path = "ranks", .expected = ">= 1"});
   SegmentUnits out;
   const std::size_t n = graph.nodes.size();
   using Key = std::tuple<int, int, int, int>;  // (backward?, module, microbatch, k)
@@ -61,8 +61,7 @@ struct SegmentUnits {
   for (std::size_t v = 0; v < n; ++v) {
     const StageRef& s = graph.nodes[v].stage;
     if (s.sub_microbatch.index() >= sub_microbatches.size())
-      throw Error(ErrorKind::input, "stage node " + std::to_string(v) + " names sub-microbatch " + std::to_string(s.sub_microbatch.value()),
-                  ErrorContext{{}, "node " + std::to_string(v), "an id below " + std::to_string(sub_microbatches.size())});
+      throw input_error("stage node " + std::to_string(v) + " names sub-microbatch " + std::to_string(s.sub_microbatch.value()), {.path = "node " + std::to_string(v), .expected = "an id below " + std::to_string(sub_microbatches.size())});
     keys[v] = {Key{is_backward(s.pass) ? 1 : 0, s.module.value(), sub_microbatches[s.sub_microbatch.index()].microbatch().value(),
                    s.chunk / ranks},
                v};
@@ -97,8 +96,7 @@ struct SegmentUnits {
     for (auto b : out.successors[static_cast<std::size_t>(queue[i])])
       if (--deg[static_cast<std::size_t>(b)] == 0) queue.push_back(b);
   if (queue.size() != U)
-    throw Error(ErrorKind::invalid_plan, "the segment units of the stage graph form a cycle",
-                ErrorContext{{}, {}, "an acyclic stage graph whose chunks follow the partition (chunk c on rank c mod P)"});
+    throw invalid_plan_error("the segment units of the stage graph form a cycle", {.expected = "an acyclic stage graph whose chunks follow the partition (chunk c on rank c mod P)"});
   return out;
 }
 

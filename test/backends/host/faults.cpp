@@ -1,4 +1,4 @@
-// The fault path (issue 5): a callback that throws, or a transfer that never arrives, on one
+// The fault path: a callback that throws, or a transfer that never arrives, on one
 // rank of four stops every rank within the timeout; the caller gets Error(execution) naming
 // the rank, the action and the cause. (The lead runs these under TSan and ASan too.)
 #include <doctest/doctest.h>

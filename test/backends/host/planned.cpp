@@ -1,4 +1,4 @@
-// Execution correctness through the planner (issue 5, "What it must show"): for tiny-vlm on
+// Execution correctness through the planner: for tiny-vlm on
 // cpu-pp4 (P = 4), the gradients of one pipelined step equal those of the same samples run
 // sequentially (examples/toy_vlm's reference) within 1e-5 relative error, for the searched
 // (dip) plan from Planner::plan and for every baseline of BaselineComparison; and SGD through
@@ -12,9 +12,9 @@
 #include <pipeweaver/cost/analytic.hpp>
 #include <pipeweaver/host.hpp>
 #include <pipeweaver/io/workload_json.hpp>
-#include <pipeweaver/plan/async_planner.hpp>
-#include <pipeweaver/plan/compare.hpp>
-#include <pipeweaver/plan/planner.hpp>
+#include <pipeweaver/planner/async_planner.hpp>
+#include <pipeweaver/baselines/compare.hpp>
+#include <pipeweaver/planner/planner.hpp>
 
 #include <algorithm>
 #include <chrono>

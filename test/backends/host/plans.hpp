@@ -18,8 +18,8 @@
 #include <pipeweaver/partition/splitter.hpp>
 #include <pipeweaver/schedule/dual_queue_interleaver.hpp>
 #include <pipeweaver/schedule/lowering.hpp>
-#include <pipeweaver/schedule/plan.hpp>
-#include <pipeweaver/schedule/stage.hpp>
+#include <pipeweaver/ir/plan.hpp>
+#include <pipeweaver/ir/stage.hpp>
 #include <pipeweaver/schedule/stage_graph.hpp>
 #include <pipeweaver/schedule/validator.hpp>
 

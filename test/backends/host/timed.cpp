@@ -1,5 +1,5 @@
 // Executing a plan in emulated time (host/timed.hpp): stage callbacks that sleep for their
-// cost-model latency and a runtime whose messages arrive after their modelled transfer time.
+// cost-model latency and a runtime whose messages arrive after their modeled transfer time.
 // Truth: the emulator (emulate/emulator.hpp). Since every event of the timed run happens no
 // earlier than its emulated time, the measured step is never shorter than X × emulated; and the
 // executor's overhead per action is small, so it is not much longer either.

@@ -1,4 +1,4 @@
-// Execution correctness (issue 5): the gradients of one pipelined step of tiny-vlm on the host
+// Execution correctness: the gradients of one pipelined step of tiny-vlm on the host
 // backend (P = 4, several sub-microbatches per module) equal those of the same samples run
 // sequentially without a pipeline, and SGD through pipelined steps lowers the loss.
 #include <doctest/doctest.h>

@@ -38,13 +38,6 @@ namespace pipeweaver::detail {
   }
 }
 
-/// The same error with `file` filled in (errors from std-only validators carry no file).
-[[nodiscard]] inline Error with_file(const Error& e, std::string_view file) {
-  ErrorContext c = e.context();
-  if (c.file.empty()) c.file = std::string(file);
-  return Error(e.kind(), e.message(), std::move(c));
-}
-
 /// Parses JSON text. Malformed JSON -> Error(input) with "line L, column C" as the location;
 /// a key repeated within one object -> Error(input) at its path (the last one would silently
 /// win otherwise).
@@ -81,8 +74,7 @@ namespace pipeweaver::detail {
         std::string key = parsed.get<std::string>();
         current_key.back() = key;
         if (!stack.back().keys.insert(key).second)
-          throw Error(ErrorKind::input, "duplicate key \"" + key + "\"",
-                      {.file = std::string(source), .path = path(), .expected = "each key at most once per object"});
+          throw input_error("duplicate key \"" + key + "\"", {.file = std::string(source), .path = path(), .expected = "each key at most once per object"});
         break;
       }
       case E::object_end:
@@ -116,9 +108,7 @@ namespace pipeweaver::detail {
     std::string what = e.what();
     // "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error ..." -> the explanation
     if (auto pos = what.find(": "); pos != std::string::npos) what = what.substr(pos + 2);
-    throw Error(ErrorKind::input, "malformed JSON: " + what,
-                {.file = std::string(source), .path = "line " + std::to_string(line) + ", column " + std::to_string(column),
-                 .expected = "valid JSON"});
+    throw input_error("malformed JSON: " + what, {.file = std::string(source), .path = "line " + std::to_string(line) + ", column " + std::to_string(column), .expected = "valid JSON"});
   }
 }
 
@@ -126,17 +116,14 @@ namespace pipeweaver::detail {
 [[nodiscard]] inline std::string read_text_file(const std::filesystem::path& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
-    throw Error(ErrorKind::input, "is a directory, not a file",
-                {.file = path.string(), .path = {}, .expected = "a readable JSON file"});
+    throw input_error("is a directory, not a file", {.file = path.string(), .expected = "a readable JSON file"});
   std::ifstream in(path, std::ios::binary);
   if (!in)
-    throw Error(ErrorKind::input, "cannot open the file",
-                {.file = path.string(), .path = {}, .expected = "a readable JSON file"});
+    throw input_error("cannot open the file", {.file = path.string(), .expected = "a readable JSON file"});
   std::ostringstream ss;
   ss << in.rdbuf();
   if (in.bad())
-    throw Error(ErrorKind::input, "cannot read the file",
-                {.file = path.string(), .path = {}, .expected = "a readable JSON file"});
+    throw input_error("cannot read the file", {.file = path.string(), .expected = "a readable JSON file"});
   return std::move(ss).str();
 }
 
@@ -232,7 +219,7 @@ class CheckedObject {
   }
 
   [[noreturn]] void fail_at(const std::string& p, std::string message, std::string expected) const {
-    throw Error(ErrorKind::input, std::move(message), {.file = file_, .path = p, .expected = std::move(expected)});
+    throw input_error(std::move(message), {.file = file_, .path = p, .expected = std::move(expected)});
   }
   [[noreturn]] void fail(std::string_view key, std::string message, std::string expected) const {
     fail_at(child_path(key), std::move(message), std::move(expected));

@@ -26,9 +26,8 @@ class InProcessBroadcast {
   /// arrive within the timeout (a later call is then undefined: the group is broken).
   void operator()(std::vector<std::byte>& bytes, RankId rank, RankId root) {
     if (!rank.valid() || rank.value() >= ranks_ || !root.valid() || root.value() >= ranks_)
-      throw Error(ErrorKind::input, "broadcast between " + std::to_string(ranks_) + " ranks called with rank " +
-                                        std::to_string(rank.value()) + " and root " + std::to_string(root.value()),
-                  {.file = {}, .path = {}, .expected = "ranks and root in 0 .. " + std::to_string(ranks_ - 1)});
+      throw input_error("broadcast between " + std::to_string(ranks_) + " ranks called with rank " +
+                                        std::to_string(rank.value()) + " and root " + std::to_string(root.value()), {.expected = "ranks and root in 0 .. " + std::to_string(ranks_ - 1)});
     std::unique_lock lk(mu_);
     const auto deadline = std::chrono::steady_clock::now() + timeout_;
     const std::uint64_t generation = generation_;
@@ -53,8 +52,7 @@ class InProcessBroadcast {
 
  private:
   [[nodiscard]] Error timeout(const std::string& what) const {
-    return Error(ErrorKind::execution, "in-process broadcast timed out: " + what,
-                 {.file = {}, .path = {}, .expected = "all " + std::to_string(ranks_) + " ranks to call it within " +
+    return execution_error("in-process broadcast timed out: " + what, {.expected = "all " + std::to_string(ranks_) + " ranks to call it within " +
                                                           std::to_string(timeout_.count()) + " ms"});
   }
 

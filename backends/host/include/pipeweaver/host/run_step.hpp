@@ -24,7 +24,7 @@
 #include "pipeweaver/execute/stage_io.hpp"
 #include "pipeweaver/host/runtime.hpp"
 #include "pipeweaver/model/model_spec.hpp"
-#include "pipeweaver/schedule/plan.hpp"
+#include "pipeweaver/ir/plan.hpp"
 
 namespace pipeweaver::host {
 
@@ -46,7 +46,7 @@ class HostExecutor {
   void run(const Plan& plan, const ModelSpec& model, C& callbacks) {
     const int ranks = plan.rank_count();
     if (ranks <= 0)
-      throw Error(ErrorKind::input, "plan '" + plan.name + "' has no ranks", {.file = {}, .path = "ranks", .expected = "at least one rank"});
+      throw input_error("plan '" + plan.name + "' has no ranks", {.path = "ranks", .expected = "at least one rank"});
     if (!world_ || world_->rank_count() != ranks) {
       executors_.clear();
       runtimes_.clear();

@@ -240,10 +240,8 @@ class HostRuntime {
         return world_->aborted() || !ch.posted.empty() || ch.buffered.size() < capacity;
       });
       if (!room)
-        throw Error(ErrorKind::execution,
-                    "send of transfer " + std::to_string(t.value()) + " to rank " + std::to_string(peer.value()) +
-                        " found the channel full for " + std::to_string(o.timeout.count()) + " ms",
-                    {.file = {}, .path = {}, .expected = "the receiver to post its receives"});
+        throw execution_error("send of transfer " + std::to_string(t.value()) + " to rank " + std::to_string(peer.value()) +
+                        " found the channel full for " + std::to_string(o.timeout.count()) + " ms", {.expected = "the receiver to post its receives"});
     }
   }
 
@@ -274,21 +272,15 @@ class HostRuntime {
     const bool arrived = ch.cv.wait_for(lk, timeout, [&] { return r.done || world_->aborted(); });
     if (!r.done) {
       if (arrived) throw cancelled();
-      throw Error(ErrorKind::execution,
-                  "transfer " + std::to_string(t.value()) + " from rank " + std::to_string(peer.value()) +
-                      " did not arrive within " + std::to_string(timeout.count()) + " ms",
-                  {.file = {}, .path = {}, .expected = "the sender to send it"});
+      throw execution_error("transfer " + std::to_string(t.value()) + " from rank " + std::to_string(peer.value()) +
+                      " did not arrive within " + std::to_string(timeout.count()) + " ms", {.expected = "the sender to send it"});
     }
     if (r.arrived)
-      throw Error(ErrorKind::execution,
-                  "transfer " + std::to_string(r.arrived->value()) + " arrived from rank " + std::to_string(peer.value()) +
-                      " where transfer " + std::to_string(t.value()) + " was expected (a message was lost or reordered)",
-                  {.file = {}, .path = {}, .expected = "transfers on a link in the order of the plan"});
+      throw execution_error("transfer " + std::to_string(r.arrived->value()) + " arrived from rank " + std::to_string(peer.value()) +
+                      " where transfer " + std::to_string(t.value()) + " was expected (a message was lost or reordered)", {.expected = "transfers on a link in the order of the plan"});
     if (r.arrived_bytes != r.dst.size())
-      throw Error(ErrorKind::execution,
-                  "transfer " + std::to_string(t.value()) + " from rank " + std::to_string(peer.value()) + " carried " +
-                      std::to_string(r.arrived_bytes) + " bytes",
-                  {.file = {}, .path = {}, .expected = std::to_string(r.dst.size()) + " bytes (same buffer sizes on both ranks)"});
+      throw execution_error("transfer " + std::to_string(t.value()) + " from rank " + std::to_string(peer.value()) + " carried " +
+                      std::to_string(r.arrived_bytes) + " bytes", {.expected = std::to_string(r.dst.size()) + " bytes (same buffer sizes on both ranks)"});
   }
 
   void abort(std::string_view why) noexcept { world_->abort(rank_, why); }
@@ -300,7 +292,7 @@ class HostRuntime {
     void operator()(std::byte* p) const noexcept { ::operator delete(p, std::align_val_t{alignment}); }
   };
   [[nodiscard]] Error cancelled() const {
-    return Error(ErrorKind::cancelled, "stopped because another rank failed: " + world_->abort_reason());
+    return cancelled_error("stopped because another rank failed: " + world_->abort_reason());
   }
 
   World* world_;

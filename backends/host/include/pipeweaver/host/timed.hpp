@@ -1,5 +1,5 @@
 #pragma once
-// Executing a plan in emulated time on the host backend (DESIGN §4 "emulator fidelity"): stage
+// Executing a plan in emulated time on the host backend: stage
 // callbacks that sleep for the cost model's latency of each stage, and a runtime whose messages
 // arrive after the cost model's transfer time, both scaled by the same factor X. A step run this
 // way lasts X × its emulated step time plus whatever the executor, the rank threads and the OS
@@ -12,7 +12,7 @@
 //    the link's previous transfer) and arrives X·transfer_time(bytes) after its start; a Wait
 //    returns no earlier than that arrival. The message itself goes through the host channel at
 //    once: its bytes are what the executor's buffers hold, which the caller sizes (the plan's
-//    byte counts are modelled as link time, not copied; give the executor a few bytes per item).
+//    byte counts are modeled as link time, not copied; give the executor a few bytes per item).
 // Every event therefore happens no earlier than X times its emulated time (measured >= X ·
 // emulated, up to the clock's resolution), and the excess is real overhead along the critical
 // path: thread wake-ups, sleep overshoot, the executor's bookkeeping.
@@ -51,8 +51,8 @@
 #include "pipeweaver/execute/runtime.hpp"
 #include "pipeweaver/execute/stage_io.hpp"
 #include "pipeweaver/host/runtime.hpp"
-#include "pipeweaver/schedule/plan.hpp"
-#include "pipeweaver/schedule/stage.hpp"
+#include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/stage.hpp"
 
 namespace pipeweaver::host {
 
@@ -87,7 +87,7 @@ inline void reduce_timer_slack() noexcept {
   return std::chrono::nanoseconds{static_cast<std::int64_t>(std::llround(static_cast<double>(d.count()) * scale))};
 }
 
-/// Modelled link times of one step, shared by the ranks (see the header comment).
+/// Modeled link times of one step, shared by the ranks (see the header comment).
 class LinkClocks {
  public:
   explicit LinkClocks(int ranks) : ranks_(static_cast<std::size_t>(std::max(ranks, 0))) {
@@ -108,7 +108,7 @@ class LinkClocks {
   }
 
   /// Sender side: the transfer leaves now (or when its link is free) and arrives after its
-  /// modelled duration.
+  /// modeled duration.
   void sent(RankId from, RankId to, TransferId t) {
     Rank& me = ranks_[from.index()];
     auto& free = me.link_free[to.index()];
@@ -118,7 +118,7 @@ class LinkClocks {
     me.arrival[t.index()].store(arrival.time_since_epoch().count(), std::memory_order_release);
   }
 
-  /// Receiver side, after the channel delivered the transfer: its modelled arrival time.
+  /// Receiver side, after the channel delivered the transfer: its modeled arrival time.
   [[nodiscard]] TimedClock::time_point arrival(RankId from, TransferId t) const {
     const auto ns = ranks_.at(from.index()).arrival.at(t.index()).load(std::memory_order_acquire);
     return TimedClock::time_point{TimedClock::duration{ns}};
@@ -129,13 +129,13 @@ class LinkClocks {
  private:
   struct Rank {
     std::vector<std::chrono::nanoseconds> duration;          // per transfer this rank sends
-    std::vector<std::atomic<std::int64_t>> arrival;          // per transfer: modelled arrival (ns since epoch)
+    std::vector<std::atomic<std::int64_t>> arrival;          // per transfer: modeled arrival (ns since epoch)
     std::vector<TimedClock::time_point> link_free;           // per peer: arrival of the last transfer sent
   };
   std::vector<Rank> ranks_;
 };
 
-/// HostRuntime whose messages arrive at their modelled time (see the header comment).
+/// HostRuntime whose messages arrive at their modeled time (see the header comment).
 class TimedRuntime {
  public:
   using queue_type = HostRuntime::queue_type;
@@ -242,15 +242,11 @@ class SleepingCallbacks {
   void sleep(const StageSpec& stage) {
     const auto start = TimedClock::now();
     if (next_ >= expected_.size())
-      throw Error(ErrorKind::execution, "more stage calls than the rank's plan lists (" + std::to_string(expected_.size()) + ")",
-                  {.file = {}, .path = "rank " + std::to_string(stage.rank().value()), .expected = "prepare() with the plan being run"});
+      throw execution_error("more stage calls than the rank's plan lists (" + std::to_string(expected_.size()) + ")", {.path = "rank " + std::to_string(stage.rank().value()), .expected = "prepare() with the plan being run"});
     const Expected& e = expected_[next_++];
     if (e.module != stage.module() || e.chunk != stage.chunk() || e.pass != stage.pass())
-      throw Error(ErrorKind::execution,
-                  "stage call " + std::to_string(next_ - 1) + " is module " + std::to_string(stage.module().value()) + " chunk " +
-                      std::to_string(stage.chunk()) + " pass " + std::string(to_string(stage.pass())),
-                  {.file = {}, .path = "rank " + std::to_string(stage.rank().value()),
-                   .expected = "module " + std::to_string(e.module.value()) + " chunk " + std::to_string(e.chunk) + " pass " +
+      throw execution_error("stage call " + std::to_string(next_ - 1) + " is module " + std::to_string(stage.module().value()) + " chunk " +
+                      std::to_string(stage.chunk()) + " pass " + std::string(to_string(stage.pass())), {.path = "rank " + std::to_string(stage.rank().value()), .expected = "module " + std::to_string(e.module.value()) + " chunk " + std::to_string(e.chunk) + " pass " +
                                std::string(to_string(e.pass)) + " (the plan's order)"});
     std::this_thread::sleep_until(start + e.duration);
   }

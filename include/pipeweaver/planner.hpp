@@ -1,0 +1,6 @@
+#pragma once
+// Umbrella header for planner/: the Planner facade, asynchronous planning with fallback, plan results and plan broadcast hooks.
+#include "pipeweaver/planner/async_planner.hpp"
+#include "pipeweaver/planner/broadcast_hook.hpp"
+#include "pipeweaver/planner/plan_result.hpp"
+#include "pipeweaver/planner/planner.hpp"

@@ -1,0 +1,403 @@
+#pragma once
+// Asynchronous planning: while step k executes, background
+// threads search the plans of the next steps from their batch metadata; next() hands out the
+// plans in submission order, and when a search is not done in time it uses the planner's
+// fallback (the best baseline for that batch) instead, reports it and cancels the search.
+//
+// Usage (a trainer, one thread):
+//   AsyncPlanner planner{my_planner, {.threads = 2, .lookahead = 2, ...}};
+//   planner.submit(batch[0]);                       // during initialization
+//   for (int k = 0; k < steps; ++k) {
+//     if (k + 1 < steps) planner.submit(batch[k + 1]);  // searched while step k runs
+//     PlanResult r = planner.next();                // plan of step k (r.fallback says how)
+//     execute(r.plan);
+//   }
+// With lookahead L, at most L batches may be outstanding (submitted and not yet returned by
+// next()); overlapping step k with the search of step k+1 needs L >= 2.
+//
+// Choices:
+//  * submit() beyond the lookahead THROWS Error(input) rather than blocking: the only thing
+//    that frees a slot is next(), normally called by the same thread, so blocking would
+//    deadlock a single-threaded trainer.
+//  * next() on an unfinished search waits up to `grace`, then uses the fallback (grace 0: at
+//    once; wait_forever: never falls back). The search is then cancelled through its
+//    SearchControl and its result, if any, discarded.
+//  * A planner exception reaches the caller of next() for that batch, as pipeweaver::Error
+//    naming the step (an Error keeps its kind, anything else becomes ErrorKind::execution);
+//    later batches are unaffected. A fallback that throws is reported the same way. With a
+//    broadcast hook, every next() that throws (misuse and cancellation included) first sends
+//    the other ranks a failure notice, so they never wait for a plan that will not come.
+//  * cancel() (and the destructor) requests stop on every search, discards all outstanding
+//    work and joins the threads; afterwards submit()/next() throw Error(cancelled). It returns
+//    as soon as every running plan() call returns, so planners must poll SearchControl.
+//
+// Requirements on the planner P: plan() and fallback() are called on a `const P&` from several
+// threads at once (plan() from every background thread, fallback() from the caller of next()),
+// so they must be safe to run concurrently (a shared cache needs its own lock). plan() must
+// return soon after control.stop_requested() becomes true. Do not call cancel() from plan().
+//
+// Thread safety of AsyncPlanner: submit() and next() from one thread at a time; cancel(),
+// stats() and outstanding() from any thread.
+// std-only.
+#include <chrono>
+#include <concepts>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/units.hpp"
+#include "pipeweaver/data/batch.hpp"
+#include "pipeweaver/planner/broadcast_hook.hpp"
+#include "pipeweaver/planner/plan_result.hpp"
+
+namespace pipeweaver {
+
+/// What a search sees of the outside world: a cancellation request (the AsyncPlanner gave up on
+/// it, or is shutting down) and an optional deadline. A default-constructed control never
+/// stops (for synchronous use).
+class SearchControl {
+ public:
+  using clock = std::chrono::steady_clock;
+
+  SearchControl() = default;
+  explicit SearchControl(std::stop_token token, clock::time_point deadline = clock::time_point::max(),
+                         std::int64_t step = -1) noexcept
+      : token_(std::move(token)), deadline_(deadline), step_(step) {}
+
+  /// Someone asked the search to stop.
+  [[nodiscard]] bool cancelled() const noexcept { return token_.stop_requested(); }
+  /// The deadline, if any, has passed.
+  [[nodiscard]] bool deadline_passed() const noexcept {
+    return deadline_ != clock::time_point::max() && clock::now() >= deadline_;
+  }
+  /// The search should return now with the best it has (cancelled or out of time).
+  [[nodiscard]] bool stop_requested() const noexcept { return cancelled() || deadline_passed(); }
+  /// clock::time_point::max() when there is none.
+  [[nodiscard]] clock::time_point deadline() const noexcept { return deadline_; }
+  /// For std::stop_callback or condition_variable_any waits.
+  [[nodiscard]] std::stop_token stop_token() const noexcept { return token_; }
+  /// The step (submission index) this search is for; -1 outside an AsyncPlanner.
+  [[nodiscard]] std::int64_t step() const noexcept { return step_; }
+
+  /// Sleeps for up to `d`, waking early when stop is requested or the deadline passes.
+  /// Returns !stop_requested().
+  bool sleep_for(std::chrono::nanoseconds d) const {
+    auto until = clock::now() + d;
+    if (deadline_ < until) until = deadline_;
+    std::mutex m;
+    std::condition_variable_any cv;
+    std::unique_lock lk(m);
+    cv.wait_until(lk, token_, until, [] { return false; });
+    return !stop_requested();
+  }
+
+ private:
+  std::stop_token token_;
+  clock::time_point deadline_ = clock::time_point::max();
+  std::int64_t step_ = -1;
+};
+
+/// P searches a batch's plan under a SearchControl.
+template <class P>
+concept SearchingPlanner = requires(const P& p, const Batch& b, const SearchControl& c) {
+  { p.plan(b, c) } -> std::convertible_to<PlanResult>;
+};
+
+/// P has a fast fallback for a batch (the best baseline), used when the search is late.
+template <class P>
+concept FallbackPlanner = requires(const P& p, const Batch& b) {
+  { p.fallback(b) } -> std::convertible_to<PlanResult>;
+};
+
+/// What AsyncPlanner drives.
+template <class P>
+concept BatchPlanner = SearchingPlanner<P> && FallbackPlanner<P>;
+
+struct AsyncPlannerOptions {
+  /// A `grace` that never gives up on a search (next() always waits; no fallback).
+  static constexpr Nanoseconds wait_forever = Nanoseconds::max();
+
+  int threads = 1;    ///< background planning threads, >= 1
+  int lookahead = 2;  ///< max batches outstanding (submitted, not yet returned by next()), >= 1
+  /// How long next() waits for an unfinished search before using the fallback.
+  Nanoseconds grace{0};
+  /// Deadline of each search, from the moment it starts, seen through SearchControl
+  /// (max(): none; the planner's own budget still applies).
+  Nanoseconds search_budget = Nanoseconds::max();
+  /// When set, next() broadcasts each plan it returns (or, on error, a failure notice) through
+  /// this hook, bound to the root rank; the other ranks call receive_plan().
+  BroadcastHook broadcast;
+};
+
+struct AsyncPlannerStats {
+  std::int64_t submitted = 0;
+  std::int64_t plans_ready_in_time = 0;  ///< search done when next() was called
+  std::int64_t plans_after_wait = 0;     ///< search finished while next() waited (within grace)
+  std::int64_t fallbacks = 0;            ///< search not done within grace: fallback used
+  std::int64_t failures = 0;             ///< next() threw (planner or fallback error)
+  Nanoseconds waited{0};                 ///< total time next() spent waiting for searches
+  Nanoseconds last_wait{0};              ///< time the last next() spent waiting
+};
+
+template <BatchPlanner P>
+class AsyncPlanner {
+ public:
+  explicit AsyncPlanner(P planner, AsyncPlannerOptions options = {})
+      : planner_(std::move(planner)), options_(std::move(options)) {
+    if (options_.threads < 1)
+      throw input_error("AsyncPlanner threads = " + std::to_string(options_.threads), {.path = "AsyncPlannerOptions::threads", .expected = "at least 1"});
+    if (options_.lookahead < 1)
+      throw input_error("AsyncPlanner lookahead = " + std::to_string(options_.lookahead), {.path = "AsyncPlannerOptions::lookahead", .expected = "at least 1"});
+    if (options_.grace < Nanoseconds{0} || options_.search_budget < Nanoseconds{0})
+      throw input_error("AsyncPlanner grace or search_budget is negative", {.path = "AsyncPlannerOptions", .expected = "durations >= 0"});
+    try {
+      workers_.reserve(static_cast<std::size_t>(options_.threads));
+      for (int i = 0; i < options_.threads; ++i) workers_.emplace_back([this] { work(); });
+    } catch (...) {
+      cancel();
+      throw;
+    }
+  }
+
+  AsyncPlanner(const AsyncPlanner&) = delete;
+  AsyncPlanner& operator=(const AsyncPlanner&) = delete;
+  ~AsyncPlanner() { cancel(); }
+
+  /// Enqueues the search of the next step's plan; returns its step number (0, 1, ... in
+  /// submission order). Throws Error(input) when `lookahead` batches are already outstanding,
+  /// Error(cancelled) after cancel().
+  std::int64_t submit(Batch batch) {
+    std::shared_ptr<Job> job;
+    {
+      std::lock_guard lk(mu_);
+      if (shutdown_) throw use_after_cancel("submit");
+      if (outstanding_.size() >= static_cast<std::size_t>(options_.lookahead))
+        throw input_error("submit: " + std::to_string(outstanding_.size()) + " batches are already outstanding", {.path = "step " + std::to_string(next_step_), .expected = "at most lookahead = " + std::to_string(options_.lookahead) +
+                                 " batches submitted and not yet taken by next(); call next() first"});
+      job = std::make_shared<Job>(next_step_++, std::move(batch));
+      outstanding_.push_back(job);
+      pending_.push_back(job);
+      ++stats_.submitted;
+    }
+    work_cv_.notify_one();
+    return job->step;
+  }
+
+  /// The plan of the oldest outstanding batch (see the header comment for waiting, fallback and
+  /// errors). Throws Error(input) when nothing is outstanding, Error(cancelled) after cancel().
+  PlanResult next() {
+    std::shared_ptr<Job> job;
+    bool done = false;
+    // Errors found before there is a step to plan still reach the other ranks (as a failure
+    // notice), so that they stop at once instead of waiting out the broadcast's timeout; the
+    // notice goes out after the lock is released (a hook may block on the other ranks).
+    std::optional<Error> early;
+    {
+      std::unique_lock lk(mu_);
+      if (shutdown_) {
+        early = use_after_cancel("next");
+      } else if (outstanding_.empty()) {
+        early = input_error("next() called with no batch outstanding", {.path = "step " + std::to_string(next_step_), .expected = "a submit() before each next()"});
+      } else {
+        job = outstanding_.front();
+        const bool ready_at_call = job->finished;
+        const auto t0 = SearchControl::clock::now();
+        if (!ready_at_call) {
+          const auto ready = [&] { return job->finished || shutdown_; };
+          if (unbounded(options_.grace))
+            done_cv_.wait(lk, ready);
+          else
+            done_cv_.wait_for(lk, std::chrono::nanoseconds(options_.grace.count()), ready);
+        }
+        if (shutdown_) {
+          early = use_after_cancel("next");
+        } else {
+          const Nanoseconds waited{
+              std::chrono::duration_cast<std::chrono::nanoseconds>(SearchControl::clock::now() - t0).count()};
+          stats_.last_wait = ready_at_call ? Nanoseconds{0} : waited;
+          stats_.waited += stats_.last_wait;
+          outstanding_.pop_front();
+          done = job->finished;
+          if (!done) {  // give up on the search: it stops, and whatever it returns is discarded
+            job->abandoned = true;
+            job->stop.request_stop();
+            std::erase(pending_, job);
+            ++stats_.fallbacks;
+          } else if (!job->error) {
+            ++(ready_at_call ? stats_.plans_ready_in_time : stats_.plans_after_wait);
+          }
+        }
+      }
+    }
+    if (early) {
+      if (options_.broadcast) {
+        try {
+          send_planning_failure(options_.broadcast);
+        } catch (...) {  // the caller needs the original error; the others time out instead
+        }
+      }
+      throw *early;
+    }
+
+    std::optional<PlanResult> result;
+    std::exception_ptr error;
+    if (done) {
+      if (job->error) error = job->error;
+      else result = std::move(*job->result);
+    } else {
+      try {
+        result.emplace(planner_.fallback(job->batch));
+        result->fallback = true;
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    if (error) {
+      {
+        std::lock_guard lk(mu_);
+        ++stats_.failures;
+      }
+      if (options_.broadcast) {
+        // The other ranks must learn that this step has no plan; if even that fails, the
+        // planner's error is still the one the caller needs (the others' broadcast times out).
+        try {
+          send_planning_failure(options_.broadcast);
+        } catch (...) {
+        }
+      }
+      rethrow_naming_step(error, job->step, done ? "planner" : "fallback planner");
+    }
+    if (options_.broadcast) send_plan(options_.broadcast, result->plan);
+    return std::move(*result);
+  }
+
+  /// Stops every search, discards all outstanding work and joins the background threads.
+  /// Idempotent; safe from any thread except a planner's own plan().
+  void cancel() noexcept {
+    std::lock_guard join_lock(join_mu_);  // a second caller returns only once the threads are joined
+    std::vector<std::thread> workers;
+    {
+      std::lock_guard lk(mu_);
+      shutdown_ = true;
+      for (auto& job : outstanding_) {
+        job->abandoned = true;
+        job->stop.request_stop();
+      }
+      outstanding_.clear();
+      pending_.clear();
+      workers = std::move(workers_);
+      workers_.clear();
+    }
+    work_cv_.notify_all();
+    done_cv_.notify_all();
+    for (auto& w : workers)
+      if (w.joinable()) w.join();
+  }
+
+  [[nodiscard]] AsyncPlannerStats stats() const {
+    std::lock_guard lk(mu_);
+    return stats_;
+  }
+  /// Batches submitted and not yet returned by next().
+  [[nodiscard]] int outstanding() const {
+    std::lock_guard lk(mu_);
+    return static_cast<int>(outstanding_.size());
+  }
+  [[nodiscard]] const AsyncPlannerOptions& options() const noexcept { return options_; }
+  [[nodiscard]] const P& planner() const noexcept { return planner_; }
+
+ private:
+  struct Job {
+    Job(std::int64_t s, Batch b) : step(s), batch(std::move(b)) {}
+    const std::int64_t step;
+    const Batch batch;  // read concurrently by the search and by the fallback; never written
+    std::stop_source stop;
+    // Guarded by mu_:
+    bool finished = false;   // plan() returned or threw
+    bool abandoned = false;  // next() or cancel() gave up on it
+    std::optional<PlanResult> result;
+    std::exception_ptr error;
+  };
+
+  // Durations beyond ~70 years count as unbounded (and would overflow a time_point).
+  static bool unbounded(Nanoseconds d) noexcept { return d.count() >= (std::int64_t{1} << 61); }
+
+  static Error use_after_cancel(const char* call) {
+    return pipeweaver::cancelled_error(std::string(call) + "() called after the AsyncPlanner was cancelled", {.expected = "no use after cancel()"});
+  }
+
+  [[noreturn]] static void rethrow_naming_step(std::exception_ptr error, std::int64_t step, const std::string& who) {
+    const std::string where = "step " + std::to_string(step);
+    try {
+      std::rethrow_exception(error);
+    } catch (const Error& e) {
+      const auto& c = e.context();
+      throw Error(e.kind(), who + " failed: " + e.message(),
+                  {.file = c.file, .path = c.path.empty() ? where : where + ", " + c.path, .expected = c.expected});
+    } catch (const std::exception& e) {
+      throw execution_error(who + " failed: " + e.what(), {.path = where});
+    } catch (...) {
+      throw execution_error(who + " failed with a non-standard exception", {.path = where});
+    }
+  }
+
+  void work() {
+    std::unique_lock lk(mu_);
+    for (;;) {
+      work_cv_.wait(lk, [&] { return shutdown_ || !pending_.empty(); });
+      if (shutdown_) return;
+      std::shared_ptr<Job> job = std::move(pending_.front());
+      pending_.pop_front();
+      if (job->abandoned) continue;
+      const auto start = SearchControl::clock::now();
+      auto deadline = SearchControl::clock::time_point::max();
+      if (!unbounded(options_.search_budget))
+        deadline = start + std::chrono::nanoseconds(options_.search_budget.count());
+      const SearchControl control(job->stop.get_token(), deadline, job->step);
+      lk.unlock();
+
+      std::optional<PlanResult> result;
+      std::exception_ptr error;
+      try {
+        result.emplace(planner_.plan(job->batch, control));
+      } catch (...) {
+        error = std::current_exception();
+      }
+
+      lk.lock();
+      if (job->abandoned) continue;  // next() already used the fallback, or cancel() ran
+      job->result = std::move(result);
+      job->error = error;
+      job->finished = true;
+      done_cv_.notify_all();
+    }
+  }
+
+  const P planner_;
+  const AsyncPlannerOptions options_;
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;  // pending_ grew, or shutdown
+  std::condition_variable done_cv_;  // a job finished, or shutdown
+  std::deque<std::shared_ptr<Job>> outstanding_;  // submitted, not yet returned by next(); in order
+  std::deque<std::shared_ptr<Job>> pending_;      // submitted, not yet started; in order
+  std::int64_t next_step_ = 0;
+  bool shutdown_ = false;
+  AsyncPlannerStats stats_;
+
+  std::mutex join_mu_;
+  std::vector<std::thread> workers_;  // last member: started after everything else exists
+};
+
+}  // namespace pipeweaver

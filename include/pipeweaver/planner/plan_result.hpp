@@ -1,0 +1,24 @@
+#pragma once
+// What a planner hands back for one step: the plan and how it was obtained.
+// Produced by the Planner facade (searched plan), by a planner's fallback (best baseline) and
+// passed through by the AsyncPlanner, which sets `fallback` when it had to use the fallback.
+// std-only.
+#include <cstdint>
+#include <string>
+
+#include "pipeweaver/core/units.hpp"
+#include "pipeweaver/ir/plan.hpp"
+
+namespace pipeweaver {
+
+struct PlanResult {
+  Plan plan;
+  Nanoseconds step_time{0};    ///< emulated step time of `plan`
+  Nanoseconds lower_bound{0};  ///< a lower bound on any plan's step time for this batch
+  Nanoseconds search_time{0};  ///< wall-clock time spent finding `plan`
+  std::int64_t iterations = 0; ///< MCTS iterations (expansions, each with several rollouts); 0 for a baseline
+  bool fallback = false;       ///< true when the searched plan was not ready and a fallback was used
+  std::string source;          ///< what produced it: "dip", "1f1b", "interleaved-1f1b", ...
+};
+
+}  // namespace pipeweaver

@@ -1,0 +1,141 @@
+cmake_minimum_required(VERSION 3.25)
+# cmake -D ROOT=<source tree> -P check_layering.cmake
+#
+# The layering check of the test preset. Reads the layer order from ROOT/docs/architecture.md
+# (the numbered list between "<!-- layers begin -->" and "<!-- layers end -->": each line names
+# one layer's folders in backticks, lowest layer first) and fails, naming the files, when
+#  * a header includes a pipeweaver header of a higher layer, or of another folder of its own
+#    layer (folders of one layer are independent);
+#  * a header of a std-only layer (every layer up to the one whose line says "the last std-only
+#    layer") includes nlohmann-json, range-v3, CUDA, NCCL, CLI11 or fmt;
+#  * a folder's umbrella header (pipeweaver/<folder>.hpp) misses a header of the folder (headers
+#    under detail/ are internals and need not be listed);
+#  * a file of the repository cites something a clone does not have: a design-brief section
+#    ("DESIGN §"), an issue number ("issue N"), or the "../shared" directory.
+# Headers are include/pipeweaver/** and backends/*/include/pipeweaver/**; a header's folder is
+# the first path component under pipeweaver/ (detail/ folders belong to their parent).
+if(DEFINED ROOT)
+  get_filename_component(ROOT "${ROOT}" ABSOLUTE)
+endif()
+if(NOT DEFINED ROOT)
+  message(FATAL_ERROR "usage: cmake -D ROOT=<source tree> -P check_layering.cmake")
+endif()
+
+# --- the layer order ---------------------------------------------------------------------------
+file(READ "${ROOT}/docs/architecture.md" doc)
+string(FIND "${doc}" "<!-- layers begin -->" begin)
+string(FIND "${doc}" "<!-- layers end -->" end)
+if(begin LESS 0 OR end LESS begin)
+  message(FATAL_ERROR "layering: ${ROOT}/docs/architecture.md has no '<!-- layers begin -->' ... '<!-- layers end -->' list")
+endif()
+math(EXPR len "${end} - ${begin}")
+string(SUBSTRING "${doc}" ${begin} ${len} block)
+string(REPLACE "\n" ";" lines "${block}")
+set(layer 0)
+set(std_only_top -1)
+set(folders)
+foreach(line IN LISTS lines)
+  if(NOT line MATCHES "^[0-9]+\\. ")
+    continue()
+  endif()
+  math(EXPR layer "${layer} + 1")
+  string(REGEX MATCHALL "`[a-z_]+/`" names "${line}")
+  foreach(n IN LISTS names)
+    string(REGEX REPLACE "[`/]" "" n "${n}")
+    set(layer_of_${n} ${layer})
+    list(APPEND folders ${n})
+  endforeach()
+  if(line MATCHES "the last std-only layer")
+    set(std_only_top ${layer})
+  endif()
+endforeach()
+if(NOT folders)
+  message(FATAL_ERROR "layering: the layer list in ${ROOT}/docs/architecture.md names no folders")
+endif()
+
+set(problems)
+
+# --- headers and their includes ----------------------------------------------------------------
+file(GLOB_RECURSE headers LIST_DIRECTORIES false
+  "${ROOT}/include/pipeweaver/*.hpp" "${ROOT}/backends/*/include/pipeweaver/*.hpp")
+foreach(h IN LISTS headers)
+  file(RELATIVE_PATH rel "${ROOT}" "${h}")
+  string(REGEX REPLACE "^.*include/pipeweaver/" "" sub "${h}")
+  if(sub MATCHES "^([a-z_]+)/")
+    set(folder "${CMAKE_MATCH_1}")
+    set(umbrella FALSE)
+  else()
+    string(REGEX REPLACE "\\.hpp$" "" folder "${sub}")
+    set(umbrella TRUE)
+  endif()
+  if(NOT DEFINED layer_of_${folder})
+    if(umbrella)
+      continue()  # whole-library umbrellas (pipeweaver.hpp, pipeweaver_core.hpp) sit above every layer
+    endif()
+    list(APPEND problems "${rel}: its folder '${folder}/' is in no layer of docs/architecture.md")
+    continue()
+  endif()
+  set(mine ${layer_of_${folder}})
+  file(STRINGS "${h}" includes REGEX "^[ \t]*#[ \t]*include[ \t]*[<\"]")
+  set(listed)
+  foreach(inc IN LISTS includes)
+    string(REGEX REPLACE "^[ \t]*#[ \t]*include[ \t]*[<\"]([^>\"]+)[>\"].*$" "\\1" target "${inc}")
+    if(target MATCHES "^pipeweaver/([a-z_]+)/")
+      set(tf "${CMAKE_MATCH_1}")
+      list(APPEND listed "${target}")
+    elseif(target MATCHES "^pipeweaver/([a-z_]+)\\.hpp$")
+      set(tf "${CMAKE_MATCH_1}")
+    else()
+      if(mine LESS_EQUAL std_only_top AND target MATCHES "^(nlohmann/|range/|cuda|nccl|CLI/|fmt/)")
+        list(APPEND problems "${rel} (std-only layer '${folder}/') includes <${target}>")
+      endif()
+      continue()
+    endif()
+    if(NOT DEFINED layer_of_${tf})
+      list(APPEND problems "${rel} includes ${target}, whose folder '${tf}/' is in no layer")
+      continue()
+    endif()
+    set(theirs ${layer_of_${tf}})
+    if(theirs GREATER mine)
+      list(APPEND problems "${rel} (layer '${folder}/') includes ${target} (layer '${tf}/', higher)")
+    elseif(theirs EQUAL mine AND NOT tf STREQUAL folder)
+      list(APPEND problems "${rel} (layer '${folder}/') includes ${target} (folder '${tf}/' of the same layer; folders of a layer are independent)")
+    endif()
+  endforeach()
+  if(umbrella)
+    get_filename_component(dir "${h}" DIRECTORY)
+    file(GLOB members LIST_DIRECTORIES false "${dir}/${folder}/*.hpp")
+    foreach(m IN LISTS members)
+      get_filename_component(name "${m}" NAME)
+      if(NOT "pipeweaver/${folder}/${name}" IN_LIST listed)
+        list(APPEND problems "${rel} (umbrella of '${folder}/') does not include pipeweaver/${folder}/${name}")
+      endif()
+    endforeach()
+  endif()
+endforeach()
+
+# --- references to what a clone does not have ------------------------------------------------
+file(GLOB_RECURSE texts LIST_DIRECTORIES false
+  "${ROOT}/include/*" "${ROOT}/backends/*" "${ROOT}/examples/*" "${ROOT}/docs/*" "${ROOT}/bench/*"
+  "${ROOT}/cmake/*" "${ROOT}/python/*" "${ROOT}/test/*" "${ROOT}/README.md" "${ROOT}/CMakeLists.txt")
+foreach(f IN LISTS texts)
+  if(f MATCHES "\\.(json|svg|png)$" OR f MATCHES "^${ROOT}/test/layering/")
+    continue()  # data files, and this check with its fixture (which must name what it refuses)
+  endif()
+  file(STRINGS "${f}" hits REGEX "DESIGN §|[Ii]ssue [0-9]|\\.\\./shared")
+  if(hits)
+    file(RELATIVE_PATH rel "${ROOT}" "${f}")
+    list(GET hits 0 first)
+    string(STRIP "${first}" first)
+    list(APPEND problems "${rel} cites what a clone does not have: '${first}'")
+  endif()
+endforeach()
+
+if(problems)
+  list(LENGTH problems n)
+  string(REPLACE ";" "\n  " text "${problems}")
+  message(FATAL_ERROR "layering check: ${n} problem(s)\n  ${text}")
+endif()
+list(LENGTH headers nh)
+list(LENGTH folders nf)
+message(STATUS "layering check: ${nh} headers in ${nf} folders follow the layers of docs/architecture.md")
