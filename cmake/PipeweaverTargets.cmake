@@ -4,6 +4,8 @@
 #   pipeweaver::io          JSON readers and writers, Chrome trace, SVG (nlohmann-json)
 #   pipeweaver::host        the host backend: rank threads, in-process channels, the trainer loop
 #   pipeweaver::pipeweaver  all of the above (and the umbrella header pipeweaver/pipeweaver.hpp)
+#   pipeweaver::compiled    optional static library: Planner<AnalyticCostModel> and
+#                           Planner<TableCostModel> instantiated once (PIPEWEAVER_COMPILED)
 # Each target requires only what its headers include.
 find_package(Threads REQUIRED)
 
@@ -49,4 +51,12 @@ if(PIPEWEAVER_WITH_IO)
 else()
   message(STATUS "pipeweaver: nlohmann-json not found: pipeweaver::io and pipeweaver::pipeweaver are not defined "
                  "(pipeweaver::core and pipeweaver::host are)")
+endif()
+
+if(PIPEWEAVER_BUILD_COMPILED)
+  add_library(pipeweaver_compiled STATIC "${PROJECT_SOURCE_DIR}/src/planner_instances.cpp")
+  add_library(pipeweaver::compiled ALIAS pipeweaver_compiled)
+  set_target_properties(pipeweaver_compiled PROPERTIES EXPORT_NAME compiled POSITION_INDEPENDENT_CODE ON)
+  target_link_libraries(pipeweaver_compiled PUBLIC pipeweaver_core)
+  target_compile_definitions(pipeweaver_compiled PUBLIC PIPEWEAVER_COMPILED)
 endif()

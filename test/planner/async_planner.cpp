@@ -569,8 +569,7 @@ TEST_CASE("SearchControl: default never stops - sleep_for wakes on cancellation"
   CHECK(none.sleep_for(1ms));
 
   std::stop_source src;
-  const pw::SearchControl c(src.get_token(), pw::SearchControl::clock::time_point::max(), 9);
-  CHECK(c.step() == 9);
+  const pw::SearchControl c{.stop = src.get_token(), .step = 9};
   std::thread stopper([&] {
     std::this_thread::sleep_for(20ms);
     src.request_stop();
@@ -583,7 +582,7 @@ TEST_CASE("SearchControl: default never stops - sleep_for wakes on cancellation"
   CHECK_FALSE(c.deadline_passed());
   CHECK(took < 5s);
 
-  const pw::SearchControl past(std::stop_token{}, pw::SearchControl::clock::now());
+  const pw::SearchControl past{.deadline = pw::SearchControl::clock::now()};
   CHECK(past.deadline_passed());
   CHECK(past.stop_requested());
   CHECK_FALSE(past.sleep_for(60s));

@@ -379,7 +379,7 @@ TEST_CASE("planner: bad options and batches are Error{input} - cancellation ends
   std::stop_source stop;
   stop.request_stop();
   try {
-    (void)planner.plan(batch, SearchControl(stop.get_token()));
+    (void)planner.plan(batch, {.stop = stop.get_token()});
     FAIL("no error");
   } catch (const Error& e) {
     CHECK(e.kind() == ErrorKind::cancelled);
@@ -391,7 +391,7 @@ TEST_CASE("planner: bad options and batches are Error{input} - cancellation ends
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     later.request_stop();
   });
-  const PlanResult r = planner.plan(batch, SearchControl(later.get_token()));
+  const PlanResult r = planner.plan(batch, {.stop = later.get_token()});
   canceller.join();
   const auto took = std::chrono::steady_clock::now() - t0;
   check_result(r, c, cost);
@@ -399,7 +399,7 @@ TEST_CASE("planner: bad options and batches are Error{input} - cancellation ends
   CHECK(took < std::chrono::seconds(20));
 
   // A deadline alone ends it too.
-  const PlanResult d = planner.plan(batch, SearchControl(std::stop_token{}, std::chrono::steady_clock::now() + std::chrono::milliseconds(100)));
+  const PlanResult d = planner.plan(batch, {.deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(100)});
   check_result(d, c, cost);
 }
 

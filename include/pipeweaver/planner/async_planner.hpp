@@ -60,53 +60,9 @@
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/planner/broadcast_hook.hpp"
 #include "pipeweaver/planner/plan_result.hpp"
+#include "pipeweaver/planner/search_control.hpp"
 
 namespace pipeweaver {
-
-/// What a search sees of the outside world: a cancellation request (the AsyncPlanner gave up on
-/// it, or is shutting down) and an optional deadline. A default-constructed control never
-/// stops (for synchronous use).
-class SearchControl {
- public:
-  using clock = std::chrono::steady_clock;
-
-  SearchControl() = default;
-  explicit SearchControl(std::stop_token token, clock::time_point deadline = clock::time_point::max(),
-                         std::int64_t step = -1) noexcept
-      : token_(std::move(token)), deadline_(deadline), step_(step) {}
-
-  /// Someone asked the search to stop.
-  [[nodiscard]] bool cancelled() const noexcept { return token_.stop_requested(); }
-  /// The deadline, if any, has passed.
-  [[nodiscard]] bool deadline_passed() const noexcept {
-    return deadline_ != clock::time_point::max() && clock::now() >= deadline_;
-  }
-  /// The search should return now with the best it has (cancelled or out of time).
-  [[nodiscard]] bool stop_requested() const noexcept { return cancelled() || deadline_passed(); }
-  /// clock::time_point::max() when there is none.
-  [[nodiscard]] clock::time_point deadline() const noexcept { return deadline_; }
-  /// For std::stop_callback or condition_variable_any waits.
-  [[nodiscard]] std::stop_token stop_token() const noexcept { return token_; }
-  /// The step (submission index) this search is for; -1 outside an AsyncPlanner.
-  [[nodiscard]] std::int64_t step() const noexcept { return step_; }
-
-  /// Sleeps for up to `d`, waking early when stop is requested or the deadline passes.
-  /// Returns !stop_requested().
-  bool sleep_for(std::chrono::nanoseconds d) const {
-    auto until = clock::now() + d;
-    if (deadline_ < until) until = deadline_;
-    std::mutex m;
-    std::condition_variable_any cv;
-    std::unique_lock lk(m);
-    cv.wait_until(lk, token_, until, [] { return false; });
-    return !stop_requested();
-  }
-
- private:
-  std::stop_token token_;
-  clock::time_point deadline_ = clock::time_point::max();
-  std::int64_t step_ = -1;
-};
 
 /// P searches a batch's plan under a SearchControl.
 template <class P>
@@ -364,7 +320,7 @@ class AsyncPlanner {
       auto deadline = SearchControl::clock::time_point::max();
       if (!unbounded(options_.search_budget))
         deadline = start + std::chrono::nanoseconds(options_.search_budget.count());
-      const SearchControl control(job->stop.get_token(), deadline, job->step);
+      const SearchControl control{.stop = job->stop.get_token(), .deadline = deadline, .step = job->step};
       lk.unlock();
 
       std::optional<PlanResult> result;
