@@ -29,6 +29,7 @@
 #include "pipeweaver/emulate/stage_cost_cache.hpp"
 #include "pipeweaver/ir/partition.hpp"
 #include "pipeweaver/ir/stage.hpp"
+#include "pipeweaver/schedule/lowering.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
 
 namespace pipeweaver {
@@ -165,20 +166,14 @@ template <class Latency, class TransferTime>
   return out;
 }
 
-/// Bytes that the edge producer -> consumer carries (the contract lowering follows): a forward
-/// producer sends its output, output_bytes(producer stage, producer's smb); a backward producer
-/// sends the gradient of the consumer's forward output, output_bytes(forward stage of the
-/// consumer's chunk, consumer's smb).
+/// Bytes that the edge producer -> consumer carries: what lowering puts on the transfer of that
+/// edge (transfer_bytes, schedule/lowering.hpp).
 template <class C>
   requires CostModel<C, StageSpec, SubMicrobatchSpec>
 [[nodiscard]] Bytes edge_bytes(const C& cost, const Partition& partition,
                                std::span<const SubMicrobatchSpec> sub_microbatches, const StageNode& producer,
                                const StageNode& consumer) {
-  if (producer.stage.pass == Pass::forward)
-    return cost.output_bytes(StageSpec::of(partition, producer.stage.module, producer.stage.chunk, Pass::forward),
-                             sub_microbatches[producer.stage.sub_microbatch.index()]);
-  return cost.output_bytes(StageSpec::of(partition, consumer.stage.module, consumer.stage.chunk, Pass::forward),
-                           sub_microbatches[consumer.stage.sub_microbatch.index()]);
+  return transfer_bytes(partition, sub_microbatches, producer.stage, consumer.stage, cost);
 }
 
 /// Latency of every node of `graph` under the strategies `schedule` gives them (nodes the

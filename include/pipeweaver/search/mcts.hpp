@@ -189,51 +189,74 @@ class OrderState {
 
 }  // namespace detail
 
-/// Runs the search. `make_evaluator(worker)` is called once per worker thread (0 .. threads-1)
-/// and returns an object `e` with `double e(std::span<const std::int32_t> order)`: the order's
-/// score in (0, 1] (higher is better; 0 for an unusable order). Seeds must be topological
-/// orders of `dag`. Exceptions thrown by an evaluator are rethrown on the calling thread.
-template <class MakeEvaluator>
-[[nodiscard]] MctsResult mcts_search(const UnitDag& dag, std::span<const std::vector<std::int32_t>> seeds,
-                                     MakeEvaluator&& make_evaluator, const MctsOptions& options) {
+namespace detail {
+
+/// One search (see the header comment): the tree, the incumbent, the workers' evaluators, and
+/// the phases of an iteration round as members.
+template <class Evaluator>
+class MctsSearch {
+ public:
   using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
-  const bool timed = options.time_budget.count() > 0 || options.deadline != Clock::time_point::max();
-  if (options.max_iterations <= 0 && !timed)
-    throw input_error("MCTS needs an iteration budget, a time budget or a deadline", {.path = "MctsOptions", .expected = "max_iterations > 0, time_budget > 0 or a deadline"});
-  if (options.threads < 1 || options.rollouts_per_expansion < 1 || options.round_size < 1)
-    throw input_error("threads, rollouts_per_expansion and round_size must be positive", {.path = "MctsOptions", .expected = ">= 1 each"});
-  const std::size_t U = dag.size();
-  const auto T = static_cast<std::size_t>(options.threads);
-  using Evaluator = std::decay_t<std::invoke_result_t<MakeEvaluator&, int>>;
-  std::vector<Evaluator> evaluators;
-  evaluators.reserve(T);
-  for (std::size_t w = 0; w < T; ++w) evaluators.push_back(make_evaluator(static_cast<int>(w)));
 
-  MctsResult res;
-  std::vector<std::int32_t> guide_rank(U, 0);
-  auto set_best = [&](const std::vector<std::int32_t>& seq, double score) {
-    res.best_sequence = seq;
-    res.best_score = score;
-    for (std::size_t i = 0; i < seq.size(); ++i) guide_rank[static_cast<std::size_t>(seq[i])] = static_cast<std::int32_t>(i);
+  MctsSearch(const UnitDag& dag, std::vector<Evaluator> evaluators, const MctsOptions& options, Clock::time_point t0)
+      : dag_(dag), options_(options), t0_(t0), evaluators_(std::move(evaluators)), guide_rank_(dag.size(), 0),
+        tree_(options.max_tree_nodes), state_(dag), R_(static_cast<std::size_t>(options.rollouts_per_expansion)) {
+    const bool timed = options.time_budget.count() > 0 || options.deadline != Clock::time_point::max();
+    timed_ = timed;
+    // The end of a timed search: the earlier of t0 + time_budget and the deadline.
+    end_ = options.deadline;
+    if (options.time_budget.count() > 0 && options.time_budget < end_ - t0_) end_ = t0_ + options.time_budget;
+  }
+
+  MctsResult run(std::span<const std::vector<std::int32_t>> seeds) {
+    score_seeds(seeds);
+    trace();
+    while (!out_of_budget()) {
+      select_round();
+      run_rollouts();
+      const bool cut_short = apply_round();
+      trace();
+      if (cut_short) break;  // the time budget ended the round early
+    }
+    res_.tree_nodes = tree_.size();
+    return std::move(res_);
+  }
+
+ private:
+  struct Expansion {
+    std::int32_t node;                 // tree node the rollouts start from
+    std::vector<std::int32_t> prefix;  // its prefix
   };
-  auto elapsed = [&] { return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0); };
-  // The end of a timed search: the earlier of t0 + time_budget and the deadline.
-  Clock::time_point end = options.deadline;
-  if (options.time_budget.count() > 0 && options.time_budget < end - t0) end = t0 + options.time_budget;
-  auto time_is_up = [&] { return timed && Clock::now() >= end; };
 
-  // Runs jobs 0 .. n-1 on the workers (job j on worker j mod T); results are written by index.
-  auto run_parallel = [&](std::size_t n, auto&& job) {
+  [[nodiscard]] bool time_is_up() const { return timed_ && Clock::now() >= end_; }
+  [[nodiscard]] bool out_of_budget() const {
+    if (options_.max_iterations > 0 && res_.iterations >= options_.max_iterations) return true;
+    return time_is_up() || (options_.stop && options_.stop());
+  }
+  void trace() {
+    if (options_.record_trace)
+      res_.trace.push_back({std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0_), res_.rollouts, res_.best_score});
+  }
+  void set_best(const std::vector<std::int32_t>& seq, double score) {
+    res_.best_sequence = seq;
+    res_.best_score = score;
+    for (std::size_t i = 0; i < seq.size(); ++i) guide_rank_[static_cast<std::size_t>(seq[i])] = static_cast<std::int32_t>(i);
+  }
+
+  /// Runs jobs 0 .. n-1 on the workers (job j on worker j mod T); results are written by index,
+  /// so the outcome does not depend on the thread count. Rethrows a worker's first exception.
+  template <class Job>
+  void run_parallel(std::size_t n, Job&& job) {
+    const std::size_t T = evaluators_.size();
     if (T == 1 || n <= 1) {
-      for (std::size_t j = 0; j < n; ++j) job(j, evaluators[0]);
+      for (std::size_t j = 0; j < n; ++j) job(j, evaluators_[0]);
       return;
     }
     std::exception_ptr error;
     std::mutex error_mutex;
     auto work = [&](std::size_t w) {
       try {
-        for (std::size_t j = w; j < n; j += T) job(j, evaluators[w]);
+        for (std::size_t j = w; j < n; j += T) job(j, evaluators_[w]);
       } catch (...) {
         std::lock_guard lock(error_mutex);
         if (!error) error = std::current_exception();
@@ -244,133 +267,166 @@ template <class MakeEvaluator>
     work(0);
     for (auto& t : pool) t.join();
     if (error) std::rethrow_exception(error);
-  };
+  }
 
-  // Seeds.
-  std::vector<double> seed_scores(seeds.size(), 0);
-  run_parallel(seeds.size(), [&](std::size_t j, Evaluator& ev) { seed_scores[j] = ev(std::span<const std::int32_t>(seeds[j])); });
-  res.rollouts += static_cast<std::int64_t>(seeds.size());
-  for (std::size_t j = 0; j < seeds.size(); ++j)
-    if (res.best_sequence.empty() || seed_scores[j] > res.best_score) {
-      set_best(seeds[j], seed_scores[j]);
-      res.best_seed = static_cast<int>(j);
-    }
-  if (res.best_sequence.empty()) {  // no seeds: the index order completed topologically
-    detail::OrderState st(dag);
-    Rng rng = Rng::stream(options.seed, ~std::uint64_t{0});
+  /// The seeds start the incumbent (without seeds: the index order completed topologically).
+  void score_seeds(std::span<const std::vector<std::int32_t>> seeds) {
+    std::vector<double> seed_scores(seeds.size(), 0);
+    run_parallel(seeds.size(), [&](std::size_t j, Evaluator& ev) { seed_scores[j] = ev(std::span<const std::int32_t>(seeds[j])); });
+    res_.rollouts += static_cast<std::int64_t>(seeds.size());
+    for (std::size_t j = 0; j < seeds.size(); ++j)
+      if (res_.best_sequence.empty() || seed_scores[j] > res_.best_score) {
+        set_best(seeds[j], seed_scores[j]);
+        res_.best_seed = static_cast<int>(j);
+      }
+    if (!res_.best_sequence.empty()) return;
+    OrderState st(dag_);
+    Rng rng = Rng::stream(options_.seed, ~std::uint64_t{0});
     st.complete(rng, {}, 0.0);
     std::vector<double> s(1, 0);
     run_parallel(1, [&](std::size_t, Evaluator& ev) { s[0] = ev(std::span<const std::int32_t>(st.sequence())); });
-    ++res.rollouts;
+    ++res_.rollouts;
     set_best(st.sequence(), s[0]);
   }
-  if (options.record_trace) res.trace.push_back({elapsed(), res.rollouts, res.best_score});
 
-  detail::MctsTree tree(options.max_tree_nodes);
-  const auto R = static_cast<std::size_t>(options.rollouts_per_expansion);
-  struct Expansion {
-    std::int32_t node;                 // tree node the rollouts start from
-    std::vector<std::int32_t> prefix;  // its prefix
-  };
-  std::vector<Expansion> round;
-  std::vector<std::vector<std::int32_t>> orders;
-  std::vector<double> scores;
-  std::vector<char> ran;  // per rollout of the round: run (1) or left undone past the time budget (0)
-  std::uint64_t rollout_index = 0;
-  detail::OrderState state(dag);
-
-  while (true) {
-    if (options.max_iterations > 0 && res.iterations >= options.max_iterations) break;
-    if (time_is_up()) break;
-    if (options.stop && options.stop()) break;
-    std::int64_t this_round = options.round_size;
-    if (options.max_iterations > 0) this_round = std::min<std::int64_t>(this_round, options.max_iterations - res.iterations);
-    round.clear();
-    for (std::int64_t e = 0; e < this_round; ++e) {
-      const std::uint64_t iteration = static_cast<std::uint64_t>(res.iterations + e);
-      Rng rng = Rng::stream(options.seed ^ 0x5eedf00dULL, iteration);
-      state.reset();
-      std::int32_t node = 0;
-      // Selection.
-      while (!state.done()) {
-        const auto& nd = tree[node];
-        const auto avail = static_cast<std::int32_t>(state.available().size());
-        if (nd.children < avail && !tree.full()) {
-          // Expansion: a random untried unit.
-          std::vector<std::int32_t> untried;
-          for (auto u : state.available()) {
-            bool tried = false;
-            for (std::int32_t c = nd.first_child; c >= 0; c = tree[c].next_sibling)
-              if (tree[c].unit == u) tried = true;
-            if (!tried) untried.push_back(u);
-          }
-          const std::int32_t u = untried[static_cast<std::size_t>(rng.below(untried.size()))];
-          node = tree.add_child(node, u);
-          state.place(u);
-          break;
-        }
-        if (nd.children == 0) break;  // tree full: roll out from here
-        const double ln_parent = detail::portable_log(static_cast<double>(std::max<std::int64_t>(nd.visits, 1)));
-        std::int32_t best_child = -1;
-        double best_ucb = -1;
-        for (std::int32_t c = nd.first_child; c >= 0; c = tree[c].next_sibling) {
-          const auto& ch = tree[c];
-          const double n_child = static_cast<double>(std::max<std::int64_t>(ch.visits, 1));
-          const double ucb = detail::portable_pow(ch.best, options.alpha) + options.beta * std::sqrt(ln_parent / n_child);
-          if (ucb > best_ucb || (ucb == best_ucb && tree[c].unit < tree[best_child].unit)) {
-            best_ucb = ucb;
-            best_child = c;
-          }
-        }
-        node = best_child;
-        state.place(tree[node].unit);
+  /// The child of `node` with the highest UCB (ties: the lower unit).
+  [[nodiscard]] std::int32_t best_child(std::int32_t node) const {
+    const auto& nd = tree_[node];
+    const double ln_parent = portable_log(static_cast<double>(std::max<std::int64_t>(nd.visits, 1)));
+    std::int32_t best = -1;
+    double best_ucb = -1;
+    for (std::int32_t c = nd.first_child; c >= 0; c = tree_[c].next_sibling) {
+      const auto& ch = tree_[c];
+      const double n_child = static_cast<double>(std::max<std::int64_t>(ch.visits, 1));
+      const double ucb = portable_pow(ch.best, options_.alpha) + options_.beta * std::sqrt(ln_parent / n_child);
+      if (ucb > best_ucb || (ucb == best_ucb && tree_[c].unit < tree_[best].unit)) {
+        best_ucb = ucb;
+        best = c;
       }
-      // Book the visits now so that the rest of the round explores elsewhere.
-      for (std::int32_t a = node; a >= 0; a = tree[a].parent) tree[a].visits += static_cast<std::int64_t>(R);
-      round.push_back({node, state.sequence()});
     }
-    // Rollouts, in parallel, by index.
-    const std::size_t n = round.size() * R;
-    orders.assign(n, {});
-    scores.assign(n, 0);
-    const auto guide = std::span<const std::int32_t>(guide_rank);
-    const std::uint64_t base = rollout_index;
-    ran.assign(n, 0);
+    return best;
+  }
+
+  /// Selection and expansion of one iteration, on the calling thread: descend by UCB while the
+  /// node is fully expanded, then add one random untried child (unless the tree is full).
+  [[nodiscard]] Expansion select_and_expand(std::uint64_t iteration) {
+    Rng rng = Rng::stream(options_.seed ^ 0x5eedf00dULL, iteration);
+    state_.reset();
+    std::int32_t node = 0;
+    while (!state_.done()) {
+      const auto& nd = tree_[node];
+      const auto avail = static_cast<std::int32_t>(state_.available().size());
+      if (nd.children < avail && !tree_.full()) {
+        std::vector<std::int32_t> untried;
+        for (auto u : state_.available()) {
+          bool tried = false;
+          for (std::int32_t c = nd.first_child; c >= 0; c = tree_[c].next_sibling)
+            if (tree_[c].unit == u) tried = true;
+          if (!tried) untried.push_back(u);
+        }
+        const std::int32_t u = untried[static_cast<std::size_t>(rng.below(untried.size()))];
+        node = tree_.add_child(node, u);
+        state_.place(u);
+        break;
+      }
+      if (nd.children == 0) break;  // tree full: roll out from here
+      node = best_child(node);
+      state_.place(tree_[node].unit);
+    }
+    // Book the visits now so that the rest of the round explores elsewhere.
+    for (std::int32_t a = node; a >= 0; a = tree_[a].parent) tree_[a].visits += static_cast<std::int64_t>(R_);
+    return {node, state_.sequence()};
+  }
+
+  void select_round() {
+    std::int64_t this_round = options_.round_size;
+    if (options_.max_iterations > 0) this_round = std::min<std::int64_t>(this_round, options_.max_iterations - res_.iterations);
+    round_.clear();
+    for (std::int64_t e = 0; e < this_round; ++e) round_.push_back(select_and_expand(static_cast<std::uint64_t>(res_.iterations + e)));
+  }
+
+  /// The round's rollouts on the workers, rollout j with the RNG stream (seed, j). Past the time
+  /// budget, the rest of the round is left undone (never with an iteration budget alone).
+  void run_rollouts() {
+    const std::size_t n = round_.size() * R_;
+    orders_.assign(n, {});
+    scores_.assign(n, 0);
+    ran_.assign(n, 0);
+    const auto guide = std::span<const std::int32_t>(guide_rank_);
+    const std::uint64_t base = rollout_index_;
     run_parallel(n, [&](std::size_t j, Evaluator& ev) {
-      // Past the time budget, the rest of the round is left undone (the search ends after it),
-      // so that a round never runs far beyond the budget. Never with an iteration budget alone.
       if (time_is_up()) return;
-      detail::OrderState st(dag);
-      for (auto u : round[j / R].prefix) st.place(u);
-      Rng rng = Rng::stream(options.seed, base + j);
-      st.complete(rng, guide, options.follow_best);
-      orders[j] = st.sequence();
-      scores[j] = ev(std::span<const std::int32_t>(orders[j]));
-      ran[j] = 1;
+      OrderState st(dag_);
+      for (auto u : round_[j / R_].prefix) st.place(u);
+      Rng rng = Rng::stream(options_.seed, base + j);
+      st.complete(rng, guide, options_.follow_best);
+      orders_[j] = st.sequence();
+      scores_[j] = ev(std::span<const std::int32_t>(orders_[j]));
+      ran_[j] = 1;
     });
-    rollout_index += n;
-    // Apply in rollout order.
-    // An expansion counts as an iteration when at least one of its rollouts ran; j ascends, so
-    // its first rollout that ran is the first seen with its index j / R.
+    rollout_index_ += n;
+  }
+
+  /// Applies the round's scores to the tree in rollout order; true when some rollout was left
+  /// undone. An expansion counts as an iteration when at least one of its rollouts ran.
+  bool apply_round() {
+    const std::size_t n = ran_.size();
     std::size_t last_counted = n;  // no expansion yet
     for (std::size_t j = 0; j < n; ++j) {
-      if (!ran[j]) continue;
-      ++res.rollouts;
-      if (j / R != last_counted) {
-        last_counted = j / R;
-        ++res.iterations;
+      if (!ran_[j]) continue;
+      ++res_.rollouts;
+      if (j / R_ != last_counted) {
+        last_counted = j / R_;
+        ++res_.iterations;
       }
-      for (std::int32_t a = round[j / R].node; a >= 0; a = tree[a].parent) tree[a].best = std::max(tree[a].best, scores[j]);
-      if (scores[j] > res.best_score) {
-        set_best(orders[j], scores[j]);
-        res.best_seed = -1;
+      for (std::int32_t a = round_[j / R_].node; a >= 0; a = tree_[a].parent) tree_[a].best = std::max(tree_[a].best, scores_[j]);
+      if (scores_[j] > res_.best_score) {
+        set_best(orders_[j], scores_[j]);
+        res_.best_seed = -1;
       }
     }
-    if (options.record_trace) res.trace.push_back({elapsed(), res.rollouts, res.best_score});
-    if (std::find(ran.begin(), ran.end(), char{0}) != ran.end()) break;  // cut short by the time budget
+    return std::find(ran_.begin(), ran_.end(), char{0}) != ran_.end();
   }
-  res.tree_nodes = tree.size();
-  return res;
+
+  const UnitDag& dag_;
+  const MctsOptions& options_;
+  const Clock::time_point t0_;  ///< the search's start (before the evaluators were made)
+  bool timed_ = false;
+  Clock::time_point end_;
+  std::vector<Evaluator> evaluators_;
+  MctsResult res_;
+  std::vector<std::int32_t> guide_rank_;  ///< per unit: its position in the incumbent
+  MctsTree tree_;
+  OrderState state_;
+  std::size_t R_;
+  std::vector<Expansion> round_;
+  std::vector<std::vector<std::int32_t>> orders_;
+  std::vector<double> scores_;
+  std::vector<char> ran_;  ///< per rollout of the round: run (1) or left undone past the time budget (0)
+  std::uint64_t rollout_index_ = 0;
+};
+
+}  // namespace detail
+
+/// Runs the search. `make_evaluator(worker)` is called once per worker thread (0 .. threads-1)
+/// and returns an object `e` with `double e(std::span<const std::int32_t> order)`: the order's
+/// score in (0, 1] (higher is better; 0 for an unusable order). Seeds must be topological
+/// orders of `dag`. Exceptions thrown by an evaluator are rethrown on the calling thread.
+template <class MakeEvaluator>
+[[nodiscard]] MctsResult mcts_search(const UnitDag& dag, std::span<const std::vector<std::int32_t>> seeds,
+                                     MakeEvaluator&& make_evaluator, const MctsOptions& options) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool timed = options.time_budget.count() > 0 || options.deadline != std::chrono::steady_clock::time_point::max();
+  if (options.max_iterations <= 0 && !timed)
+    throw input_error("MCTS needs an iteration budget, a time budget or a deadline",
+                      {.path = "MctsOptions", .expected = "max_iterations > 0, time_budget > 0 or a deadline"});
+  if (options.threads < 1 || options.rollouts_per_expansion < 1 || options.round_size < 1)
+    throw input_error("threads, rollouts_per_expansion and round_size must be positive", {.path = "MctsOptions", .expected = ">= 1 each"});
+  using Evaluator = std::decay_t<std::invoke_result_t<MakeEvaluator&, int>>;
+  std::vector<Evaluator> evaluators;
+  evaluators.reserve(static_cast<std::size_t>(options.threads));
+  for (int w = 0; w < options.threads; ++w) evaluators.push_back(make_evaluator(w));
+  return detail::MctsSearch<Evaluator>(dag, std::move(evaluators), options, t0).run(seeds);
 }
 
 }  // namespace pipeweaver
