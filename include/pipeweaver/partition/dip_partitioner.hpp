@@ -195,103 +195,100 @@ template <class StageTime>
 }
 
 namespace detail {
-/// Per module, the layer counts of its P·K_i chunks that balance the ranks' work on `sample`
-/// (see the header comment). A chunk's work on the sample is modeled as
-///   T(first, count) = o + count·a + [first = 0]·e_first + [first + count = L]·e_last,
-/// (layers of a module are identical; the first and last chunks carry the embedding and the
-/// vocabulary head), with o, a, e_first, e_last fitted exactly from four chunk latencies
-/// summed over the sample's sub-microbatches of B_i items (forward + backward, each
-/// microbatch's items in order, ⌈N/B⌉ groups; the backbone: the whole microbatch). Then
-/// balanced_layer_split per module, then a hill climb across modules. Modules without items in
-/// the sample, or with fewer layers than chunks, get an empty entry (the even split).
-template <class C>
-std::vector<std::vector<int>> balanced_layer_counts(const ModelSpec& model, const C& cost, int P, std::span<const int> K,
-                                                    std::span<const std::int64_t> B, const Batch& sample) {
-  const std::size_t n = model.size();
-  std::vector<std::vector<int>> out(n);
-  struct Affine {
-    std::int64_t o = 0, a = 0, e_first = 0, e_last = 0;
-  };
-  std::vector<Affine> fit(n);
-  std::vector<char> active(n, 0);
-  for (std::size_t i = 0; i < n; ++i) {
-    const ModuleSpec& m = model.modules[i];
-    const int chunks = P * K[i];
-    if (chunks < 1 || m.layers < chunks || m.layers < 3) continue;
-    const ModuleId id{static_cast<ModuleId::rep>(i)};
-    std::vector<SubMicrobatchSpec> groups;
-    for (const Microbatch& mb : sample.microbatches) {
-      const auto items = module_items(model, id, mb);
-      if (items.empty()) continue;
-      const auto b = static_cast<std::size_t>(B[i] > 0 ? B[i] : static_cast<std::int64_t>(items.size()));
-      for (std::size_t g = 0; g < items.size(); g += b) {
-        std::vector<std::int64_t> tok, ctx;
-        for (std::size_t k = g; k < std::min(items.size(), g + b); ++k) {
-          tok.push_back(items[k].tokens);
-          if (m.cross_attention) ctx.push_back(items[k].context_tokens);
-        }
-        groups.push_back(SubMicrobatchSpec{id, MicrobatchId{0}, tok, ctx});
-      }
-    }
-    if (groups.empty()) continue;
-    auto T = [&](int first, int count) {
-      std::int64_t t = 0;
-      for (const auto& smb : groups) {
-        t += cost.latency(StageSpec{id, 0, RankId{0}, Pass::forward, first, count}, smb, MemoryStrategy{}).count();
-        if (module_has_backward(m))
-          t += cost.latency(StageSpec{id, 0, RankId{0}, Pass::backward, first, count}, smb, MemoryStrategy{}).count();
-      }
-      return t;
-    };
-    const int mid = m.layers / 2 - 1;  // layers mid, mid + 1: neither the first nor the last
-    const std::int64_t t1 = T(mid, 1), t2 = T(mid, 2);
-    Affine& f = fit[i];
-    f.a = t2 - t1;
-    f.o = t1 - f.a;
-    f.e_first = T(0, 1) - t1;
-    f.e_last = T(m.layers - 1, 1) - t1;
-    active[i] = 1;
+
+/// A module's chunk work on a sample, T(first, count) = o + count·a + [first = 0]·e_first +
+/// [first + count = L]·e_last (a module's layers are identical; its first and last chunks carry
+/// the embedding and the vocabulary head).
+struct ChunkWorkModel {
+  bool active = false;  ///< fitted (the module has items in the sample and at least 3 layers)
+  int layers = 0;
+  std::int64_t o = 0, a = 0, e_first = 0, e_last = 0;
+  [[nodiscard]] std::int64_t operator()(int first, int count) const noexcept {
+    return o + count * a + (first == 0 ? e_first : 0) + (first + count == layers ? e_last : 0);
   }
-  auto chunk_cost = [&](std::size_t i, int first, int count) {
-    const Affine& f = fit[i];
-    return f.o + count * f.a + (first == 0 ? f.e_first : 0) + (first + count == model.modules[i].layers ? f.e_last : 0);
-  };
-  for (std::size_t i = 0; i < n; ++i)
-    if (active[i])
-      out[i] = balanced_layer_split(model.modules[i].layers, P * K[i],
-                                    [&](int first, int count) { return Nanoseconds{chunk_cost(i, first, count)}; });
-  // Then across modules: rank r holds chunks r, r + P, ... of every module, and the layers of
-  // one module move in whole units, so the per-module optimum can leave ranks unequal. Hill
-  // climb: move one layer across one chunk boundary while that makes the ranks' loads (sorted,
-  // largest first) lexicographically smaller; strict decrease, so it terminates.
-  auto loads_of = [&]() {
-    std::vector<std::int64_t> load(static_cast<std::size_t>(P), 0);
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!active[i]) continue;
-      int first = 0;
-      for (std::size_t c = 0; c < out[i].size(); ++c) {
-        load[c % static_cast<std::size_t>(P)] += chunk_cost(i, first, out[i][c]);
-        first += out[i][c];
+};
+
+/// Fits module i's ChunkWorkModel exactly from four chunk latencies summed over the sample's
+/// sub-microbatches of B_i items (forward + backward; each microbatch's items in order, ⌈N/B⌉
+/// groups; the backbone: the whole microbatch). Inactive when the module has no items in the
+/// sample, fewer layers than chunks, or fewer than 3 layers.
+template <class C>
+[[nodiscard]] ChunkWorkModel fit_chunk_work(const ModelSpec& model, const C& cost, std::size_t i, int chunks, std::int64_t B,
+                                            const Batch& sample) {
+  const ModuleSpec& m = model.modules[i];
+  ChunkWorkModel f;
+  f.layers = m.layers;
+  if (chunks < 1 || m.layers < chunks || m.layers < 3) return f;
+  const ModuleId id{static_cast<ModuleId::rep>(i)};
+  std::vector<SubMicrobatchSpec> groups;
+  for (const Microbatch& mb : sample.microbatches) {
+    const auto items = module_items(model, id, mb);
+    if (items.empty()) continue;
+    const auto b = static_cast<std::size_t>(B > 0 ? B : static_cast<std::int64_t>(items.size()));
+    for (std::size_t g = 0; g < items.size(); g += b) {
+      std::vector<std::int64_t> tok, ctx;
+      for (std::size_t k = g; k < std::min(items.size(), g + b); ++k) {
+        tok.push_back(items[k].tokens);
+        if (m.cross_attention) ctx.push_back(items[k].context_tokens);
       }
+      groups.push_back(SubMicrobatchSpec{id, MicrobatchId{0}, tok, ctx});
     }
-    std::sort(load.begin(), load.end(), std::greater<>());
-    return load;
+  }
+  if (groups.empty()) return f;
+  auto T = [&](int first, int count) {
+    std::int64_t t = 0;
+    for (const auto& smb : groups) {
+      t += cost.latency(StageSpec{id, 0, RankId{0}, Pass::forward, first, count}, smb, MemoryStrategy{}).count();
+      if (module_has_backward(m)) t += cost.latency(StageSpec{id, 0, RankId{0}, Pass::backward, first, count}, smb, MemoryStrategy{}).count();
+    }
+    return t;
   };
-  std::vector<std::int64_t> cur = loads_of();
+  const int mid = m.layers / 2 - 1;  // layers mid, mid + 1: neither the first nor the last
+  const std::int64_t t1 = T(mid, 1), t2 = T(mid, 2);
+  f.a = t2 - t1;
+  f.o = t1 - f.a;
+  f.e_first = T(0, 1) - t1;
+  f.e_last = T(m.layers - 1, 1) - t1;
+  f.active = true;
+  return f;
+}
+
+/// The ranks' loads (rank r holds chunks r, r + P, ... of every module), largest first.
+[[nodiscard]] inline std::vector<std::int64_t> rank_loads(std::span<const ChunkWorkModel> fit, const std::vector<std::vector<int>>& counts,
+                                                          int P) {
+  std::vector<std::int64_t> load(static_cast<std::size_t>(P), 0);
+  for (std::size_t i = 0; i < fit.size(); ++i) {
+    if (!fit[i].active) continue;
+    int first = 0;
+    for (std::size_t c = 0; c < counts[i].size(); ++c) {
+      load[c % static_cast<std::size_t>(P)] += fit[i](first, counts[i][c]);
+      first += counts[i][c];
+    }
+  }
+  std::sort(load.begin(), load.end(), std::greater<>());
+  return load;
+}
+
+/// Across modules: the layers of one module move in whole units, so the per-module optimum can
+/// leave ranks unequal. Hill climb: move one layer across one chunk boundary while that makes
+/// the ranks' loads (sorted, largest first) lexicographically smaller; strict decrease, so it
+/// terminates.
+inline void balance_across_modules(std::span<const ChunkWorkModel> fit, std::vector<std::vector<int>>& counts, int P) {
+  std::vector<std::int64_t> cur = rank_loads(fit, counts, P);
   for (int round = 0; round < 10000; ++round) {
     std::vector<std::int64_t> best = cur;
     std::size_t bi = 0, bc = 0;
     int bd = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!active[i]) continue;
-      for (std::size_t c = 0; c + 1 < out[i].size(); ++c)
+    for (std::size_t i = 0; i < fit.size(); ++i) {
+      if (!fit[i].active) continue;
+      for (std::size_t c = 0; c + 1 < counts[i].size(); ++c)
         for (int d : {-1, +1}) {  // d = +1: chunk c gives a layer to chunk c + 1
-          if (out[i][c] - d < 1 || out[i][c + 1] + d < 1) continue;
-          out[i][c] -= d;
-          out[i][c + 1] += d;
-          const auto l = loads_of();
-          out[i][c] += d;
-          out[i][c + 1] -= d;
+          if (counts[i][c] - d < 1 || counts[i][c + 1] + d < 1) continue;
+          counts[i][c] -= d;
+          counts[i][c + 1] += d;
+          const auto l = rank_loads(fit, counts, P);
+          counts[i][c] += d;
+          counts[i][c + 1] -= d;
           if (l < best) {
             best = l;
             bi = i;
@@ -301,10 +298,27 @@ std::vector<std::vector<int>> balanced_layer_counts(const ModelSpec& model, cons
         }
     }
     if (bd == 0) break;
-    out[bi][bc] -= bd;
-    out[bi][bc + 1] += bd;
+    counts[bi][bc] -= bd;
+    counts[bi][bc + 1] += bd;
     cur = std::move(best);
   }
+}
+
+/// Per module, the layer counts of its P·K_i chunks that balance the ranks' work on `sample`
+/// (see the header comment): a ChunkWorkModel per module, balanced_layer_split per module, then
+/// balance_across_modules. Modules without items in the sample, or with fewer layers than
+/// chunks, get an empty entry (the even split).
+template <class C>
+std::vector<std::vector<int>> balanced_layer_counts(const ModelSpec& model, const C& cost, int P, std::span<const int> K,
+                                                    std::span<const std::int64_t> B, const Batch& sample) {
+  const std::size_t n = model.size();
+  std::vector<ChunkWorkModel> fit(n);
+  for (std::size_t i = 0; i < n; ++i) fit[i] = fit_chunk_work(model, cost, i, P * K[i], B[i], sample);
+  std::vector<std::vector<int>> out(n);
+  for (std::size_t i = 0; i < n; ++i)
+    if (fit[i].active)
+      out[i] = balanced_layer_split(model.modules[i].layers, P * K[i], [&](int first, int count) { return Nanoseconds{fit[i](first, count)}; });
+  balance_across_modules(fit, out, P);
   return out;
 }
 }  // namespace detail
