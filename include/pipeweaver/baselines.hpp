@@ -1,5 +1,6 @@
 #pragma once
-// Umbrella header for baselines/: the baseline plans (gpipe, 1f1b, interleaved-1f1b, nnscaler, optimus) and their comparison.
+// Umbrella header for baselines/: the baseline plans (gpipe, 1f1b, interleaved-1f1b, nnscaler,
+// optimus) and their comparison.
 #include "pipeweaver/baselines/builder.hpp"
 #include "pipeweaver/baselines/compare.hpp"
 #include "pipeweaver/baselines/gpipe.hpp"

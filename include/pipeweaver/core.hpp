@@ -1,5 +1,6 @@
 #pragma once
-// Umbrella header for core/: ids, units (time and bytes), errors, passes, memory strategies and the concepts users plug their types into.
+// Umbrella header for core/: ids, units (time and bytes), errors, passes, memory strategies and
+// the concepts users plug their types into.
 #include "pipeweaver/core/concepts.hpp"
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"

@@ -1,5 +1,6 @@
 #pragma once
-// Umbrella header for data/: samples, batches, dataset descriptions, the seeded sampler and packing.
+// Umbrella header for data/: samples, batches, dataset descriptions, the seeded sampler and
+// packing.
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/data/dataset_spec.hpp"
 #include "pipeweaver/data/packing.hpp"

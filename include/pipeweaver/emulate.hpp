@@ -1,5 +1,6 @@
 #pragma once
-// Umbrella header for emulate/: SEMU (plan emulation), the search's schedule emulator, the stage-cost cache and the lower bound.
+// Umbrella header for emulate/: SEMU (plan emulation), the search's schedule emulator, the
+// stage-cost cache and the lower bound.
 #include "pipeweaver/emulate/emulator.hpp"
 #include "pipeweaver/emulate/lower_bound.hpp"
 #include "pipeweaver/emulate/result.hpp"

@@ -1,5 +1,6 @@
 #pragma once
-// Umbrella header for execute/: the Runtime concept, stage callbacks, the buffer pool and the generic executor (std-only).
+// Umbrella header for execute/: the Runtime concept, stage callbacks, the buffer pool and the
+// generic executor (std-only).
 #include "pipeweaver/execute/buffer_pool.hpp"
 #include "pipeweaver/execute/executor.hpp"
 #include "pipeweaver/execute/plan_broadcast.hpp"

@@ -1,5 +1,6 @@
 #pragma once
-// Umbrella header for io/: JSON readers and writers (workloads, batches, plans), Chrome trace and SVG timeline (needs nlohmann-json).
+// Umbrella header for io/: JSON readers and writers (workloads, batches, plans), Chrome trace
+// and SVG timeline (needs nlohmann-json).
 #include "pipeweaver/io/batch_json.hpp"
 #include "pipeweaver/io/chrome_trace.hpp"
 #include "pipeweaver/io/plan_json.hpp"

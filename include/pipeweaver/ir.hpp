@@ -1,5 +1,6 @@
 #pragma once
-// Umbrella header for ir/: the plan IR: Plan, Partition, stage and sub-microbatch specs, labels and the binary form.
+// Umbrella header for ir/: the plan IR: Plan, Partition, stage and sub-microbatch specs, labels
+// and the binary form.
 #include "pipeweaver/ir/labels.hpp"
 #include "pipeweaver/ir/partition.hpp"
 #include "pipeweaver/ir/plan.hpp"

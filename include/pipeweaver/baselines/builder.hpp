@@ -56,11 +56,11 @@ enum class BaselineOrder : std::uint8_t {
 
 /// What a baseline fixes once per (model, dataset, setup).
 struct StaticBaseline {
-  std::string name;              ///< "gpipe", "1f1b", "interleaved-1f1b", "nnscaler", "optimus"
-  PipelineLayout layout;         ///< partition (its name = `name`) and the range of each chunk
-  std::vector<ModuleId> chain;   ///< every module, in chain order (orders stages inside a unit)
+  std::string name{};              ///< "gpipe", "1f1b", "interleaved-1f1b", "nnscaler", "optimus"
+  PipelineLayout layout{};         ///< partition (its name = `name`) and the range of each chunk
+  std::vector<ModuleId> chain{};   ///< every module, in chain order (orders stages inside a unit)
   BaselineOrder order = BaselineOrder::one_f_one_b;
-  std::string description;       ///< what was chosen, for reports: "v=2, ranges 0|12|...|77"
+  std::string description{};       ///< what was chosen, for reports: "v=2, ranges 0|12|...|77"
   /// bubble_fill only: forward fillers this many microbatches ahead of the pipeline are due
   /// (run before main stages); -1: fillers run in bubbles only.
   int filler_lookahead = -1;
@@ -351,11 +351,11 @@ template <class C>
 
 /// One step of a baseline before lowering.
 struct StepSchedule {
-  std::vector<SubMicrobatchSpec> sub_microbatches;
-  StageGraph graph;
-  Schedule schedule;
+  std::vector<SubMicrobatchSpec> sub_microbatches{};
+  StageGraph graph{};
+  Schedule schedule{};
   UniformRecompute recompute = UniformRecompute::none;
-  std::vector<Bytes> peak_memory;  ///< per rank (schedule_peak_memory)
+  std::vector<Bytes> peak_memory{};  ///< per rank (schedule_peak_memory)
   bool fits_memory = true;         ///< every rank's peak <= memory_capacity(setup)
 };
 
@@ -378,11 +378,11 @@ template <class C>
 
 /// A baseline's plan for one step, with its emulation.
 struct BaselinePlan {
-  Plan plan;
+  Plan plan{};
   UniformRecompute recompute = UniformRecompute::none;
   bool fits_memory = true;  ///< from the emulation: every rank's peak within memory_capacity(setup)
-  EmulationResult emulation;
-  StageGraph graph;  ///< the step's stage graph (for lower bounds)
+  EmulationResult emulation{};
+  StageGraph graph{};  ///< the step's stage graph (for lower bounds)
 };
 
 template <class C>
@@ -545,8 +545,8 @@ template <class C, class Make>
 
 /// A static baseline chosen on the profile steps, with its profile score.
 struct PreparedBaseline {
-  StaticBaseline baseline;
-  ProfileScore score;
+  StaticBaseline baseline{};
+  ProfileScore score{};
 };
 
 /// "0|12|24|...": a split's bounds for reports.

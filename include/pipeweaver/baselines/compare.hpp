@@ -47,19 +47,19 @@ inline constexpr std::array<std::string_view, 5> baseline_names{"gpipe", "1f1b",
 struct CompareOptions {
   std::uint64_t profile_seed = 0;  ///< seed of the profile steps (fixed: static choices do not depend on the compared seed)
   int profile_steps = 2;           ///< profile steps the static choices are made on
-  BaselineOptions baselines;
+  BaselineOptions baselines{};
   bool record_timeline = false;    ///< keep each plan's emulated timeline (for pictures)
 };
 
 /// One plan of one step.
 struct PlanComparison {
-  std::string name;
+  std::string name{};
   Nanoseconds step_time{0};
   Bytes peak_memory{0};  ///< maximum over ranks
   bool fits_memory = true;
   UniformRecompute recompute = UniformRecompute::none;
-  Plan plan;
-  EmulationResult emulation;
+  Plan plan{};
+  EmulationResult emulation{};
 };
 
 /// Every baseline on one step.
@@ -67,7 +67,7 @@ struct StepComparison {
   int step = 0;
   int microbatches = 0;
   Nanoseconds lower_bound{0};
-  std::vector<PlanComparison> plans;  ///< in baseline_names order
+  std::vector<PlanComparison> plans{};  ///< in baseline_names order
 };
 
 /// The profile steps: `options.profile_steps` steps of `dataset` sampled with `options.profile_seed`.

@@ -34,9 +34,9 @@ namespace pipeweaver {
 
 /// One measured stage latency.
 struct LatencySample {
-  StageSpec stage;
-  SubMicrobatchSpec sub_microbatch;
-  MemoryStrategy strategy;
+  StageSpec stage{};
+  SubMicrobatchSpec sub_microbatch{};
+  MemoryStrategy strategy{};
   Nanoseconds measured{0};
 };
 
@@ -46,7 +46,7 @@ struct CalibrationOptions {
 };
 
 struct CalibrationResult {
-  AnalyticOptions options;        ///< the initial options with the fitted α factors
+  AnalyticOptions options{};        ///< the initial options with the fitted α factors
   double rms_relative_error = 0;  ///< sqrt(mean(((model − measured) / measured)²)) at the fitted α
   int iterations = 0;             ///< least-squares solves performed
   bool converged = false;         ///< the operator assignment became stable

@@ -9,8 +9,8 @@ namespace pipeweaver {
 
 /// Items of one modality in a sample, one token count per item.
 struct SampleItems {
-  std::string modality;
-  std::vector<std::int64_t> tokens;
+  std::string modality{};
+  std::vector<std::int64_t> tokens{};
   friend bool operator==(const SampleItems&, const SampleItems&) = default;
 };
 
@@ -18,7 +18,7 @@ struct SampleItems {
 /// holds no empty lists.
 struct Sample {
   std::int64_t text = 0;
-  std::vector<SampleItems> items;
+  std::vector<SampleItems> items{};
 
   /// Token counts of this modality's items (empty if none).
   [[nodiscard]] const std::vector<std::int64_t>& tokens_of(const std::string& modality) const {
@@ -32,12 +32,12 @@ struct Sample {
 
 /// Samples packed under the setup's microbatch budget.
 struct Microbatch {
-  std::vector<Sample> samples;
+  std::vector<Sample> samples{};
 };
 
 /// The microbatches of one training step of one replica.
 struct Batch {
-  std::vector<Microbatch> microbatches;
+  std::vector<Microbatch> microbatches{};
   int truncated_samples = 0;  ///< samples cut to fit the budget while packing (reported, never silent)
 };
 

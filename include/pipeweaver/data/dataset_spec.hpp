@@ -18,30 +18,30 @@ struct ChoiceDist { std::vector<double> values; std::vector<double> weights; };
 /// A distribution of non-negative integers: a draw, times `scale`, clamped to [min, max],
 /// rounded to the nearest integer.
 struct Distribution {
-  std::variant<FixedDist, UniformDist, LognormalDist, PoissonDist, ChoiceDist> kind;
+  std::variant<FixedDist, UniformDist, LognormalDist, PoissonDist, ChoiceDist> kind{};
   double scale = 1;
-  std::optional<double> min;
-  std::optional<double> max;
+  std::optional<double> min{};
+  std::optional<double> max{};
 };
 
 /// Items of one modality in a sample: how many, and the tokens of each.
 struct ItemsSpec {
-  std::string modality;
-  Distribution count;
-  Distribution tokens;
+  std::string modality{};
+  Distribution count{};
+  Distribution tokens{};
 };
 
 struct SourceSpec {
-  std::string name;
+  std::string name{};
   double weight = 1;
-  Distribution text;
-  std::vector<ItemsSpec> items;  ///< sorted by modality name
+  Distribution text{};
+  std::vector<ItemsSpec> items{};  ///< sorted by modality name
 };
 
 struct DatasetSpec {
-  std::string name;
-  std::string description;
-  std::vector<SourceSpec> mixture;
+  std::string name{};
+  std::string description{};
+  std::vector<SourceSpec> mixture{};
 };
 
 }  // namespace pipeweaver

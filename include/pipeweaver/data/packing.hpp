@@ -150,7 +150,7 @@ inline bool fit_to_budget(const ModelSpec& model, const Setup& setup, ModuleId b
 
 /// A microbatch closed by the packer and how many of its samples were truncated.
 struct PackedMicrobatch {
-  Microbatch microbatch;
+  Microbatch microbatch{};
   int truncated_samples = 0;
 };
 

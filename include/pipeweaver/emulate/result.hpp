@@ -34,7 +34,7 @@ struct TimelineEvent {
   Kind kind = Kind::compute;
   RankId rank{0};           ///< compute: the rank; transfer: the sender
   RankId peer{0};           ///< transfer: the receiver; compute: same as rank
-  StageRef stage;           ///< compute: the stage; transfer: the producing stage
+  StageRef stage{};           ///< compute: the stage; transfer: the producing stage
   TransferId transfer{};    ///< transfer only (invalid for compute)
   std::int32_t action = 0;  ///< position in the rank's action list (compute: itself; transfer: its Send)
   Nanoseconds start{0};
@@ -44,13 +44,13 @@ struct TimelineEvent {
 
 struct EmulationResult {
   Nanoseconds step_time{0};  ///< latest end of any compute action or transfer (the step starts at 0)
-  std::vector<RankStats> ranks;
+  std::vector<RankStats> ranks{};
   /// With EmulateOptions::record_timeline: compute events in (rank, list position) order, then
   /// transfer events in TransferId order.
-  std::vector<TimelineEvent> timeline;
+  std::vector<TimelineEvent> timeline{};
   Bytes memory_capacity{0};    ///< per-device limit the peaks were checked against
   std::int64_t actions = 0;    ///< actions emulated (all kinds)
-  StageCostCacheStats cache;   ///< the cache's counters for this emulation (its own lookups only)
+  StageCostCacheStats cache{};   ///< the cache's counters for this emulation (its own lookups only)
 
   [[nodiscard]] Bytes peak_memory() const noexcept {
     Bytes m{0};

@@ -38,21 +38,21 @@ namespace pipeweaver {
 /// rank busy time, and the step time.
 struct ScheduleTiming {
   Nanoseconds step_time{0};
-  std::vector<Nanoseconds> start;
-  std::vector<Nanoseconds> end;
-  std::vector<Nanoseconds> busy;
+  std::vector<Nanoseconds> start{};
+  std::vector<Nanoseconds> end{};
+  std::vector<Nanoseconds> busy{};
 };
 
 /// Scratch buffers of emulate_schedule, kept by a caller that emulates many schedules.
 struct ScheduleWorkspace {
-  std::vector<std::int32_t> pending;
-  std::vector<Nanoseconds> ready_at;
-  std::vector<Nanoseconds> link_free;
-  std::vector<Nanoseconds> now;
-  std::vector<std::size_t> pos;
-  std::vector<NodeIndex> blocked_on;
-  std::vector<std::uint8_t> scheduled;
-  std::vector<int> worklist;
+  std::vector<std::int32_t> pending{};
+  std::vector<Nanoseconds> ready_at{};
+  std::vector<Nanoseconds> link_free{};
+  std::vector<Nanoseconds> now{};
+  std::vector<std::size_t> pos{};
+  std::vector<NodeIndex> blocked_on{};
+  std::vector<std::uint8_t> scheduled{};
+  std::vector<int> worklist{};
 };
 
 namespace detail {

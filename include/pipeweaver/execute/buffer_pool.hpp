@@ -28,7 +28,7 @@ struct PoolRequest {
 };
 
 struct PoolLayout {
-  std::vector<std::size_t> offsets;  ///< per request, in request order
+  std::vector<std::size_t> offsets{};  ///< per request, in request order
   std::size_t total = 0;             ///< arena bytes needed
 };
 

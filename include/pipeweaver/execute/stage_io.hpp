@@ -45,7 +45,7 @@ struct InputSegment {
   ModuleId module{0};                  ///< feeding module
   SubMicrobatchId sub_microbatch{0};   ///< the feeder's sub-microbatch
   std::size_t item = 0;                ///< item index within that sub-microbatch
-  ItemRef origin;                      ///< sample and item in the microbatch
+  ItemRef origin{};                      ///< sample and item in the microbatch
   std::size_t consumer_item = 0;       ///< index of the item of this stage's sub-microbatch it belongs to
   std::size_t offset = 0;              ///< byte offset in StageIO::input (and input_grad)
   std::size_t bytes = 0;
@@ -54,12 +54,12 @@ struct InputSegment {
 /// Buffers of one stage call (see the promises above).
 struct StageIO {
   RankId rank{0};
-  std::span<const std::byte> input;
-  std::span<const InputSegment> segments;  ///< layout of a gathered input, else empty
-  std::span<std::byte> output;
-  std::span<std::byte> stash;
-  std::span<const std::byte> output_grad;
-  std::span<std::byte> input_grad;
+  std::span<const std::byte> input{};
+  std::span<const InputSegment> segments{};  ///< layout of a gathered input, else empty
+  std::span<std::byte> output{};
+  std::span<std::byte> stash{};
+  std::span<const std::byte> output_grad{};
+  std::span<std::byte> input_grad{};
   void* queue = nullptr;  ///< native compute queue (cudaStream_t on CUDA, nullptr on the host)
 };
 
@@ -82,7 +82,7 @@ struct BufferSizes {
 };
 
 struct ExecutorOptions {
-  BufferSizes sizes;
+  BufferSizes sizes{};
   std::size_t alignment = 256;  ///< of every pool buffer (power of two)
 };
 

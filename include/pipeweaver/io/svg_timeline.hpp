@@ -31,7 +31,7 @@ struct SvgTimelineOptions {
   int width = 1200;           ///< pixels
   int row_height = 26;        ///< pixels per rank row
   bool label_microbatches = true;
-  std::string title;          ///< default: "<plan> · <model> · <setup> — step <t> ms"
+  std::string title{};          ///< default: "<plan> · <model> · <setup> — step <t> ms"
 };
 
 namespace detail {

@@ -28,24 +28,24 @@ namespace pipeweaver {
 
 /// One reference case of a suite: files resolved relative to the suite file's folder.
 struct SuiteCase {
-  std::string name;
-  std::filesystem::path model;
-  std::filesystem::path dataset;
-  std::filesystem::path setup;
+  std::string name{};
+  std::filesystem::path model{};
+  std::filesystem::path dataset{};
+  std::filesystem::path setup{};
 };
 
 /// suite.json: the reference cases (model x dataset x setup).
 struct Suite {
-  std::string name;
-  std::string description;
-  std::vector<SuiteCase> cases;
+  std::string name{};
+  std::string description{};
+  std::vector<SuiteCase> cases{};
 };
 
 /// The three specs of one case, read and checked against each other.
 struct Workload {
-  ModelSpec model;
-  DatasetSpec dataset;
-  Setup setup;
+  ModelSpec model{};
+  DatasetSpec dataset{};
+  Setup setup{};
 };
 
 namespace detail {

@@ -18,7 +18,7 @@ struct Chunk {
 };
 
 struct ModulePlacement {
-  std::vector<Chunk> chunks;  ///< in data-flow order; a sub-microbatch passes them in sequence
+  std::vector<Chunk> chunks{};  ///< in data-flow order; a sub-microbatch passes them in sequence
   /// Items per sub-microbatch (B_i); 0 means the module's items of a microbatch form one
   /// sub-microbatch.
   std::int64_t sub_microbatch_items = 0;
@@ -26,9 +26,9 @@ struct ModulePlacement {
 };
 
 struct Partition {
-  std::string name;  ///< e.g. "dip", "1f1b"
+  std::string name{};  ///< e.g. "dip", "1f1b"
   int ranks = 1;     ///< P
-  std::vector<ModulePlacement> modules;  ///< indexed by ModuleId
+  std::vector<ModulePlacement> modules{};  ///< indexed by ModuleId
 
   [[nodiscard]] const ModulePlacement& placement(ModuleId m) const { return modules.at(m.index()); }
   [[nodiscard]] const Chunk& chunk(ModuleId m, int c) const {

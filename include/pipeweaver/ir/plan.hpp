@@ -70,22 +70,22 @@ struct StageRef {
 struct Transfer {
   RankId from{0};
   RankId to{0};
-  StageRef producer;
-  StageRef consumer;
+  StageRef producer{};
+  StageRef consumer{};
   Bytes bytes{0};
   friend bool operator==(const Transfer&, const Transfer&) = default;
 };
 
 struct Plan {
   static constexpr std::uint32_t format_version = 1;
-  std::string name;   ///< builder that made it: "dip", "1f1b", ...
-  std::string model;  ///< ModelSpec::name it was built for
-  std::string setup;  ///< Setup::name it was built for
+  std::string name{};   ///< builder that made it: "dip", "1f1b", ...
+  std::string model{};  ///< ModelSpec::name it was built for
+  std::string setup{};  ///< Setup::name it was built for
   int microbatches = 0;
-  Partition partition;
-  std::vector<SubMicrobatchSpec> sub_microbatches;  ///< indexed by SubMicrobatchId
-  std::vector<Transfer> transfers;                  ///< indexed by TransferId
-  std::vector<std::vector<Action>> ranks;           ///< ranks[r] = actions of rank r, in order
+  Partition partition{};
+  std::vector<SubMicrobatchSpec> sub_microbatches{};  ///< indexed by SubMicrobatchId
+  std::vector<Transfer> transfers{};                  ///< indexed by TransferId
+  std::vector<std::vector<Action>> ranks{};           ///< ranks[r] = actions of rank r, in order
 
   [[nodiscard]] int rank_count() const noexcept { return static_cast<int>(ranks.size()); }
   [[nodiscard]] const SubMicrobatchSpec& sub_microbatch(SubMicrobatchId id) const { return sub_microbatches.at(id.index()); }

@@ -205,9 +205,9 @@ inline void check_context(const ModuleSpec& m, std::span<const std::int64_t> ite
 /// Activation bytes one layer keeps until its backward, per tensor-parallel rank, under each
 /// way of treating the layer (see the header comment for the formula).
 struct LayerActivationBytes {
-  Bytes none;            ///< everything stored
-  Bytes selective;       ///< attention-core outputs dropped (recomputed in the backward)
-  Bytes full_recompute;  ///< only the layer input kept
+  Bytes none{};            ///< everything stored
+  Bytes selective{};       ///< attention-core outputs dropped (recomputed in the backward)
+  Bytes full_recompute{};  ///< only the layer input kept
 };
 
 /// Per-layer activation bytes of `m` on `tokens` item tokens and `context_tokens` context

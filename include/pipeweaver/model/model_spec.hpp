@@ -34,9 +34,9 @@ enum class AttentionKind : std::uint8_t { causal, bidirectional };
 
 /// One transformer module (an encoder, the backbone, a generator).
 struct ModuleSpec {
-  std::string name;
+  std::string name{};
   ModuleRole role = ModuleRole::backbone;
-  std::string modality;  ///< sample field this module consumes: "text", "image", "video", ...
+  std::string modality{};  ///< sample field this module consumes: "text", "image", "video", ...
   int layers = 0;
   std::int64_t hidden = 0;
   std::int64_t ffn_hidden = 0;
@@ -45,8 +45,8 @@ struct ModuleSpec {
   FfnKind ffn = FfnKind::gelu;
   AttentionKind attention = AttentionKind::causal;
   bool cross_attention = false;                 ///< each layer also attends to the feeding module's output
-  std::optional<std::int64_t> vocab;            ///< embedding + output head + loss on the backbone
-  std::optional<ModuleId> feeds;                ///< module that consumes this module's output
+  std::optional<std::int64_t> vocab{};            ///< embedding + output head + loss on the backbone
+  std::optional<ModuleId> feeds{};                ///< module that consumes this module's output
   double output_tokens_per_input_token = 1.0;   ///< encoders: tokens handed on per input token
   bool trainable = true;                        ///< a frozen module runs forward only
 
@@ -55,9 +55,9 @@ struct ModuleSpec {
 
 /// A model: modules in data-flow order. ModuleId(i) is modules[i].
 struct ModelSpec {
-  std::string name;
-  std::string description;
-  std::vector<ModuleSpec> modules;
+  std::string name{};
+  std::string description{};
+  std::vector<ModuleSpec> modules{};
 
   [[nodiscard]] const ModuleSpec& module(ModuleId id) const { return modules.at(id.index()); }
   [[nodiscard]] std::size_t size() const noexcept { return modules.size(); }

@@ -69,8 +69,8 @@ struct DipModuleChoice {
 };
 
 struct DipPartition {
-  Partition partition;
-  std::vector<DipModuleChoice> modules;  ///< indexed by ModuleId
+  Partition partition{};
+  std::vector<DipModuleChoice> modules{};  ///< indexed by ModuleId
 };
 
 namespace detail {

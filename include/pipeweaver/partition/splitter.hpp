@@ -50,7 +50,7 @@ namespace pipeweaver {
 struct SplitItem {
   std::int64_t tokens = 0;
   std::int64_t context_tokens = 0;  ///< generators only (else 0)
-  ItemRef ref;
+  ItemRef ref{};
   friend bool operator==(const SplitItem&, const SplitItem&) = default;
 };
 

@@ -93,7 +93,7 @@ struct AsyncPlannerOptions {
   Nanoseconds search_budget = Nanoseconds::max();
   /// When set, next() broadcasts each plan it returns (or, on error, a failure notice) through
   /// this hook, bound to the root rank; the other ranks call receive_plan().
-  BroadcastHook broadcast;
+  BroadcastHook broadcast{};
 };
 
 struct AsyncPlannerStats {

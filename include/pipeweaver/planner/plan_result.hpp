@@ -12,13 +12,13 @@
 namespace pipeweaver {
 
 struct PlanResult {
-  Plan plan;
+  Plan plan{};
   Nanoseconds step_time{0};    ///< emulated step time of `plan`
   Nanoseconds lower_bound{0};  ///< a lower bound on any plan's step time for this batch
   Nanoseconds search_time{0};  ///< wall-clock time spent finding `plan`
   std::int64_t iterations = 0; ///< MCTS iterations (expansions, each with several rollouts); 0 for a baseline
   bool fallback = false;       ///< true when the searched plan was not ready and a fallback was used
-  std::string source;          ///< what produced it: "dip", "1f1b", "interleaved-1f1b", ...
+  std::string source{};          ///< what produced it: "dip", "1f1b", "interleaved-1f1b", ...
 };
 
 }  // namespace pipeweaver

@@ -173,17 +173,17 @@ struct Planner<C>::State {
   const C cost;
   const PlannerOptions options;
 
-  std::once_flag once;
-  std::optional<Prepared> prep;  // written once (under `once`), then read-only
+  std::once_flag once{};
+  std::optional<Prepared> prep{};  // written once (under `once`), then read-only
   std::atomic<bool> done{false};
 
   // Wall time of the work after the search (lowering, emulation, choice, validation) in the
   // last plan() call, reserved out of the next call's deadline.
   std::atomic<std::int64_t> finish_ns{0};
 
-  std::mutex pool_mu;
-  std::vector<std::unique_ptr<Workspace>> all;  // every workspace ever made
-  std::vector<Workspace*> idle;
+  std::mutex pool_mu{};
+  std::vector<std::unique_ptr<Workspace>> all{};  // every workspace ever made
+  std::vector<Workspace*> idle{};
 
   void check_options() const;
   void check_static_memory_possible() const;

@@ -44,22 +44,22 @@
 namespace pipeweaver {
 
 struct InterleaveInput {
-  std::span<const std::int64_t> priority;     ///< per node, higher runs first
-  std::span<const Nanoseconds> latency;       ///< per node
-  std::span<const Bytes> activation_bytes;    ///< per node (read for forwards); empty: no memory limit
+  std::span<const std::int64_t> priority{};     ///< per node, higher runs first
+  std::span<const Nanoseconds> latency{};       ///< per node
+  std::span<const Bytes> activation_bytes{};    ///< per node (read for forwards); empty: no memory limit
   std::span<const Bytes> memory_budget;       ///< per rank, static memory already subtracted; empty: unlimited
-  std::span<const MemoryStrategy> strategy;   ///< per node, copied into the schedule; empty: none
+  std::span<const MemoryStrategy> strategy{};   ///< per node, copied into the schedule; empty: none
   /// Per node, an admission group >= 0 (e.g. its microbatch); empty: every forward on its own.
   /// See "admission control" below: groups keep memory pausing from deadlocking.
-  std::span<const std::int32_t> group;
+  std::span<const std::int32_t> group{};
 };
 
 struct InterleaveResult {
-  Schedule schedule;
-  std::vector<Nanoseconds> start;  ///< per node
-  std::vector<Nanoseconds> end;    ///< per node
+  Schedule schedule{};
+  std::vector<Nanoseconds> start{};  ///< per node
+  std::vector<Nanoseconds> end{};    ///< per node
   Nanoseconds step_time{0};        ///< latest end
-  std::vector<Bytes> peak_activation;  ///< per rank, largest sum of held activation bytes
+  std::vector<Bytes> peak_activation{};  ///< per rank, largest sum of held activation bytes
   bool memory_respected = true;    ///< false when a forward had to overflow its rank's budget
   bool complete = true;            ///< false when some node never became ready (a dependency cycle)
 };

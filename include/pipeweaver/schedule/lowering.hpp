@@ -63,8 +63,8 @@ namespace detail {
 /// Where each node runs in the schedule and under which strategy.
 struct ScheduledPositions {
   static constexpr std::size_t none = std::numeric_limits<std::size_t>::max();
-  std::vector<std::size_t> position;      ///< per node: its position in its rank's list
-  std::vector<MemoryStrategy> strategy;   ///< per node
+  std::vector<std::size_t> position{};      ///< per node: its position in its rank's list
+  std::vector<MemoryStrategy> strategy{};   ///< per node
 };
 
 /// Checks that `schedule` runs every node of `graph` exactly once on its own rank, and that every

@@ -87,7 +87,7 @@ inline constexpr std::array<UniformRecompute, 3> uniform_recompute_settings{
 struct ChainSplit {
   int ranks = 1;
   int virtual_stages = 1;
-  std::vector<int> bounds;  ///< range j = chain layers [bounds[j], bounds[j+1]); size R + 1
+  std::vector<int> bounds{};  ///< range j = chain layers [bounds[j], bounds[j+1]); size R + 1
   [[nodiscard]] int range_count() const noexcept { return ranks * virtual_stages; }
   friend bool operator==(const ChainSplit&, const ChainSplit&) = default;
 };
@@ -105,9 +105,9 @@ inline void check_split(const ChainSplit& s, int layers) {
 /// A static pipeline layout: the partition, and for every chunk the range (virtual stage j) whose
 /// units schedule it, or -1 for a chunk scheduled outside the pipeline order (Optimus' encoders).
 struct PipelineLayout {
-  Partition partition;
+  Partition partition{};
   int virtual_stages = 1;
-  std::vector<std::vector<int>> range_of_chunk;  ///< [module][chunk] -> range index or -1
+  std::vector<std::vector<int>> range_of_chunk{};  ///< [module][chunk] -> range index or -1
   [[nodiscard]] int ranks() const noexcept { return partition.ranks; }
 };
 

@@ -44,22 +44,22 @@ namespace pipeweaver {
 using NodeIndex = std::int32_t;
 
 struct StageNode {
-  StageRef stage;                  ///< module, chunk, sub-microbatch, pass
+  StageRef stage{};                  ///< module, chunk, sub-microbatch, pass
   RankId rank{0};                  ///< rank that runs it (from the partition)
-  std::vector<NodeIndex> inputs;   ///< nodes that must finish (their output arrive) before this one starts
-  std::vector<NodeIndex> outputs;  ///< nodes that consume this node's output (inverse of inputs)
+  std::vector<NodeIndex> inputs{};   ///< nodes that must finish (their output arrive) before this one starts
+  std::vector<NodeIndex> outputs{};  ///< nodes that consume this node's output (inverse of inputs)
 };
 
 /// Nodes of one step in a deterministic order: by sub-microbatch, then pass (forwards before
 /// backwards), then chunk. Node indices are stable for identical inputs.
 struct StageGraph {
-  std::vector<StageNode> nodes;
+  std::vector<StageNode> nodes{};
   /// Lookup table filled by build_stage_graph (find is O(1) with it; a graph assembled by hand
   /// without it falls back to a linear scan): sub-microbatch s owns the slots
   /// [lookup_offsets[s], lookup_offsets[s+1]) = 4 passes x its module's chunks, slot
   /// offset + pass * chunks + chunk holding the node index or -1.
-  std::vector<std::int32_t> lookup_offsets;
-  std::vector<NodeIndex> lookup;
+  std::vector<std::int32_t> lookup_offsets{};
+  std::vector<NodeIndex> lookup{};
   /// Index of a stage's node, or -1 if the step has no such stage.
   [[nodiscard]] NodeIndex find(const StageRef& s) const noexcept;
   [[nodiscard]] std::size_t size() const noexcept { return nodes.size(); }
@@ -90,7 +90,7 @@ struct ScheduledStage {
   friend bool operator==(const ScheduledStage&, const ScheduledStage&) = default;
 };
 struct Schedule {
-  std::vector<std::vector<ScheduledStage>> ranks;  ///< ranks[r]: stages of rank r in execution order
+  std::vector<std::vector<ScheduledStage>> ranks{};  ///< ranks[r]: stages of rank r in execution order
 };
 
 // ---------------------------------------------------------------------------------------------

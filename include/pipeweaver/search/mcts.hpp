@@ -55,8 +55,8 @@ namespace pipeweaver {
 
 /// The DAG the orders must respect: per unit its successors and its number of predecessors.
 struct UnitDag {
-  std::vector<std::vector<std::int32_t>> successors;
-  std::vector<std::int32_t> indegree;
+  std::vector<std::vector<std::int32_t>> successors{};
+  std::vector<std::int32_t> indegree{};
   [[nodiscard]] std::size_t size() const noexcept { return indegree.size(); }
 };
 
@@ -87,13 +87,13 @@ struct MctsTracePoint {
 };
 
 struct MctsResult {
-  std::vector<std::int32_t> best_sequence;
+  std::vector<std::int32_t> best_sequence{};
   double best_score = 0;
   int best_seed = -1;  ///< index of the seed order that is still the best, or -1 if the search improved on them
   std::int64_t iterations = 0;
   std::int64_t rollouts = 0;  ///< evaluations, seeds included
   std::size_t tree_nodes = 0;
-  std::vector<MctsTracePoint> trace;
+  std::vector<MctsTracePoint> trace{};
 };
 
 namespace detail {

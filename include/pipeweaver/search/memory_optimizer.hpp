@@ -157,8 +157,8 @@ template <class Eval>
 /// ignored; the storage is the caller's). `points[p]`: the pairs alive at the p-th forward start
 /// of the rank (including the pair whose forward starts there).
 struct RankMemoryProblem {
-  std::vector<std::span<const StrategyCandidate>> candidates;
-  std::vector<std::vector<std::int32_t>> points;
+  std::vector<std::span<const StrategyCandidate>> candidates{};
+  std::vector<std::vector<std::int32_t>> points{};
   Bytes static_bytes{0};
   Bytes capacity{0};
 };
@@ -170,7 +170,7 @@ struct MemoryOptimizerOptions {
 
 struct MemoryAssignment {
   bool feasible = false;
-  std::vector<std::int32_t> choice;  ///< per pair: index into its `candidates` (empty when infeasible)
+  std::vector<std::int32_t> choice{};  ///< per pair: index into its `candidates` (empty when infeasible)
   Nanoseconds total_time{0};         ///< sum of the chosen candidates' times
   Nanoseconds lower_bound{0};        ///< sum of each pair's fastest time
   bool proven = false;               ///< total_time <= (1 + gap) * optimum is guaranteed
@@ -258,9 +258,9 @@ struct PairEvent {
 /// activations only while it runs, and `order` releases it right after its forward), numbered
 /// in forward order.
 struct RankPairs {
-  std::vector<NodeIndex> forward;
-  std::vector<NodeIndex> release;
-  std::vector<PairEvent> order;  ///< the rank's forwards and releasing backwards in schedule order
+  std::vector<NodeIndex> forward{};
+  std::vector<NodeIndex> release{};
+  std::vector<PairEvent> order{};  ///< the rank's forwards and releasing backwards in schedule order
 };
 
 /// Extracts a rank's pairs from its scheduled order. Stages are matched on (module, chunk,
@@ -321,9 +321,9 @@ namespace detail {
 /// point_pairs[point_begin[p] .. point_begin[p + 1]). The search's evaluator builds this
 /// directly (no vector per point); optimize_rank_memory converts a RankMemoryProblem to it.
 struct RankMemoryView {
-  std::span<const std::span<const StrategyCandidate>> candidates;
-  std::span<const std::int32_t> point_begin;  ///< points + 1 entries (empty: no points)
-  std::span<const std::int32_t> point_pairs;
+  std::span<const std::span<const StrategyCandidate>> candidates{};
+  std::span<const std::int32_t> point_begin{};  ///< points + 1 entries (empty: no points)
+  std::span<const std::int32_t> point_pairs{};
   Bytes static_bytes{0};
   Bytes capacity{0};
   [[nodiscard]] std::size_t points() const noexcept { return point_begin.empty() ? 0 : point_begin.size() - 1; }

@@ -59,18 +59,18 @@ struct StepTables {
   const StageGraph* graph = nullptr;
   const SegmentUnits* units = nullptr;
   int ranks = 1;
-  std::vector<std::int32_t> pair_of_node;       ///< per node: its stage pair
-  std::vector<NodeIndex> forward_of_pair;       ///< per pair
-  std::vector<std::int32_t> list_of_pair;       ///< per pair: index into candidate_lists
-  std::vector<std::vector<StrategyCandidate>> candidate_lists;  ///< fastest first
+  std::vector<std::int32_t> pair_of_node{};       ///< per node: its stage pair
+  std::vector<NodeIndex> forward_of_pair{};       ///< per pair
+  std::vector<std::int32_t> list_of_pair{};       ///< per pair: index into candidate_lists
+  std::vector<std::vector<StrategyCandidate>> candidate_lists{};  ///< fastest first
   /// [list][candidate][pass]: latency of the pair's stage in each pass under that candidate.
-  std::vector<std::vector<std::array<Nanoseconds, 4>>> pass_latency;
-  std::vector<std::int32_t> microbatch_of_node;
-  std::vector<std::vector<Nanoseconds>> out_transfer;  ///< parallel to graph->nodes[u].outputs
+  std::vector<std::vector<std::array<Nanoseconds, 4>>> pass_latency{};
+  std::vector<std::int32_t> microbatch_of_node{};
+  std::vector<std::vector<Nanoseconds>> out_transfer{};  ///< parallel to graph->nodes[u].outputs
   std::vector<Bytes> static_memory;   ///< per rank
   Bytes capacity{0};
   std::vector<Bytes> activation_budget;  ///< per rank: capacity − static (may be negative)
-  LowerBound bound;                   ///< at MemoryStrategy{} (emulate/lower_bound.hpp)
+  LowerBound bound{};                   ///< at MemoryStrategy{} (emulate/lower_bound.hpp)
 
   [[nodiscard]] Nanoseconds transfer(NodeIndex u, NodeIndex v) const {
     const auto& outs = graph->nodes[static_cast<std::size_t>(u)].outputs;
@@ -196,7 +196,7 @@ struct ScheduleEvaluatorOptions {
 struct Evaluation {
   bool feasible = false;
   Nanoseconds step_time{0};
-  Schedule schedule;
+  Schedule schedule{};
   double score = 0;
 };
 

@@ -32,12 +32,12 @@ struct ScheduleSearchOptions {
 };
 
 struct ScheduleSearchResult {
-  Schedule schedule;
+  Schedule schedule{};
   bool feasible = false;          ///< fits memory on every rank
   Nanoseconds step_time{0};       ///< emulate_schedule of `schedule`
-  LowerBound bound;               ///< of this step under this partition
-  std::string found_by;           ///< a seed's name, or "mcts"
-  MctsResult search;              ///< iterations, rollouts, tree size, convergence trace
+  LowerBound bound{};               ///< of this step under this partition
+  std::string found_by{};           ///< a seed's name, or "mcts"
+  MctsResult search{};              ///< iterations, rollouts, tree size, convergence trace
 };
 
 /// Searches one step. The cache is used only on the calling thread (building the tables), so a

@@ -41,10 +41,10 @@ struct SegmentUnit {
 
 /// The units of one step's stage graph and their dependency DAG.
 struct SegmentUnits {
-  std::vector<SegmentUnit> units;               ///< sorted by (forward first, module, microbatch, k)
-  std::vector<std::int32_t> unit_of_node;       ///< per stage node
-  std::vector<std::vector<std::int32_t>> successors;  ///< unit DAG (deduplicated, ascending)
-  std::vector<std::int32_t> indegree;           ///< per unit, number of predecessor units
+  std::vector<SegmentUnit> units{};               ///< sorted by (forward first, module, microbatch, k)
+  std::vector<std::int32_t> unit_of_node{};       ///< per stage node
+  std::vector<std::vector<std::int32_t>> successors{};  ///< unit DAG (deduplicated, ascending)
+  std::vector<std::int32_t> indegree{};           ///< per unit, number of predecessor units
   [[nodiscard]] std::size_t size() const noexcept { return units.size(); }
 };
 
@@ -152,8 +152,8 @@ std::vector<std::int32_t> topological_by(const SegmentUnits& su, KeyFn&& key) {
 
 /// A named seed order.
 struct SeedOrder {
-  std::string name;
-  std::vector<std::int32_t> sequence;
+  std::string name{};
+  std::vector<std::int32_t> sequence{};
 };
 
 /// Seed orders mimicking the baselines (see the header comment), all topological.

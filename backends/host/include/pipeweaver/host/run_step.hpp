@@ -32,7 +32,7 @@ namespace pipeweaver::host {
 struct RankOutcome {
   bool ok = true;
   ErrorKind kind = ErrorKind::execution;  ///< when !ok
-  std::string message;                    ///< Error::what() when !ok
+  std::string message{};                    ///< Error::what() when !ok
 };
 
 /// Keeps one World, runtime and executor per rank across steps, so that pools and channel

@@ -55,30 +55,30 @@ struct Options {
   Accumulate accumulate = accumulate_f32;
   ExecutorOptions executor{};
   /// Fault injection (tests): the message of this transfer is dropped by its channel.
-  std::optional<TransferId> drop_transfer;
+  std::optional<TransferId> drop_transfer{};
 };
 
 namespace detail {
 
 struct PostedRecv {
-  std::span<std::byte> dst;
+  std::span<std::byte> dst{};
   TransferId expected{0};
   bool done = false;
-  std::optional<TransferId> arrived;  ///< set when another transfer arrived instead
+  std::optional<TransferId> arrived{};  ///< set when another transfer arrived instead
   std::size_t arrived_bytes = 0;
 };
 
 struct Message {
   TransferId id{0};
-  std::vector<std::byte> data;
+  std::vector<std::byte> data{};
 };
 
 struct Channel {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<Message> buffered;              // sent, receive not yet posted (in order)
-  std::deque<PostedRecv*> posted;            // posted, not yet delivered (in order)
-  std::vector<std::vector<std::byte>> spare; // recycled message storage
+  std::mutex mu{};
+  std::condition_variable cv{};
+  std::deque<Message> buffered{};              // sent, receive not yet posted (in order)
+  std::deque<PostedRecv*> posted{};            // posted, not yet delivered (in order)
+  std::vector<std::vector<std::byte>> spare{}; // recycled message storage
 
   static void deliver(PostedRecv& r, TransferId id, std::span<const std::byte> data) {
     r.arrived_bytes = data.size();
