@@ -8,25 +8,13 @@
 // transfer time after they are sent, so a step should last X × its emulated step time; the
 // command reports, per step, the measured step time and X × the emulated one.
 //
-// How a step is planned and distributed, as a trainer would do it:
-//  * rank 0 is the planning rank. Step 0's plan is searched synchronously (nothing can run
-//    before it); steps 1.. go through an AsyncPlanner (one background thread, lookahead L,
-//    default 2): while step k executes, the plans of steps k+1 .. k+L are searched from their
-//    batch metadata. When step k+1 is due and its search is not done, rank 0 waits up to G ms
-//    (default 100) and then takes the fallback plan (the best baseline), which is reported;
-//  * rank 0 broadcasts each plan in its binary form (schedule/plan_binary.hpp) through the
-//    in-process broadcast (host/broadcast.hpp); every other rank decodes it, compiles its
-//    action list (execute/executor.hpp) and looks up its stage latencies; a planning failure is
-//    broadcast as an empty message, so every rank stops with the error;
-//  * a barrier starts the step on every rank at once and another ends it: the measured step
-//    time is the wall-clock between the two. What happens between steps is reported apart:
-//    the wait for the plan (0 when its search was done in time), and the gap from the end of
-//    the previous step to the start of this one (the wait, the broadcast, decoding, compiling
-//    the action lists and looking up the stage latencies);
-//  * --realtime runs the rank threads under SCHED_FIFO once they have their first plan (Linux,
-//    needs CAP_SYS_NICE): they stand in for devices, whose progress the planner's search and
-//    other processes on the machine must not delay. Without it, a busy machine delays their
-//    wake-ups, which shows as a larger measured − emulated difference.
+// How a step is planned and distributed is the host backend's trainer loop (host/training.hpp):
+// rank 0 plans through an AsyncPlanner (one background thread, lookahead L, default 2; step 0
+// waits for its search, a later step waits up to G ms (default 100) for a late one and then takes
+// the fallback, which is reported) and broadcasts each plan in its binary form; barriers start
+// and end every step on all ranks, and the measured step time is the wall-clock between them.
+// --realtime runs the rank threads under SCHED_FIFO (Linux, CAP_SYS_NICE): they stand in for
+// devices, whose progress the planner's search and other processes must not delay.
 // Honest comparison: the emulated time is the planner's own emulation of the plan (the same
 // StageCostCache latencies the callbacks sleep for, and the same link model: a directed link
 // carries one transfer at a time, in the sender's order). The plan's byte counts become link
@@ -39,21 +27,16 @@
 //   (of |measured − emulated| / emulated over the steps), "plan_wait_ms", "gap_ms",
 //   "plan_search_ms", "plan_source" (one entry per step), "max_wait_ms", "max_gap_ms" (over
 //   steps 1..K-1), "plans_ready_in_time", "plans_after_wait", "fallbacks"} (the last three
-//   count steps 1..K-1, the asynchronous ones).
+//   count every step; step 0 always waits for its search).
 // Bad input (a backend other than host, an unreadable file, out-of-range numbers):
 // pipeweaver::Error (main.cpp: one line on stderr, exit status 2).
 #include <algorithm>
-#include <atomic>
-#include <barrier>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <exception>
-#include <future>
 #include <iostream>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -65,9 +48,8 @@
 #include "pipeweaver/data/packing.hpp"
 #include "pipeweaver/emulate/stage_cost_cache.hpp"
 #include "pipeweaver/execute/executor.hpp"
-#include "pipeweaver/host/broadcast.hpp"
-#include "pipeweaver/host/runtime.hpp"
 #include "pipeweaver/host/timed.hpp"
+#include "pipeweaver/host/training.hpp"
 #include "pipeweaver/io/workload_json.hpp"
 #include "pipeweaver/planner/async_planner.hpp"
 #include "pipeweaver/planner/broadcast_hook.hpp"
@@ -130,159 +112,39 @@ inline double ms(std::chrono::nanoseconds d) { return static_cast<double>(d.coun
 
 }  // namespace detail
 
-/// Executes the steps (see the header comment). `planner` must have chosen its placement.
+/// Executes the steps on the host trainer loop (host/training.hpp) with ranks in emulated time
+/// (host/timed.hpp). `planner` must have chosen its placement.
 template <class C>
 RunReport execute_timed_steps(const pipeweaver::Planner<C>& planner, const std::vector<pipeweaver::Batch>& batches,
                               double scale, int lookahead, std::chrono::nanoseconds grace, bool realtime = false) {
   namespace pw = pipeweaver;
   namespace host = pipeweaver::host;
-  using Clock = host::TimedClock;
-  const pw::ModelSpec& model = planner.model();
-  const C& cost = planner.cost();
   const int P = planner.setup().pipeline_stages;
-  const int K = static_cast<int>(batches.size());
-
-  host::Options options;
-  options.timeout = std::chrono::minutes(10);  // longer than any legitimate wait of a step
-  options.channel_capacity = std::size_t{1} << 20;  // a send never blocks on a full channel
-  options.executor.sizes.item_output_bytes = [](const pw::StageSpec&, const pw::SubMicrobatchSpec&, std::size_t) {
+  host::TrainingOptions options;
+  options.lookahead = lookahead;
+  options.grace = grace;
+  options.realtime = realtime;
+  options.host.timeout = std::chrono::minutes(10);  // longer than any legitimate wait of a step
+  options.host.channel_capacity = std::size_t{1} << 20;  // a send never blocks on a full channel
+  options.host.executor.sizes.item_output_bytes = [](const pw::StageSpec&, const pw::SubMicrobatchSpec&, std::size_t) {
     return std::size_t{16};  // the plan's bytes are modeled as link time (host/timed.hpp)
   };
-  host::World world(P, options);
   host::LinkClocks clocks(P);
-  host::InProcessBroadcast broadcast(P, std::chrono::minutes(10));
-
-  pw::AsyncPlannerOptions ao;
-  ao.threads = 1;
-  ao.lookahead = lookahead;
-  ao.grace = pw::Nanoseconds{grace.count()};
-  pw::AsyncPlanner<pw::Planner<C>> async(planner, ao);
-  int submitted = 1;  // step 0 is planned synchronously
-  auto top_up = [&] {
-    while (submitted < K && async.outstanding() < lookahead) async.submit(batches[static_cast<std::size_t>(submitted++)]);
+  const auto make_rank = [&](host::World& world, pw::RankId r) {
+    return host::EmulatedTimeRank<C>(world, r, clocks, planner.cost(), planner.model(), scale);
   };
-  top_up();  // the searches of steps 1..L start now, alongside step 0's
-
+  const host::TrainingReport t = host::run_training(planner, std::span<const pw::Batch>(batches), planner.model(), P, make_rank, options);
   RunReport report;
-  report.steps.resize(static_cast<std::size_t>(K));
-  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(P));
-  std::atomic<bool> failed{false};
-  bool stop_at_start = false, stop_at_end = false;
-  Clock::time_point step_start{}, step_end{};
-  int step_index = 0;
-  std::barrier start_barrier(P, [&]() noexcept {
-    stop_at_start = failed.load();
-    step_start = Clock::now();
-    if (step_index > 0) report.steps[static_cast<std::size_t>(step_index)].gap_ms = detail::ms(step_start - step_end);
-  });
-  std::barrier end_barrier(P, [&]() noexcept {
-    step_end = Clock::now();
-    report.steps[static_cast<std::size_t>(step_index)].measured_ms = detail::ms(step_end - step_start);
-    ++step_index;
-    stop_at_end = failed.load();
-  });
-
-  // Rank 0: the step's plan (searched, or fallback) and its broadcast to the other ranks.
-  auto plan_on_root = [&](int k, const pw::BroadcastHook& hook) -> pw::Plan {
-    pw::PlanResult r;
-    std::vector<std::byte> bytes;
-    std::exception_ptr error;
-    try {
-      const auto t0 = Clock::now();
-      if (k == 0) {
-        r = planner.plan(batches[0]);
-      } else {
-        r = async.next();
-      }
-      RunStep& s = report.steps[static_cast<std::size_t>(k)];
-      s.step = k;
-      s.wait_ms = k == 0 ? detail::ms(Clock::now() - t0) : detail::ms(std::chrono::nanoseconds{async.stats().last_wait.count()});
-      s.fallback = r.fallback;
-      s.source = r.source;
-      s.search_ms = detail::ms(std::chrono::nanoseconds{r.search_time.count()});
-      s.emulated_ms = detail::ms(host::scaled(r.step_time, scale));
-      top_up();
-      bytes = pw::to_binary(r.plan);
-    } catch (...) {
-      error = std::current_exception();
-      bytes.clear();  // an empty message: no plan this step
-    }
-    hook(bytes);
-    if (error) std::rethrow_exception(error);
-    return std::move(r.plan);
-  };
-
-  auto rank_main = [&](int r) {
-    host::reduce_timer_slack();
-    const pw::RankId me{r};
-    host::TimedRuntime runtime(world, me, clocks);
-    pw::Executor<host::TimedRuntime> executor(runtime, options.executor);
-    host::SleepingCallbacks callbacks;
-    pw::StageCostCache<C> cache(cost, model);  // the emulator's lookup, kept across steps
-    const pw::BroadcastHook hook = pw::bind_broadcast(broadcast, me, pw::RankId{0});
-    auto fail = [&] {
-      errors[static_cast<std::size_t>(r)] = std::current_exception();
-      failed.store(true);
-    };
-    for (int k = 0; k < K; ++k) {
-      pw::Plan plan;
-      try {
-        plan = r == 0 ? plan_on_root(k, hook) : pw::receive_plan(hook);
-        // After step 0's plan, which rank 0 searches in this thread: no search at high priority.
-        if (k == 0 && realtime && !host::set_realtime_priority(1))
-          throw pw::input_error("--realtime: the system refused SCHED_FIFO for rank " + std::to_string(r), {.path = "--realtime", .expected = "CAP_SYS_NICE (e.g. root), or no --realtime"});
-        clocks.prepare(plan, me, cost, scale);
-        callbacks.prepare(plan, me, cache, scale);
-        runtime.begin_step(plan.transfers.size());
-        executor.prepare(plan, model);
-      } catch (...) {
-        fail();
-      }
-      start_barrier.arrive_and_wait();
-      if (stop_at_start) return;
-      try {
-        executor.run(callbacks);
-      } catch (...) {
-        fail();
-      }
-      end_barrier.arrive_and_wait();
-      if (stop_at_end) return;
-    }
-  };
-
-  // The ranks start together once all exist: a rank thread that cannot be created must not
-  // leave the others waiting at a barrier for it.
-  std::promise<bool> go;
-  std::shared_future<bool> started = go.get_future().share();
-  std::vector<std::thread> threads;
-  threads.reserve(static_cast<std::size_t>(P));
-  try {
-    for (int r = 0; r < P; ++r)
-      threads.emplace_back([&, r] {
-        if (started.get()) rank_main(r);
-      });
-  } catch (...) {
-    go.set_value(false);
-    for (auto& t : threads) t.join();
-    throw;
-  }
-  go.set_value(true);
-  for (auto& t : threads) t.join();
-  report.async = async.stats();
-
-  // The root cause: the lowest rank's error that is not a consequence of another rank's.
-  for (int pass = 0; pass < 2; ++pass)
-    for (const auto& e : errors) {
-      if (!e) continue;
-      if (pass == 1) std::rethrow_exception(e);
-      try {
-        std::rethrow_exception(e);
-      } catch (const pw::Error& x) {
-        if (x.kind() != pw::ErrorKind::cancelled) throw;
-      } catch (...) {
-        throw;
-      }
-    }
+  for (const host::TrainingStep& s : t.steps)
+    report.steps.push_back(RunStep{.step = s.step,
+                                   .measured_ms = pw::to_ms(s.measured),
+                                   .emulated_ms = detail::ms(host::scaled(s.planned, scale)),
+                                   .fallback = s.fallback,
+                                   .wait_ms = pw::to_ms(s.plan_wait),
+                                   .gap_ms = pw::to_ms(s.gap),
+                                   .search_ms = pw::to_ms(s.search),
+                                   .source = s.source});
+  report.async = t.planning;
   return report;
 }
 
@@ -361,9 +223,9 @@ inline int run_run(const RunArgs& a, std::ostream& out = std::cout) {
                          s.fallback ? "yes" : "no", s.search_ms, s.wait_ms, s.gap_ms, s.emulated_ms, s.measured_ms,
                          s.emulated_ms > 0 ? 100.0 * (s.measured_ms - s.emulated_ms) / s.emulated_ms : 0.0);
     out << fmt::format("mean |measured - emulated| / emulated: {:.2f} % (max {:.2f} %)\n", 100.0 * mean_err, 100.0 * max_err);
-    out << fmt::format("asynchronous planning (steps 1..{}): {} ready in time, {} after a wait, {} fallbacks; longest wait {:.1f} ms, "
-                       "longest gap between steps {:.1f} ms\n",
-                       rep.steps.size() - 1, rep.async.plans_ready_in_time, rep.async.plans_after_wait, rep.async.fallbacks, max_wait_later,
+    out << fmt::format("asynchronous planning ({} steps; step 0 waits for its search): {} ready in time, {} after a wait, "
+                       "{} fallbacks; longest wait after step 0 {:.1f} ms, longest gap between steps {:.1f} ms\n",
+                       rep.steps.size(), rep.async.plans_ready_in_time, rep.async.plans_after_wait, rep.async.fallbacks, max_wait_later,
                        max_gap);
   }
   return 0;

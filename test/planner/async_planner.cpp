@@ -155,7 +155,7 @@ static_assert(pw::SearchingPlanner<NoFallback> && !pw::FallbackPlanner<NoFallbac
 static_assert(!pw::SearchingPlanner<MutatingPlan> && !pw::BatchPlanner<MutatingPlan>);
 static_assert(!pw::SearchingPlanner<WrongResult> && !pw::BatchPlanner<WrongResult>);
 
-pw::AsyncPlannerOptions options(int threads, int lookahead, pw::Nanoseconds grace) {
+pw::AsyncPlannerOptions options(int threads, int lookahead, std::chrono::nanoseconds grace) {
   pw::AsyncPlannerOptions o;
   o.threads = threads;
   o.lookahead = lookahead;
@@ -224,7 +224,7 @@ TEST_CASE("overlap: with planning shorter than a step, no step waits for its pla
   constexpr auto step_time = 50ms;  // the executing step, simulated by a sleep
   constexpr int steps = 20;
   // grace 0: any plan not ready when its step starts is replaced by the fallback at once.
-  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, pw::Nanoseconds{0})};
+  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, std::chrono::nanoseconds{0})};
   planner.submit(make_batch(0));
   std::this_thread::sleep_for(step_time);  // initialization, during which step 0 is planned
   for (int k = 0; k < steps; ++k) {
@@ -247,7 +247,7 @@ TEST_CASE("a search slower than the grace period is replaced by the fallback and
   s->plan_time[0] = 60s;  // would never finish on its own within the test
   s->plan_time[1] = 5ms;
   constexpr auto grace = 30ms;
-  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, ns(grace))};
+  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, grace)};
   planner.submit(make_batch(0));
   planner.submit(make_batch(1));
   REQUIRE(s->wait_for([&] { return !s->started.empty(); }));
@@ -283,7 +283,7 @@ TEST_CASE("a search slower than the grace period is replaced by the fallback and
 TEST_CASE("a search that finishes within the grace period is waited for, not replaced") {
   auto s = std::make_shared<Script>();
   s->default_time = 40ms;
-  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 1, ns(5s))};
+  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 1, 5s)};
   planner.submit(make_batch(7));
   const pw::PlanResult r = planner.next();
   CHECK_FALSE(r.fallback);
@@ -300,7 +300,7 @@ TEST_CASE("a fallback for a batch whose search never started skips that search")
   auto s = std::make_shared<Script>();
   s->plan_time[0] = 60s;
   s->linger[0] = 300ms;  // keeps the only thread busy while next() moves on to batch 1
-  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 3, pw::Nanoseconds{0})};
+  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 3, std::chrono::nanoseconds{0})};
   planner.submit(make_batch(0));
   REQUIRE(s->wait_for([&] { return s->started.size() == 1; }));
   planner.submit(make_batch(1));  // queued behind the endless search of batch 0
@@ -318,7 +318,7 @@ TEST_CASE("the search budget reaches the planner as a deadline") {
   auto s = std::make_shared<Script>();
   s->default_time = 60s;
   auto o = options(1, 1, pw::AsyncPlannerOptions::wait_forever);
-  o.search_budget = ns(30ms);
+  o.search_budget = 30ms;
   pw::AsyncPlanner planner{FakePlanner{s}, o};
   planner.submit(make_batch(3));
   pw::PlanResult r;
@@ -377,7 +377,7 @@ TEST_CASE("a failing fallback surfaces as an error naming the step") {
   auto s = std::make_shared<Script>();
   s->default_time = 60s;
   s->fallback_throws = {5};
-  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, pw::Nanoseconds{0})};
+  pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, std::chrono::nanoseconds{0})};
   planner.submit(make_batch(5));
   planner.submit(make_batch(6));
   try {
@@ -397,9 +397,9 @@ TEST_CASE("misuse is rejected with clear errors") {
   auto s = std::make_shared<Script>();
   s->default_time = 1ms;
   SUBCASE("bad options") {
-    CHECK_THROWS_AS(pw::AsyncPlanner(FakePlanner{s}, options(0, 2, pw::Nanoseconds{0})), pw::Error);
-    CHECK_THROWS_AS(pw::AsyncPlanner(FakePlanner{s}, options(1, 0, pw::Nanoseconds{0})), pw::Error);
-    CHECK_THROWS_AS(pw::AsyncPlanner(FakePlanner{s}, options(1, 1, pw::Nanoseconds{-1})), pw::Error);
+    CHECK_THROWS_AS(pw::AsyncPlanner(FakePlanner{s}, options(0, 2, std::chrono::nanoseconds{0})), pw::Error);
+    CHECK_THROWS_AS(pw::AsyncPlanner(FakePlanner{s}, options(1, 0, std::chrono::nanoseconds{0})), pw::Error);
+    CHECK_THROWS_AS(pw::AsyncPlanner(FakePlanner{s}, options(1, 1, std::chrono::nanoseconds{-1})), pw::Error);
   }
   SUBCASE("submitting beyond the lookahead throws instead of blocking") {
     pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, pw::AsyncPlannerOptions::wait_forever)};
@@ -418,11 +418,11 @@ TEST_CASE("misuse is rejected with clear errors") {
     CHECK(planner.next().plan.microbatches == 2);
   }
   SUBCASE("next() with nothing outstanding throws") {
-    pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, pw::Nanoseconds{0})};
+    pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, std::chrono::nanoseconds{0})};
     CHECK_THROWS_AS((void)planner.next(), pw::Error);
   }
   SUBCASE("use after cancel() throws Error(cancelled)") {
-    pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, pw::Nanoseconds{0})};
+    pw::AsyncPlanner planner{FakePlanner{s}, options(1, 2, std::chrono::nanoseconds{0})};
     planner.submit(make_batch(0));
     planner.cancel();
     planner.cancel();  // idempotent
@@ -437,7 +437,7 @@ TEST_CASE("destruction with outstanding work stops the searches and returns prom
   s->default_time = 60s;
   std::chrono::milliseconds took{};
   {
-    auto planner = std::make_unique<pw::AsyncPlanner<FakePlanner>>(FakePlanner{s}, options(2, 4, pw::Nanoseconds{0}));
+    auto planner = std::make_unique<pw::AsyncPlanner<FakePlanner>>(FakePlanner{s}, options(2, 4, std::chrono::nanoseconds{0}));
     for (int id = 0; id < 4; ++id) planner->submit(make_batch(id));
     REQUIRE(s->wait_for([&] { return s->started.size() == 2; }));
     took = time_of([&] { planner.reset(); });

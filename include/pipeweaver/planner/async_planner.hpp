@@ -4,16 +4,18 @@
 // plans in submission order, and when a search is not done in time it uses the planner's
 // fallback (the best baseline for that batch) instead, reports it and cancels the search.
 //
-// Usage (a trainer, one thread):
-//   AsyncPlanner planner{my_planner, {.threads = 2, .lookahead = 2, ...}};
-//   planner.submit(batch[0]);                       // during initialization
+// Usage (a trainer, one thread), submitting ahead by the lookahead L:
+//   AsyncPlanner async{my_planner, {.lookahead = 2}};
+//   for (int k = 0; k < 2 && k < steps; ++k) async.submit(batch[k]);  // searches start now
 //   for (int k = 0; k < steps; ++k) {
-//     if (k + 1 < steps) planner.submit(batch[k + 1]);  // searched while step k runs
-//     PlanResult r = planner.next();                // plan of step k (r.fallback says how)
-//     execute(r.plan);
+//     PlanResult r = k == 0 ? async.next_when_ready()   // step 0: nothing runs before its plan
+//                           : async.next();            // later: searched while step k-1 ran
+//     if (k + 2 < steps) async.submit(batch[k + 2]);
+//     execute(r.plan);                                // r.fallback: the search was late
 //   }
-// With lookahead L, at most L batches may be outstanding (submitted and not yet returned by
-// next()); overlapping step k with the search of step k+1 needs L >= 2.
+// At most L batches may be outstanding (submitted and not yet returned by next()); overlapping
+// step k with the search of step k+1 needs L >= 2. With steps longer than the planner's budget,
+// every plan after step 0 is ready when it is due.
 //
 // Choices:
 //  * submit() beyond the lookahead THROWS Error(input) rather than blocking: the only thing
@@ -21,7 +23,8 @@
 //    deadlock a single-threaded trainer.
 //  * next() on an unfinished search waits up to `grace`, then uses the fallback (grace 0: at
 //    once; wait_forever: never falls back). The search is then cancelled through its
-//    SearchControl and its result, if any, discarded.
+//    SearchControl and its result, if any, discarded. next_when_ready() always waits (the plan
+//    of a step that nothing can run before, such as the first).
 //  * A planner exception reaches the caller of next() for that batch, as pipeweaver::Error
 //    naming the step (an Error keeps its kind, anything else becomes ErrorKind::execution);
 //    later batches are unaffected. A fallback that throws is reported the same way. With a
@@ -82,15 +85,15 @@ concept BatchPlanner = SearchingPlanner<P> && FallbackPlanner<P>;
 
 struct AsyncPlannerOptions {
   /// A `grace` that never gives up on a search (next() always waits; no fallback).
-  static constexpr Nanoseconds wait_forever = Nanoseconds::max();
+  static constexpr std::chrono::nanoseconds wait_forever = std::chrono::nanoseconds::max();
 
   int threads = 1;    ///< background planning threads, >= 1
   int lookahead = 2;  ///< max batches outstanding (submitted, not yet returned by next()), >= 1
   /// How long next() waits for an unfinished search before using the fallback.
-  Nanoseconds grace{0};
+  std::chrono::nanoseconds grace{0};
   /// Deadline of each search, from the moment it starts, seen through SearchControl
   /// (max(): none; the planner's own budget still applies).
-  Nanoseconds search_budget = Nanoseconds::max();
+  std::chrono::nanoseconds search_budget = std::chrono::nanoseconds::max();
   /// When set, next() broadcasts each plan it returns (or, on error, a failure notice) through
   /// this hook, bound to the root rank; the other ranks call receive_plan().
   BroadcastHook broadcast{};
@@ -115,7 +118,7 @@ class AsyncPlanner {
       throw input_error("AsyncPlanner threads = " + std::to_string(options_.threads), {.path = "AsyncPlannerOptions::threads", .expected = "at least 1"});
     if (options_.lookahead < 1)
       throw input_error("AsyncPlanner lookahead = " + std::to_string(options_.lookahead), {.path = "AsyncPlannerOptions::lookahead", .expected = "at least 1"});
-    if (options_.grace < Nanoseconds{0} || options_.search_budget < Nanoseconds{0})
+    if (options_.grace.count() < 0 || options_.search_budget.count() < 0)
       throw input_error("AsyncPlanner grace or search_budget is negative", {.path = "AsyncPlannerOptions", .expected = "durations >= 0"});
     try {
       workers_.reserve(static_cast<std::size_t>(options_.threads));
@@ -152,91 +155,10 @@ class AsyncPlanner {
 
   /// The plan of the oldest outstanding batch (see the header comment for waiting, fallback and
   /// errors). Throws Error(input) when nothing is outstanding, Error(cancelled) after cancel().
-  PlanResult next() {
-    std::shared_ptr<Job> job;
-    bool done = false;
-    // Errors found before there is a step to plan still reach the other ranks (as a failure
-    // notice), so that they stop at once instead of waiting out the broadcast's timeout; the
-    // notice goes out after the lock is released (a hook may block on the other ranks).
-    std::optional<Error> early;
-    {
-      std::unique_lock lk(mu_);
-      if (shutdown_) {
-        early = use_after_cancel("next");
-      } else if (outstanding_.empty()) {
-        early = input_error("next() called with no batch outstanding", {.path = "step " + std::to_string(next_step_), .expected = "a submit() before each next()"});
-      } else {
-        job = outstanding_.front();
-        const bool ready_at_call = job->finished;
-        const auto t0 = SearchControl::clock::now();
-        if (!ready_at_call) {
-          const auto ready = [&] { return job->finished || shutdown_; };
-          if (unbounded(options_.grace))
-            done_cv_.wait(lk, ready);
-          else
-            done_cv_.wait_for(lk, std::chrono::nanoseconds(options_.grace.count()), ready);
-        }
-        if (shutdown_) {
-          early = use_after_cancel("next");
-        } else {
-          const Nanoseconds waited{
-              std::chrono::duration_cast<std::chrono::nanoseconds>(SearchControl::clock::now() - t0).count()};
-          stats_.last_wait = ready_at_call ? Nanoseconds{0} : waited;
-          stats_.waited += stats_.last_wait;
-          outstanding_.pop_front();
-          done = job->finished;
-          if (!done) {  // give up on the search: it stops, and whatever it returns is discarded
-            job->abandoned = true;
-            job->stop.request_stop();
-            std::erase(pending_, job);
-            ++stats_.fallbacks;
-          } else if (!job->error) {
-            ++(ready_at_call ? stats_.plans_ready_in_time : stats_.plans_after_wait);
-          }
-        }
-      }
-    }
-    if (early) {
-      if (options_.broadcast) {
-        try {
-          send_planning_failure(options_.broadcast);
-        } catch (...) {  // the caller needs the original error; the others time out instead
-        }
-      }
-      throw *early;
-    }
+  PlanResult next() { return take(false); }
 
-    std::optional<PlanResult> result;
-    std::exception_ptr error;
-    if (done) {
-      if (job->error) error = job->error;
-      else result = std::move(*job->result);
-    } else {
-      try {
-        result.emplace(planner_.fallback(job->batch));
-        result->fallback = true;
-      } catch (...) {
-        error = std::current_exception();
-      }
-    }
-    if (error) {
-      {
-        std::lock_guard lk(mu_);
-        ++stats_.failures;
-      }
-      if (options_.broadcast) {
-        // The other ranks must learn that this step has no plan; if even that fails, the
-        // planner's error is still the one the caller needs (the others' broadcast times out).
-        try {
-          send_planning_failure(options_.broadcast);
-        } catch (...) {
-        }
-      }
-      rethrow_naming_step(error, job->step, done ? "planner" : "fallback planner");
-    }
-    if (options_.broadcast) send_plan(options_.broadcast, result->plan);
-    return std::move(*result);
-  }
+  /// As next(), but waits for the search however long it takes: never the fallback.
+  PlanResult next_when_ready() { return take(true); }
 
   /// Stops every search, discards all outstanding work and joins the background threads.
   /// Idempotent; safe from any thread except a planner's own plan().
@@ -286,8 +208,99 @@ class AsyncPlanner {
     std::exception_ptr error;
   };
 
+  /// The oldest outstanding job, once it is done or `grace` has passed (then given up on); the
+  /// counters are updated. An error found before there is a step to plan is returned instead.
+  struct Taken {
+    std::shared_ptr<Job> job;
+    bool done = false;
+    std::optional<Error> early;
+  };
+
+  Taken take_job(bool wait_forever) {
+    Taken t;
+    std::unique_lock lk(mu_);
+    if (shutdown_) {
+      t.early = use_after_cancel("next");
+      return t;
+    }
+    if (outstanding_.empty()) {
+      t.early = input_error("next() called with no batch outstanding",
+                            {.path = "step " + std::to_string(next_step_), .expected = "a submit() before each next()"});
+      return t;
+    }
+    t.job = outstanding_.front();
+    const bool ready_at_call = t.job->finished;
+    const auto t0 = SearchControl::clock::now();
+    if (!ready_at_call) {
+      const auto ready = [&] { return t.job->finished || shutdown_; };
+      if (wait_forever || unbounded(options_.grace)) done_cv_.wait(lk, ready);
+      else done_cv_.wait_for(lk, options_.grace, ready);
+    }
+    if (shutdown_) {
+      t.early = use_after_cancel("next");
+      return t;
+    }
+    stats_.last_wait = ready_at_call ? Nanoseconds{0}
+                                     : Nanoseconds{std::chrono::duration_cast<std::chrono::nanoseconds>(SearchControl::clock::now() - t0).count()};
+    stats_.waited += stats_.last_wait;
+    outstanding_.pop_front();
+    t.done = t.job->finished;
+    if (!t.done) {  // give up on the search: it stops, and whatever it returns is discarded
+      t.job->abandoned = true;
+      t.job->stop.request_stop();
+      std::erase(pending_, t.job);
+      ++stats_.fallbacks;
+    } else if (!t.job->error) {
+      ++(ready_at_call ? stats_.plans_ready_in_time : stats_.plans_after_wait);
+    }
+    return t;
+  }
+
+  /// Tells the other ranks that this step has no plan; if even that fails, the caller's error
+  /// is still the one that matters (the others' broadcast times out instead).
+  void notify_failure() noexcept {
+    if (!options_.broadcast) return;
+    try {
+      send_planning_failure(options_.broadcast);
+    } catch (...) {
+    }
+  }
+
+  PlanResult take(bool wait_forever) {
+    // The notice of an early error goes out after the lock is released (a hook may block on
+    // the other ranks).
+    Taken t = take_job(wait_forever);
+    if (t.early) {
+      notify_failure();
+      throw *t.early;
+    }
+    std::optional<PlanResult> result;
+    std::exception_ptr error;
+    if (t.done) {
+      if (t.job->error) error = t.job->error;
+      else result = std::move(*t.job->result);
+    } else {
+      try {
+        result.emplace(planner_.fallback(t.job->batch));
+        result->fallback = true;
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    if (error) {
+      {
+        std::lock_guard lk(mu_);
+        ++stats_.failures;
+      }
+      notify_failure();
+      rethrow_naming_step(error, t.job->step, t.done ? "planner" : "fallback planner");
+    }
+    if (options_.broadcast) send_plan(options_.broadcast, result->plan);
+    return std::move(*result);
+  }
+
   // Durations beyond ~70 years count as unbounded (and would overflow a time_point).
-  static bool unbounded(Nanoseconds d) noexcept { return d.count() >= (std::int64_t{1} << 61); }
+  static bool unbounded(std::chrono::nanoseconds d) noexcept { return d.count() >= (std::int64_t{1} << 61); }
 
   static Error use_after_cancel(const char* call) {
     return pipeweaver::cancelled_error(std::string(call) + "() called after the AsyncPlanner was cancelled", {.expected = "no use after cancel()"});
@@ -319,7 +332,7 @@ class AsyncPlanner {
       const auto start = SearchControl::clock::now();
       auto deadline = SearchControl::clock::time_point::max();
       if (!unbounded(options_.search_budget))
-        deadline = start + std::chrono::nanoseconds(options_.search_budget.count());
+        deadline = start + options_.search_budget;
       const SearchControl control{.stop = job->stop.get_token(), .deadline = deadline, .step = job->step};
       lk.unlock();
 

@@ -1,7 +1,9 @@
 #pragma once
-// Umbrella header for the host backend: rank threads, in-process channels, run_step, the
-// in-process broadcast of plan binaries, and execution in emulated time (timed.hpp).
+// Umbrella header for the host backend: rank threads and in-process channels (runtime.hpp),
+// run_step, the in-process broadcast of plan binaries, execution in emulated time (timed.hpp)
+// and the trainer loop (training.hpp).
 #include "pipeweaver/host/broadcast.hpp"
 #include "pipeweaver/host/run_step.hpp"
 #include "pipeweaver/host/runtime.hpp"
 #include "pipeweaver/host/timed.hpp"
+#include "pipeweaver/host/training.hpp"

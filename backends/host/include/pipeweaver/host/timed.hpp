@@ -53,6 +53,7 @@
 #include "pipeweaver/host/runtime.hpp"
 #include "pipeweaver/ir/plan.hpp"
 #include "pipeweaver/ir/stage.hpp"
+#include "pipeweaver/model/model_spec.hpp"
 
 namespace pipeweaver::host {
 
@@ -257,5 +258,34 @@ class SleepingCallbacks {
 };
 
 static_assert(StageCallbacks<SleepingCallbacks>);
+
+/// A rank of the host trainer loop (host/training.hpp) whose stages and transfers take their
+/// cost-model time × `scale`: a TimedRuntime and SleepingCallbacks, prepared for each plan.
+/// Made on the rank's own thread (its timer slack is lowered there).
+template <class C>
+  requires CostModel<C, StageSpec, SubMicrobatchSpec>
+class EmulatedTimeRank {
+ public:
+  EmulatedTimeRank(World& world, RankId rank, LinkClocks& clocks, const C& cost, const ModelSpec& model, double scale)
+      : rank_(rank), runtime_(world, rank, clocks), clocks_(&clocks), cost_(&cost), cache_(cost, model), scale_(scale) {
+    reduce_timer_slack();
+  }
+  TimedRuntime& runtime() noexcept { return runtime_; }
+  void prepare(const Plan& plan, std::int64_t /*step*/) {
+    clocks_->prepare(plan, rank_, *cost_, scale_);
+    callbacks_.prepare(plan, rank_, cache_, scale_);
+    runtime_.begin_step(plan.transfers.size());
+  }
+  SleepingCallbacks& callbacks() noexcept { return callbacks_; }
+
+ private:
+  RankId rank_;
+  TimedRuntime runtime_;
+  LinkClocks* clocks_;
+  const C* cost_;
+  StageCostCache<C> cache_;  // the emulator's lookup, kept across steps
+  double scale_;
+  SleepingCallbacks callbacks_;
+};
 
 }  // namespace pipeweaver::host
