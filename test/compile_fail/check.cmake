@@ -1,17 +1,30 @@
-# cmake -P: compile SOURCE, require failure, require the diagnostic to match the file's
-# "// expect: <regex>" line.
+# cmake -P: compile SOURCE, require failure, and require the diagnostic to match the file's
+#   // expect: <regex>          somewhere in the compiler's output, and/or
+#   // expect-first: <regex>    on the first line that reports an error
+cmake_minimum_required(VERSION 3.25)
 file(STRINGS "${SOURCE}" expect_line REGEX "^// expect: ")
-if(NOT expect_line)
-  message(FATAL_ERROR "${SOURCE} has no '// expect: <regex>' line")
+file(STRINGS "${SOURCE}" first_line REGEX "^// expect-first: ")
+if(NOT expect_line AND NOT first_line)
+  message(FATAL_ERROR "${SOURCE} has no '// expect: <regex>' or '// expect-first: <regex>' line")
 endif()
-string(REGEX REPLACE "^// expect: " "" expect "${expect_line}")
 execute_process(
   COMMAND "${CXX}" -std=c++20 -fsyntax-only -I "${INCLUDE}" "${SOURCE}"
   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
 if(rc EQUAL 0)
   message(FATAL_ERROR "${SOURCE} compiled, but it must not")
 endif()
-if(NOT err MATCHES "${expect}")
-  message(FATAL_ERROR "diagnostic does not match '${expect}':\n${err}")
+if(expect_line)
+  string(REGEX REPLACE "^// expect: " "" expect "${expect_line}")
+  if(NOT err MATCHES "${expect}")
+    message(FATAL_ERROR "diagnostic does not match '${expect}':\n${err}")
+  endif()
+  message(STATUS "rejected as expected, diagnostic names: ${CMAKE_MATCH_0}")
 endif()
-message(STATUS "rejected as expected, diagnostic names: ${CMAKE_MATCH_0}")
+if(first_line)
+  string(REGEX REPLACE "^// expect-first: " "" expect "${first_line}")
+  string(REGEX MATCH "[^\n]*error:[^\n]*" first_error "${err}")
+  if(NOT first_error MATCHES "${expect}")
+    message(FATAL_ERROR "the first error line does not match '${expect}':\n  ${first_error}\nwhole output:\n${err}")
+  endif()
+  message(STATUS "rejected as expected, first error: ${first_error}")
+endif()

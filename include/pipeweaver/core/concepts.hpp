@@ -94,4 +94,59 @@ template <class C, class S, class M>
 concept CostModel = Stage<S> && SubMicrobatch<M> && StageLatencyModel<C, S, M> &&
                     ActivationMemoryModel<C, S, M> && TransferModel<C, S, M>;
 
+namespace detail {
+// Each member of a cost model in three forms: callable on a const object, callable only on a
+// non-const one (a missing `const`), callable with the required return type. The checks below
+// use them to say which of the three went wrong.
+template <class C, class S, class M>
+concept ConstLatency = requires(const C& c, const S& s, const M& m, const MemoryStrategy& st) { c.latency(s, m, st); };
+template <class C, class S, class M>
+concept MutableLatency = requires(C& c, const S& s, const M& m, const MemoryStrategy& st) { c.latency(s, m, st); };
+template <class C, class S, class M>
+concept ConstActivationBytes = requires(const C& c, const S& s, const M& m, const MemoryStrategy& st) { c.activation_bytes(s, m, st); };
+template <class C, class S, class M>
+concept MutableActivationBytes = requires(C& c, const S& s, const M& m, const MemoryStrategy& st) { c.activation_bytes(s, m, st); };
+template <class C, class S, class M>
+concept ConstOutputBytes = requires(const C& c, const S& s, const M& m) { c.output_bytes(s, m); };
+template <class C, class S, class M>
+concept MutableOutputBytes = requires(C& c, const S& s, const M& m) { c.output_bytes(s, m); };
+template <class C>
+concept ConstTransferTime = requires(const C& c, Bytes b) { c.transfer_time(b); };
+template <class C>
+concept MutableTransferTime = requires(C& c, Bytes b) { c.transfer_time(b); };
+}  // namespace detail
+
+/// Compile-time diagnosis of a type meant as a CostModel over S and M: true when it is one;
+/// otherwise exactly one static_assert per problem fails, and its message (the first line of
+/// the compiler's output) names the concept and the member that is missing, not const, or of
+/// the wrong return type. The Planner calls it on its cost model type.
+template <class C, class S, class M>
+consteval bool diagnose_cost_model() {
+  static_assert(detail::ConstLatency<C, S, M> || !detail::MutableLatency<C, S, M>,
+                "pipeweaver::CostModel (StageLatencyModel): latency(stage, sub_microbatch, strategy) must be a const member function");
+  static_assert(detail::ConstLatency<C, S, M> || detail::MutableLatency<C, S, M>,
+                "pipeweaver::CostModel (StageLatencyModel): the cost model has no member "
+                "Nanoseconds latency(const Stage&, const SubMicrobatch&, const MemoryStrategy&) const");
+  static_assert(!detail::ConstLatency<C, S, M> || StageLatencyModel<C, S, M>,
+                "pipeweaver::CostModel (StageLatencyModel): latency(stage, sub_microbatch, strategy) must return pipeweaver::Nanoseconds");
+  static_assert(detail::ConstActivationBytes<C, S, M> || !detail::MutableActivationBytes<C, S, M>,
+                "pipeweaver::CostModel (ActivationMemoryModel): activation_bytes(stage, sub_microbatch, strategy) must be a const member function");
+  static_assert(detail::ConstActivationBytes<C, S, M> || detail::MutableActivationBytes<C, S, M>,
+                "pipeweaver::CostModel (ActivationMemoryModel): the cost model has no member "
+                "Bytes activation_bytes(const Stage&, const SubMicrobatch&, const MemoryStrategy&) const");
+  static_assert(!detail::ConstActivationBytes<C, S, M> || ActivationMemoryModel<C, S, M>,
+                "pipeweaver::CostModel (ActivationMemoryModel): activation_bytes(stage, sub_microbatch, strategy) must return pipeweaver::Bytes");
+  static_assert(detail::ConstOutputBytes<C, S, M> || !detail::MutableOutputBytes<C, S, M>,
+                "pipeweaver::CostModel (TransferModel): output_bytes(stage, sub_microbatch) must be a const member function");
+  static_assert(detail::ConstOutputBytes<C, S, M> || detail::MutableOutputBytes<C, S, M>,
+                "pipeweaver::CostModel (TransferModel): the cost model has no member Bytes output_bytes(const Stage&, const SubMicrobatch&) const");
+  static_assert(detail::ConstTransferTime<C> || !detail::MutableTransferTime<C>,
+                "pipeweaver::CostModel (TransferModel): transfer_time(bytes) must be a const member function");
+  static_assert(detail::ConstTransferTime<C> || detail::MutableTransferTime<C>,
+                "pipeweaver::CostModel (TransferModel): the cost model has no member Nanoseconds transfer_time(Bytes) const");
+  static_assert(!(detail::ConstOutputBytes<C, S, M> && detail::ConstTransferTime<C>) || TransferModel<C, S, M>,
+                "pipeweaver::CostModel (TransferModel): output_bytes must return pipeweaver::Bytes and transfer_time pipeweaver::Nanoseconds");
+  return CostModel<C, S, M>;
+}
+
 }  // namespace pipeweaver

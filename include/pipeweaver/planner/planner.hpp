@@ -77,9 +77,13 @@ struct PlannerOptions {
   ScheduleSearchOptions search{};  ///< its mcts seed/threads/budgets are replaced by the fields above
 };
 
+/// C: the cost model, any type satisfying CostModel<C, StageSpec, SubMicrobatchSpec> (checked
+/// when the class is instantiated, so that a type that does not fit gets a message naming the
+/// member at fault rather than a failed deduction).
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 class Planner {
+  static_assert(diagnose_cost_model<C, StageSpec, SubMicrobatchSpec>());
+
  public:
   /// Placement chosen lazily, on the first batch planned (its baselines' profile is that batch;
   /// with several threads planning at once, "first" is whichever gets there first).
@@ -163,7 +167,6 @@ namespace detail {
 
 /// The state every copy of a Planner shares: inputs, the one-off preparation, the cache pool.
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 struct Planner<C>::State {
   State(ModelSpec m, Setup s, C c, PlannerOptions o)
       : model(std::move(m)), setup(std::move(s)), cost(std::move(c)), options(std::move(o)) {}
@@ -195,7 +198,6 @@ struct Planner<C>::State {
 
 /// A workspace borrowed from the pool for one call.
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 class Planner<C>::Lease {
  public:
   explicit Lease(State& s) : s_(&s) {
@@ -222,7 +224,6 @@ class Planner<C>::Lease {
 };
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 void Planner<C>::State::check_options() const {
   auto bad = [](const std::string& what, const std::string& path, const std::string& expected) {
     throw input_error(what, {.path = "PlannerOptions::" + path, .expected = expected});
@@ -242,7 +243,6 @@ void Planner<C>::State::check_options() const {
 /// placement, so when the average does not fit nothing does; the even one-segment partition
 /// then names a rank over the capacity.
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 void Planner<C>::State::check_static_memory_possible() const {
   const int P = setup.pipeline_stages;
   std::vector<int> K(model.size(), 1);
@@ -256,7 +256,6 @@ void Planner<C>::State::check_static_memory_possible() const {
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 auto Planner<C>::State::get() const -> const Prepared& {
   if (!ready())
     throw input_error("the planner has not chosen its placement yet",
@@ -265,14 +264,12 @@ auto Planner<C>::State::get() const -> const Prepared& {
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 auto Planner<C>::State::prepared(const Batch& first) -> const Prepared& {
   if (!ready()) prepare(std::vector<Batch>{first}, false);
   return *prep;
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 void Planner<C>::State::prepare(std::vector<Batch> profile, bool score_placements) {
   std::call_once(once, [&] {
     Prepared p;
@@ -298,7 +295,6 @@ void Planner<C>::State::prepare(std::vector<Batch> profile, bool score_placement
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 Planner<C>::Planner(ModelSpec model, Setup setup, C cost, PlannerOptions options)
     : s_(std::make_shared<State>(std::move(model), std::move(setup), std::move(cost), std::move(options))) {
   s_->check_options();
@@ -306,14 +302,12 @@ Planner<C>::Planner(ModelSpec model, Setup setup, C cost, PlannerOptions options
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 Planner<C>::Planner(ModelSpec model, Setup setup, C cost, const DatasetSpec& dataset, PlannerOptions options)
     : Planner(std::move(model), std::move(setup), std::move(cost), std::move(options)) {
   s_->prepare(profile_batches(s_->model, dataset, s_->setup, s_->options.compare));
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 Planner<C>::Planner(ModelSpec model, Setup setup, C cost, std::vector<Batch> samples, PlannerOptions options)
     : Planner(std::move(model), std::move(setup), std::move(cost), std::move(options)) {
   if (samples.empty())
@@ -322,7 +316,6 @@ Planner<C>::Planner(ModelSpec model, Setup setup, C cost, std::vector<Batch> sam
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 PlanResult Planner<C>::plan(const Batch& batch, const SearchControl& control) const {
   const auto t0 = std::chrono::steady_clock::now();
   check_batch(batch);
@@ -346,7 +339,6 @@ PlanResult Planner<C>::plan(const Batch& batch, const SearchControl& control) co
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 PlanResult Planner<C>::fallback(const Batch& batch) const {
   const auto t0 = std::chrono::steady_clock::now();
   check_batch(batch);
@@ -361,7 +353,6 @@ PlanResult Planner<C>::fallback(const Batch& batch) const {
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 StageCostCacheStats Planner<C>::cache_stats() const {
   std::lock_guard lk(s_->pool_mu);
   StageCostCacheStats t;
@@ -376,7 +367,6 @@ StageCostCacheStats Planner<C>::cache_stats() const {
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 void Planner<C>::check_batch(const Batch& batch) const {
   if (batch.microbatches.empty())
     throw input_error("the batch has no microbatches", {.path = "batch", .expected = "at least one microbatch"});
@@ -390,7 +380,6 @@ void Planner<C>::check_batch(const Batch& batch) const {
 /// (SearchControl first, then PlannerOptions) and an absolute deadline that leaves room for the
 /// work after the search.
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 ScheduleSearchOptions Planner<C>::search_options(const SearchControl& control, std::chrono::steady_clock::time_point t0) const {
   const PlannerOptions& o = s_->options;
   ScheduleSearchOptions so = o.search;
@@ -415,7 +404,6 @@ ScheduleSearchOptions Planner<C>::search_options(const SearchControl& control, s
 
 /// The searched plan: split, stage graph, schedule search, lowering and its emulation.
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 auto Planner<C>::search(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, const SearchControl& control,
                         std::chrono::steady_clock::time_point t0) const -> Searched {
   const ModelSpec& model = s_->model;
@@ -439,7 +427,6 @@ auto Planner<C>::search(const Prepared& p, BaselineContext<C>& ctx, const Batch&
 }
 
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 void Planner<C>::add_baselines(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, std::vector<Candidate>& out,
                                Nanoseconds& bound) const {
   for (const PreparedBaseline& pb : p.baselines) {
@@ -457,7 +444,6 @@ void Planner<C>::add_baselines(const Prepared& p, BaselineContext<C>& ctx, const
 
 /// The best candidate (fits first, then time; earlier wins ties), validated.
 template <class C>
-  requires CostModel<C, StageSpec, SubMicrobatchSpec>
 PlanResult Planner<C>::choose(std::vector<Candidate> candidates, Nanoseconds bound, const char* what) const {
   if (candidates.empty())
     throw input_error(std::string(what) + ": no candidate plans", {.path = "PlannerOptions::consider_baselines", .expected = "baselines to fall back on"});
