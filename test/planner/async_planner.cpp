@@ -558,6 +558,69 @@ TEST_CASE("a next() that fails before there is a plan still tells the other rank
   CHECK(took < 30s);  // far below the broadcast's 60 s timeout
 }
 
+TEST_CASE("the documented trainer loop: with steps longer than a search, no fallback after step 0") {
+  // The loop of async_planner.hpp's header comment and of the README, with grace 0 (a plan not
+  // ready when its step is due is replaced at once). A "step" lasts until the search of the next
+  // batch has finished: longer than any search, without a clock in the test.
+  auto s = std::make_shared<Script>();
+  constexpr int steps = 6;
+  pw::AsyncPlanner async{FakePlanner{s}, options(1, 2, 0ns)};
+  for (int k = 0; k < 2 && k < steps; ++k) async.submit(make_batch(k));
+  std::vector<int> got;
+  for (int k = 0; k < steps; ++k) {
+    const pw::PlanResult r = k == 0 ? async.next_when_ready() : async.next();
+    if (k + 2 < steps) async.submit(make_batch(k + 2));
+    got.push_back(r.plan.microbatches);
+    CHECK_FALSE(r.fallback);
+    if (k + 1 < steps)  // the step: runs until the next step's search is done
+      REQUIRE(s->wait_for([&] { return std::count(s->completed.begin(), s->completed.end(), k + 1) == 1; }));
+  }
+  CHECK(got == std::vector<int>{0, 1, 2, 3, 4, 5});
+  const auto st = async.stats();
+  CHECK(st.fallbacks == 0);
+  CHECK(st.plans_ready_in_time + st.plans_after_wait == steps);
+  CHECK(st.plans_ready_in_time >= steps - 1);  // every step after 0 found its plan ready
+  CHECK(s->fallback_calls == 0);
+}
+
+TEST_CASE("next_when_ready waits for a search however long it takes; next() with grace 0 does not") {
+  auto s = std::make_shared<Script>();
+  s->plan_time[0] = 100ms;
+  s->plan_time[1] = 60s;  // until the fallback cancels it
+  pw::AsyncPlanner async{FakePlanner{s}, options(1, 2, 0ns)};
+  async.submit(make_batch(0));
+  async.submit(make_batch(1));
+  const pw::PlanResult first = async.next_when_ready();
+  CHECK_FALSE(first.fallback);
+  CHECK(first.plan.microbatches == 0);
+  const pw::PlanResult second = async.next();  // its search has barely started: fallback
+  CHECK(second.fallback);
+  CHECK(second.plan.microbatches == 1);
+}
+
+struct CheckingFake : FakePlanner {
+  void check(const pw::Batch& b) const {
+    if (batch_id(b) == 13) throw pw::input_error("unlucky batch", {.path = "/microbatches/0/0/text", .expected = "not 13"});
+  }
+};
+static_assert(pw::CheckingPlanner<CheckingFake> && !pw::CheckingPlanner<FakePlanner>);
+
+TEST_CASE("submit() refuses, in the caller's thread, a batch the planner's check refuses") {
+  auto s = std::make_shared<Script>();
+  pw::AsyncPlanner async{CheckingFake{{s}}, options(1, 2, pw::AsyncPlannerOptions::wait_forever)};
+  async.submit(make_batch(1));
+  try {
+    async.submit(make_batch(13));
+    FAIL("submit accepted a batch the planner refuses");
+  } catch (const pw::Error& e) {
+    CHECK(e.kind() == pw::ErrorKind::input);
+    CHECK(e.context().path == "/microbatches/0/0/text");
+  }
+  CHECK(async.outstanding() == 1);
+  CHECK(async.next().plan.microbatches == 1);
+  CHECK(async.stats().submitted == 1);
+}
+
 TEST_CASE("receive_plan and send_plan reject an empty hook") {
   CHECK_THROWS_AS((void)pw::receive_plan(pw::BroadcastHook{}), pw::Error);
   CHECK_THROWS_AS(pw::send_plan(pw::BroadcastHook{}, make_plan(0, "x")), pw::Error);

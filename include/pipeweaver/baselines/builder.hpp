@@ -552,7 +552,10 @@ struct PreparedBaseline {
 /// "0|12|24|...": a split's bounds for reports.
 [[nodiscard]] inline std::string describe_bounds(const ChainSplit& s) {
   std::string out;
-  for (std::size_t i = 0; i < s.bounds.size(); ++i) out += (i ? "|" : "") + std::to_string(s.bounds[i]);
+  for (std::size_t i = 0; i < s.bounds.size(); ++i) {
+    if (i > 0) out += '|';  // not (i ? "|" : "") + ...: g++ 12 -O3 warns falsely (-Wrestrict) on that form
+    out += std::to_string(s.bounds[i]);
+  }
   return out;
 }
 

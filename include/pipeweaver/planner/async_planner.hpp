@@ -83,6 +83,11 @@ concept FallbackPlanner = requires(const P& p, const Batch& b) {
 template <class P>
 concept BatchPlanner = SearchingPlanner<P> && FallbackPlanner<P>;
 
+/// P can check a batch before it is planned (the Planner can); submit() then refuses a batch
+/// the planner could not honor at once, in the caller's thread.
+template <class P>
+concept CheckingPlanner = requires(const P& p, const Batch& b) { p.check(b); };
+
 struct AsyncPlannerOptions {
   /// A `grace` that never gives up on a search (next() always waits; no fallback).
   static constexpr std::chrono::nanoseconds wait_forever = std::chrono::nanoseconds::max();
@@ -134,9 +139,11 @@ class AsyncPlanner {
   ~AsyncPlanner() { cancel(); }
 
   /// Enqueues the search of the next step's plan; returns its step number (0, 1, ... in
-  /// submission order). Throws Error(input) when `lookahead` batches are already outstanding,
+  /// submission order). Throws Error(input) when the planner refuses the batch (a CheckingPlanner
+  /// checks it first) or when `lookahead` batches are already outstanding,
   /// Error(cancelled) after cancel().
   std::int64_t submit(Batch batch) {
+    if constexpr (CheckingPlanner<P>) planner_.check(batch);
     std::shared_ptr<Job> job;
     {
       std::lock_guard lk(mu_);

@@ -35,6 +35,7 @@
 #include "pipeweaver/cost/analytic.hpp"  // the compiled mode's instances (end of file)
 #include "pipeweaver/cost/table.hpp"
 #include "pipeweaver/data/batch.hpp"
+#include "pipeweaver/data/batch_check.hpp"
 #include "pipeweaver/data/dataset_spec.hpp"
 #include "pipeweaver/emulate/emulator.hpp"
 #include "pipeweaver/emulate/lower_bound.hpp"
@@ -98,6 +99,9 @@ class Planner {
   [[nodiscard]] PlanResult plan(const Batch& batch, const SearchControl& control = {}) const;
   /// The best baseline that fits memory for `batch` (no search). Thread-safe.
   [[nodiscard]] PlanResult fallback(const Batch& batch) const;
+  /// Throws Error(input) naming the microbatch, sample and field when the planner cannot honor
+  /// `batch` (data/batch_check.hpp); plan(), fallback() and AsyncPlanner::submit() call it.
+  void check(const Batch& batch) const { check_batch(s_->model, s_->setup, batch); }
 
   [[nodiscard]] const ModelSpec& model() const noexcept { return s_->model; }
   [[nodiscard]] const Setup& setup() const noexcept { return s_->setup; }
@@ -143,7 +147,6 @@ class Planner {
     std::chrono::steady_clock::time_point search_end;
   };
 
-  void check_batch(const Batch& batch) const;
   [[nodiscard]] ScheduleSearchOptions search_options(const SearchControl& control, std::chrono::steady_clock::time_point t0) const;
   [[nodiscard]] Searched search(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, const SearchControl& control,
                                 std::chrono::steady_clock::time_point t0) const;
@@ -318,7 +321,7 @@ Planner<C>::Planner(ModelSpec model, Setup setup, C cost, std::vector<Batch> sam
 template <class C>
 PlanResult Planner<C>::plan(const Batch& batch, const SearchControl& control) const {
   const auto t0 = std::chrono::steady_clock::now();
-  check_batch(batch);
+  check(batch);
   if (control.cancelled())
     throw cancelled_error("planning cancelled before it started", {.path = control.step >= 0 ? "step " + std::to_string(control.step) : std::string{}});
   const Prepared& p = s_->prepared(batch);
@@ -341,7 +344,7 @@ PlanResult Planner<C>::plan(const Batch& batch, const SearchControl& control) co
 template <class C>
 PlanResult Planner<C>::fallback(const Batch& batch) const {
   const auto t0 = std::chrono::steady_clock::now();
-  check_batch(batch);
+  check(batch);
   const Prepared& p = s_->prepared(batch);
   Lease ws(*s_);
   std::vector<Candidate> candidates;
@@ -364,16 +367,6 @@ StageCostCacheStats Planner<C>::cache_stats() const {
     t.shapes += st.shapes;
   }
   return t;
-}
-
-template <class C>
-void Planner<C>::check_batch(const Batch& batch) const {
-  if (batch.microbatches.empty())
-    throw input_error("the batch has no microbatches", {.path = "batch", .expected = "at least one microbatch"});
-  for (std::size_t i = 0; i < batch.microbatches.size(); ++i)
-    if (batch.microbatches[i].samples.empty())
-      throw input_error("microbatch " + std::to_string(i) + " has no samples",
-                        {.path = "batch/microbatches/" + std::to_string(i), .expected = "at least one sample"});
 }
 
 /// The search's options for this call: the planner's seed and threads, the call's budgets
