@@ -40,7 +40,7 @@
 // return soon after control.stop_requested() becomes true. Do not call cancel() from plan().
 //
 // Thread safety of AsyncPlanner: submit() and next() from one thread at a time; cancel(),
-// stats() and outstanding() from any thread.
+// stats(), ready() and outstanding() from any thread.
 // std-only.
 #include <chrono>
 #include <concepts>
@@ -193,6 +193,12 @@ class AsyncPlanner {
   [[nodiscard]] AsyncPlannerStats stats() const {
     std::lock_guard lk(mu_);
     return stats_;
+  }
+  /// Whether the oldest outstanding batch's search has finished (next() would not wait, nor
+  /// take the fallback). False when nothing is outstanding.
+  [[nodiscard]] bool ready() const {
+    std::lock_guard lk(mu_);
+    return !outstanding_.empty() && outstanding_.front()->finished;
   }
   /// Batches submitted and not yet returned by next().
   [[nodiscard]] int outstanding() const {
