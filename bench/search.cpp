@@ -28,6 +28,8 @@
 #include <string>
 #include <vector>
 
+#include "support/memory_reference.hpp"
+
 namespace pw = pipeweaver;
 
 namespace {
@@ -49,7 +51,7 @@ struct Fixture {
   std::vector<std::int64_t> unit_priority, node_priority;
   // The memory problem of the most loaded rank of the frugal interleaving of the first seed.
   std::vector<std::vector<pw::StrategyCandidate>> mem_store;
-  pw::RankMemoryProblem mem;
+  pwtest::RankMemoryProblem mem;
   int mem_rank = -1;
 
   static Fixture& get() {
@@ -87,14 +89,14 @@ struct Fixture {
     const auto res = dq.run(graph, input(), [&](pw::NodeIndex u, pw::NodeIndex v) { return tables.transfer(u, v); });
     std::int64_t worst = std::numeric_limits<std::int64_t>::min();
     for (std::size_t r = 0; r < res.schedule.ranks.size(); ++r) {
-      const auto rp = pw::rank_pairs(graph, res.schedule.ranks[r]);
-      pw::RankMemoryProblem pb;
+      const auto rp = pwtest::rank_pairs(graph, res.schedule.ranks[r]);
+      pwtest::RankMemoryProblem pb;
       std::vector<std::vector<pw::StrategyCandidate>> store;
       for (pw::NodeIndex fw : rp.forward) {
         const auto p = static_cast<std::size_t>(tables.pair_of_node[static_cast<std::size_t>(fw)]);
         store.push_back(tables.candidate_lists[static_cast<std::size_t>(tables.list_of_pair[p])]);
       }
-      pb.points = pw::alive_points(rp.order, static_cast<std::int32_t>(rp.forward.size()));
+      pb.points = pwtest::alive_points(rp.order, static_cast<std::int32_t>(rp.forward.size()));
       std::int64_t over = 0;
       for (const auto& pt : pb.points) {
         std::int64_t load = 0;
@@ -208,9 +210,9 @@ BENCHMARK(BM_rollout)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond);
 /// most-frugal and its all-fastest peaks (most pairs must trade time for memory).
 void BM_memory_optimizer(benchmark::State& state) {
   auto& f = Fixture::get();
-  pw::RankMemoryProblem pb = f.mem;
+  pwtest::RankMemoryProblem pb = f.mem;
   if (state.range(1) == 1) {
-    const pw::DemandRange d = pw::demand_range(pb);
+    const pwtest::DemandRange d = pwtest::demand_range(pb);
     pb.capacity = pb.static_bytes + pw::Bytes{(d.frugal.count() + d.fastest.count()) / 2};
   }
   pw::MemoryOptimizerOptions o;
@@ -218,7 +220,7 @@ void BM_memory_optimizer(benchmark::State& state) {
   if (state.range(0) == 2) o.gap = 0;
   pw::MemoryAssignment a;
   for (auto _ : state) {
-    a = pw::optimize_rank_memory(pb, o);
+    a = pwtest::optimize_rank_memory(pb, o);
     benchmark::DoNotOptimize(a.total_time);
   }
   std::int64_t fastest_sum = 0;

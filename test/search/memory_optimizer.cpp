@@ -9,6 +9,8 @@
 #include <limits>
 #include <vector>
 
+#include "support/memory_reference.hpp"
+
 namespace pw = pipeweaver;
 
 namespace {
@@ -137,14 +139,14 @@ TEST_CASE("candidate_strategies: options and bad input") {
 TEST_CASE("alive_points follows forward/backward events") {
   // F0 F1 B0 F2 B1 F3 (pair 2 and 3 never released)
   std::vector<pw::PairEvent> ev{{0, true}, {1, true}, {0, false}, {2, true}, {1, false}, {3, true}};
-  auto pts = pw::alive_points(ev, 4);
+  auto pts = pwtest::alive_points(ev, 4);
   REQUIRE(pts.size() == 4);
   CHECK(pts[0] == std::vector<std::int32_t>{0});
   CHECK(pts[1] == std::vector<std::int32_t>{0, 1});
   CHECK(pts[2] == std::vector<std::int32_t>{1, 2});
   CHECK(pts[3] == std::vector<std::int32_t>{2, 3});
   std::vector<pw::PairEvent> bad{{5, true}};
-  CHECK_THROWS_AS((void)pw::alive_points(bad, 4), pw::Error);
+  CHECK_THROWS_AS((void)pwtest::alive_points(bad, 4), pw::Error);
 }
 
 TEST_CASE("rank_pairs matches forwards with their releasing backwards") {
@@ -160,7 +162,7 @@ TEST_CASE("rank_pairs matches forwards with their releasing backwards") {
   auto b1 = add(0, 1, pw::Pass::backward);
   auto f2 = add(1, 0, pw::Pass::forward);  // a frozen stage: no backward
   std::vector<pw::ScheduledStage> order{{f0, {}}, {f1, {}}, {bi0, {}}, {f2, {}}, {b1, {}}, {bw0, {}}};
-  auto rp = pw::rank_pairs(g, order);
+  auto rp = pwtest::rank_pairs(g, order);
   CHECK(rp.forward == std::vector<pw::NodeIndex>{f0, f1, f2});
   CHECK(rp.release == std::vector<pw::NodeIndex>{bw0, b1, -1});
   REQUIRE(rp.order.size() == 6);
@@ -168,16 +170,25 @@ TEST_CASE("rank_pairs matches forwards with their releasing backwards") {
   CHECK((rp.order[3].pair == 2 && !rp.order[3].forward));  // released right after its forward
   CHECK((rp.order[4].pair == 1 && !rp.order[4].forward));
   CHECK((rp.order[5].pair == 0 && !rp.order[5].forward));
-  auto pts = pw::alive_points(rp.order, 3);
+  auto pts = pwtest::alive_points(rp.order, 3);
   REQUIRE(pts.size() == 3);
   CHECK(pts[2] == std::vector<std::int32_t>{0, 1, 2});
+  // A frozen module's split backward has no weight part: its input part frees the forward.
+  auto f3 = add(2, 0, pw::Pass::forward), bi3 = add(2, 0, pw::Pass::backward_input);
+  const std::vector<pw::ScheduledStage> frozen{{f3, {}}, {f0, {}}, {bi3, {}}, {bi0, {}}, {bw0, {}}};
+  const auto fr = pwtest::rank_pairs(g, frozen);
+  CHECK(fr.forward == std::vector<pw::NodeIndex>{f3, f0});
+  CHECK(fr.release == std::vector<pw::NodeIndex>{bi3, bw0});
+  REQUIRE(fr.order.size() == 4);
+  CHECK((fr.order[2].pair == 0 && !fr.order[2].forward));  // at bi3
+  CHECK((fr.order[3].pair == 1 && !fr.order[3].forward));  // at bw0, not bi0
 }
 
 namespace {
 
 struct Instance {
   std::vector<std::vector<pw::StrategyCandidate>> store;
-  pw::RankMemoryProblem pb;
+  pwtest::RankMemoryProblem pb;
   Instance() = default;
   Instance(const Instance&) = delete;
 };
@@ -216,7 +227,7 @@ void random_instance(Rng& rng, Instance& in) {
       ev.push_back({i, false});
     }
   }
-  in.pb.points = pw::alive_points(ev, n);
+  in.pb.points = pwtest::alive_points(ev, n);
   in.pb.static_bytes = pw::Bytes{rng.uniform(0, 50)};
   in.pb.capacity = in.pb.static_bytes + pw::Bytes{rng.uniform(20, 300)};
 }
@@ -226,7 +237,7 @@ struct Exhaustive {
   std::int64_t best = std::numeric_limits<std::int64_t>::max();
 };
 
-bool fits(const pw::RankMemoryProblem& pb, const std::vector<std::int32_t>& choice) {
+bool fits(const pwtest::RankMemoryProblem& pb, const std::vector<std::int32_t>& choice) {
   for (const auto& pt : pb.points) {
     std::int64_t load = pb.static_bytes.count();
     for (auto i : pt) load += pb.candidates[static_cast<std::size_t>(i)][static_cast<std::size_t>(choice[static_cast<std::size_t>(i)])].bytes.count();
@@ -235,7 +246,7 @@ bool fits(const pw::RankMemoryProblem& pb, const std::vector<std::int32_t>& choi
   return true;
 }
 
-Exhaustive exhaustive(const pw::RankMemoryProblem& pb) {
+Exhaustive exhaustive(const pwtest::RankMemoryProblem& pb) {
   Exhaustive ex;
   const auto n = pb.candidates.size();
   std::vector<std::int32_t> c(n, 0);
@@ -267,7 +278,7 @@ TEST_CASE("optimize_rank_memory agrees with exhaustive enumeration on random sma
     random_instance(rng, in);
     const auto ex = exhaustive(in.pb);
     for (double gap : {0.0, 0.05}) {
-      const auto got = pw::optimize_rank_memory(in.pb, {.gap = gap});
+      const auto got = pwtest::optimize_rank_memory(in.pb, {.gap = gap});
       REQUIRE(got.feasible == ex.feasible);
       if (!ex.feasible) {
         // The reported point is the first one that overflows even at its most frugal.
@@ -287,7 +298,7 @@ TEST_CASE("optimize_rank_memory agrees with exhaustive enumeration on random sma
         }
         CHECK(got.violating_point == first);
         CHECK(got.violating_bytes == pw::Bytes{first_bytes});
-        CHECK_THROWS_AS(pw::require_feasible(got, 3, in.pb.capacity), pw::Error);
+        CHECK_THROWS_AS(pwtest::require_feasible(got, 3, in.pb.capacity), pw::Error);
         if (gap == 0.0) ++infeasible;
         continue;
       }
@@ -310,7 +321,7 @@ TEST_CASE("optimize_rank_memory agrees with exhaustive enumeration on random sma
         }
         if (ex.best > lb) ++tight;
       }
-      CHECK_NOTHROW(pw::require_feasible(got, 0, in.pb.capacity));
+      CHECK_NOTHROW(pwtest::require_feasible(got, 0, in.pb.capacity));
     }
   }
   // The generator must exercise all three regimes.
@@ -322,7 +333,7 @@ TEST_CASE("optimize_rank_memory agrees with exhaustive enumeration on random sma
 TEST_CASE("optimize_rank_memory: node limit keeps a feasible incumbent - bad input is rejected") {
   Rng rng{99};
   std::vector<std::vector<pw::StrategyCandidate>> store;
-  pw::RankMemoryProblem pb;
+  pwtest::RankMemoryProblem pb;
   const int n = 40;
   std::vector<pw::PairEvent> ev;
   for (int i = 0; i < n; ++i) {
@@ -338,28 +349,28 @@ TEST_CASE("optimize_rank_memory: node limit keeps a feasible incumbent - bad inp
     if (i >= 7) ev.push_back({i - 7, false});  // 8 in flight
   }
   for (const auto& cs : store) pb.candidates.push_back(cs);
-  pb.points = pw::alive_points(ev, n);
-  const pw::DemandRange d = pw::demand_range(pb);  // worst point under each extreme
+  pb.points = pwtest::alive_points(ev, n);
+  const pwtest::DemandRange d = pwtest::demand_range(pb);  // worst point under each extreme
   pb.capacity = pw::Bytes{(d.frugal.count() + d.fastest.count()) / 2};
-  auto exact = pw::optimize_rank_memory(pb, {.gap = 0.0, .node_limit = 50});
+  auto exact = pwtest::optimize_rank_memory(pb, {.gap = 0.0, .node_limit = 50});
   REQUIRE(exact.feasible);
   CHECK(fits(pb, exact.choice));
   CHECK_FALSE(exact.proven);
   CHECK(exact.nodes > 50);
   CHECK(exact.peak <= pb.capacity);
-  auto gap = pw::optimize_rank_memory(pb);  // default 5 % gap proves quickly
+  auto gap = pwtest::optimize_rank_memory(pb);  // default 5 % gap proves quickly
   CHECK(gap.feasible);
   CHECK(gap.proven);
   // gap result <= 1.05 optimum <= 1.05 any feasible incumbent.
   CHECK(static_cast<double>(gap.total_time.count()) <= 1.05 * static_cast<double>(exact.total_time.count()));
   CHECK(gap.lower_bound <= gap.total_time);
 
-  pw::RankMemoryProblem bad = pb;
+  pwtest::RankMemoryProblem bad = pb;
   bad.candidates[3] = {};
-  CHECK_THROWS_AS((void)pw::optimize_rank_memory(bad), pw::Error);
+  CHECK_THROWS_AS((void)pwtest::optimize_rank_memory(bad), pw::Error);
   bad = pb;
   bad.points[0].push_back(n + 3);
-  CHECK_THROWS_AS((void)pw::optimize_rank_memory(bad), pw::Error);
+  CHECK_THROWS_AS((void)pwtest::optimize_rank_memory(bad), pw::Error);
 }
 
 TEST_CASE("a reused solver (the search's evaluator keeps one) gives the same answers as fresh ones") {
@@ -377,7 +388,7 @@ TEST_CASE("a reused solver (the search's evaluator keeps one) gives the same ans
       begin.push_back(static_cast<std::int32_t>(pairs.size()));
     }
     solver.solve(pw::detail::RankMemoryView{in.pb.candidates, begin, pairs, in.pb.static_bytes, in.pb.capacity}, opt, reused);
-    const auto fresh = pw::optimize_rank_memory(in.pb, opt);
+    const auto fresh = pwtest::optimize_rank_memory(in.pb, opt);
     CHECK(reused.feasible == fresh.feasible);
     CHECK(reused.choice == fresh.choice);
     CHECK(reused.total_time == fresh.total_time);
@@ -399,15 +410,15 @@ TEST_CASE("demand_range: the worst point under the most frugal and the fastest c
   const std::vector<pw::StrategyCandidate> c1{{{}, pw::Nanoseconds{1}, pw::Bytes{9}},
                                               {{}, pw::Nanoseconds{3}, pw::Bytes{1}},
                                               {{}, pw::Nanoseconds{1}, pw::Bytes{6}}};
-  pw::RankMemoryProblem pb;
+  pwtest::RankMemoryProblem pb;
   pb.candidates = {c0, c1};
   pb.points = {{0}, {0, 1}, {1}};
-  const pw::DemandRange d = pw::demand_range(pb);
+  const pwtest::DemandRange d = pwtest::demand_range(pb);
   CHECK(d.frugal == pw::Bytes{5});    // max(4, 4 + 1, 1)
   CHECK(d.fastest == pw::Bytes{16});  // max(10, 10 + 6, 6)
   // Bad input is named, not read out of bounds.
   pb.points = {{2}};
-  CHECK_THROWS_AS((void)pw::demand_range(pb), pw::Error);
+  CHECK_THROWS_AS((void)pwtest::demand_range(pb), pw::Error);
   pb.candidates.push_back({});
-  CHECK_THROWS_AS((void)pw::demand_range(pb), pw::Error);
+  CHECK_THROWS_AS((void)pwtest::demand_range(pb), pw::Error);
 }

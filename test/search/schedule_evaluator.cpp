@@ -1,6 +1,6 @@
 // ScheduleEvaluator against a second, straightforward implementation built from the public
 // pieces (dual-queue interleaver at both base strategies, rank_pairs + alive_points +
-// optimize_rank_memory per rank, emulate_schedule, the better base kept, frugal first on ties):
+// optimize_rank_memory per rank from test/support/memory_reference.hpp, emulate_schedule, the better base kept, frugal first on ties):
 // the evaluator's shortcuts (events from the tables, skipping the solver when the fastest
 // strategies fit, pruning the frugal base by a latency bound, cached interleaver tables) must
 // give exactly the same step time, feasibility and schedule on random orders, at normal and
@@ -20,6 +20,7 @@
 #include <string>
 
 #include "sampled_step.hpp"
+#include "support/memory_reference.hpp"
 
 namespace pw = pipeweaver;
 
@@ -64,14 +65,14 @@ Reference reference(const pw::StepTables& t, std::span<const std::int32_t> order
     if (!res.complete) continue;
     bool feasible = true;
     for (std::size_t r = 0; r < res.schedule.ranks.size(); ++r) {
-      const auto rp = pw::rank_pairs(g, res.schedule.ranks[r]);
-      pw::RankMemoryProblem pb;
+      const auto rp = pwtest::rank_pairs(g, res.schedule.ranks[r]);
+      pwtest::RankMemoryProblem pb;
       for (pw::NodeIndex f : rp.forward)
         pb.candidates.push_back(t.candidate_lists[static_cast<std::size_t>(t.list_of_pair[static_cast<std::size_t>(t.pair_of_node[static_cast<std::size_t>(f)])])]);
-      pb.points = pw::alive_points(rp.order, static_cast<std::int32_t>(rp.forward.size()));
+      pb.points = pwtest::alive_points(rp.order, static_cast<std::int32_t>(rp.forward.size()));
       pb.static_bytes = t.static_memory[r];
       pb.capacity = t.capacity;
-      const auto a = pw::optimize_rank_memory(pb, pw::ScheduleEvaluatorOptions{}.memory);
+      const auto a = pwtest::optimize_rank_memory(pb, pw::ScheduleEvaluatorOptions{}.memory);
       if (!a.feasible) {
         feasible = false;
         continue;

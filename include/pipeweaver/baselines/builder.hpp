@@ -10,10 +10,10 @@
 //  * the choice of a static split on the profile ("average") steps: min-max DP over per-layer
 //    costs, then a first-improvement hill climb over neighboring splits scored by emulation.
 //
-// Memory accounting (schedule_peak_memory) follows the emulator exactly (emulate/emulator.hpp):
-// static = Σ chunk_state_bytes of the rank's chunks; a forward's activation bytes are held from
-// its start to the end of its backward (backward_weight part when split), and only while it
-// runs when the stage graph has no backward for it; events on a rank in list order.
+// Memory accounting (schedule_peak_memory) is the emulator's (emulate/emulator.hpp): static =
+// Σ chunk_state_bytes of the rank's chunks, plus the running sum of held activations under the
+// rule of schedule/activation_memory.hpp (a forward's bytes held until the last backward part
+// of its stage ends; only while it runs when the stage has none), events on a rank in list order.
 // std-only.
 #include <algorithm>
 #include <cstdint>
@@ -38,6 +38,7 @@
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/partition/splitter.hpp"
+#include "pipeweaver/schedule/activation_memory.hpp"
 #include "pipeweaver/schedule/pipeline_orders.hpp"
 #include "pipeweaver/schedule/lowering.hpp"
 #include "pipeweaver/ir/plan.hpp"
@@ -104,14 +105,6 @@ template <class C>
   return ctx.cache().stage_cost(StageSpec::of(partition, s.module, s.chunk, s.pass), smbs[s.sub_microbatch.index()], st);
 }
 
-/// Strategy of every node of the graph as the schedule gives it.
-[[nodiscard]] inline std::vector<MemoryStrategy> strategies_of(const StageGraph& graph, const Schedule& schedule) {
-  std::vector<MemoryStrategy> out(graph.nodes.size());
-  for (const auto& list : schedule.ranks)
-    for (const auto& s : list) out.at(static_cast<std::size_t>(s.node)) = s.strategy;
-  return out;
-}
-
 }  // namespace detail
 
 /// Per-rank peak memory of a schedule (static state + activations, see the header comment).
@@ -119,37 +112,250 @@ template <class C>
 [[nodiscard]] std::vector<Bytes> schedule_peak_memory(BaselineContext<C>& ctx, const Partition& partition,
                                                       std::span<const SubMicrobatchSpec> smbs, const StageGraph& graph,
                                                       const Schedule& schedule) {
-  std::vector<Bytes> peak(schedule.ranks.size(), Bytes{0});
+  std::vector<Bytes> peak(schedule.ranks.size(), Bytes{0});  // static state first
   for (std::size_t m = 0; m < partition.modules.size(); ++m)
     for (const Chunk& ch : partition.modules[m].chunks)
       peak.at(ch.rank.index()) += chunk_state_bytes(ctx.model(), ModuleId{static_cast<ModuleId::rep>(m)}, ctx.setup(),
                                                     ch.first_layer, ch.layer_count);
-  const auto strategy = detail::strategies_of(graph, schedule);
   for (std::size_t r = 0; r < schedule.ranks.size(); ++r) {
-    Bytes cur{0}, top{0};
-    for (const ScheduledStage& st : schedule.ranks[r]) {
-      const StageNode& node = graph.nodes[static_cast<std::size_t>(st.node)];
-      const StageRef& s = node.stage;
-      if (s.pass == Pass::forward) {
-        const Bytes a = detail::node_cost(ctx, partition, smbs, node, st.strategy).activation;
-        cur += a;
-        top = std::max(top, cur);
-        const bool has_backward = graph.find(StageRef{s.module, s.chunk, s.sub_microbatch, Pass::backward}) >= 0 ||
-                                  graph.find(StageRef{s.module, s.chunk, s.sub_microbatch, Pass::backward_weight}) >= 0;
-        if (!has_backward) cur -= a;
-      } else if (s.pass == Pass::backward || s.pass == Pass::backward_weight) {
-        const NodeIndex f = graph.find(StageRef{s.module, s.chunk, s.sub_microbatch, Pass::forward});
-        if (f >= 0)
-          cur -= detail::node_cost(ctx, partition, smbs, graph.nodes[static_cast<std::size_t>(f)],
-                                   strategy[static_cast<std::size_t>(f)]).activation;
-      }
-    }
-    peak[r] += top;
+    const auto& list = schedule.ranks[r];
+    std::vector<StageRef> stages;
+    stages.reserve(list.size());
+    for (const ScheduledStage& st : list) stages.push_back(graph.nodes[static_cast<std::size_t>(st.node)].stage);
+    peak[r] = rank_peak_memory(stages, activation_release_positions(stages), peak[r], [&](std::size_t i) {
+      return detail::node_cost(ctx, partition, smbs, graph.nodes[static_cast<std::size_t>(list[i].node)], list[i].strategy).activation;
+    });
   }
   return peak;
 }
 
 // --- Optimus' bubble filling ------------------------------------------------------------------------
+
+namespace detail {
+
+/// Where a rank's next stage under bubble filling comes from.
+enum class FillQueue : std::uint8_t { main, backward_filler, forward_filler };
+
+/// A rank's next stage under bubble filling: when it can start, the node (-1: none) and its queue.
+struct FillChoice {
+  Nanoseconds start = Nanoseconds::max();
+  NodeIndex node = -1;
+  FillQueue queue = FillQueue::main;
+};
+
+/// The list scheduler of bubble_fill_schedule, phase by phase: the filler queues, the nodes'
+/// strategies and latencies, the filler memory budget, the just-in-time frontier, then repeated
+/// choose (per rank) and commit (the earliest start over all ranks).
+template <class C>
+class BubbleFill {
+ public:
+  BubbleFill(BaselineContext<C>& ctx, const PipelineLayout& layout, std::span<const ModuleId> chain, const StageGraph& graph,
+             std::span<const SubMicrobatchSpec> smbs, UniformRecompute recompute, int lookahead)
+      : ctx_(ctx), layout_(layout), graph_(graph), smbs_(smbs), lookahead_(lookahead), P_(layout.ranks()),
+        main_(pipeline_schedule_checked(graph, smbs, layout, chain, PipelineOrder::interleaved, recompute)) {
+    build_filler_queues(chain);
+    price_nodes(recompute);
+    prepare_filler_budget();
+    find_filler_consumers();
+    cur_.assign(static_cast<std::size_t>(P_), Cursor{});
+  }
+
+  /// Commits stages in order of start time (ties: lower rank) until every stage is scheduled.
+  Schedule run() {
+    Schedule out;
+    out.ranks.assign(static_cast<std::size_t>(P_), {});
+    std::size_t left = 0;
+    for (std::size_t r = 0; r < static_cast<std::size_t>(P_); ++r) left += main_.ranks[r].size() + fill_f_[r].size() + fill_b_[r].size();
+    bool strict = true;
+    while (left > 0) {
+      int best_rank = -1;
+      FillChoice best;
+      for (int r = 0; r < P_; ++r) {
+        const FillChoice c = choose(r, strict);
+        if (c.node >= 0 && (best_rank < 0 || c.start < best.start)) {
+          best = c;
+          best_rank = r;
+        }
+      }
+      if (best_rank < 0 && strict) {
+        strict = false;  // nothing can start within the filler budget: lift it for one stage
+        continue;
+      }
+      strict = true;
+      if (best_rank < 0)
+        throw invalid_plan_error("bubble-filling schedule deadlocks", {.path = "optimus", .expected = "a main order that never waits for its own rank's fillers"});
+      commit(best_rank, best, out);
+      --left;
+    }
+    return out;
+  }
+
+ private:
+  struct Cursor {
+    std::size_t main = 0, f = 0, b = 0;
+    Nanoseconds free{0};
+  };
+  static constexpr Nanoseconds never = Nanoseconds::max();
+
+  [[nodiscard]] bool is_filler(const StageRef& s) const {
+    return layout_.range_of_chunk.at(s.module.index()).at(static_cast<std::size_t>(s.chunk)) < 0;
+  }
+  [[nodiscard]] int mb_of(NodeIndex n) const {
+    return smbs_[graph_.nodes[static_cast<std::size_t>(n)].stage.sub_microbatch.index()].microbatch().value();
+  }
+  [[nodiscard]] Nanoseconds ready_at(NodeIndex n) const {
+    return pending_[static_cast<std::size_t>(n)] > 0 ? never : ready_[static_cast<std::size_t>(n)];
+  }
+  /// Activation bytes of forward node f under its strategy.
+  [[nodiscard]] Bytes forward_bytes(NodeIndex f) const {
+    return node_cost(ctx_, layout_.partition, smbs_, graph_.nodes[static_cast<std::size_t>(f)], strategy_[static_cast<std::size_t>(f)]).activation;
+  }
+
+  /// Per rank, the forwards and the backwards of its filler chunks, each in microbatch order
+  /// (chain order inside one; backwards in reverse chain and chunk order).
+  void build_filler_queues(std::span<const ModuleId> chain) {
+    std::vector<int> chain_pos(ctx_.model().modules.size(), 0);
+    for (std::size_t i = 0; i < chain.size(); ++i) chain_pos.at(chain[i].index()) = static_cast<int>(i);
+    fill_f_.assign(static_cast<std::size_t>(P_), {});
+    fill_b_.assign(static_cast<std::size_t>(P_), {});
+    for (std::size_t n = 0; n < graph_.nodes.size(); ++n) {
+      const StageNode& node = graph_.nodes[n];
+      if (!is_filler(node.stage)) continue;
+      (is_backward(node.stage.pass) ? fill_b_ : fill_f_)[node.rank.index()].push_back(static_cast<NodeIndex>(n));
+    }
+    const auto key = [&](NodeIndex n) {
+      const StageRef& s = graph_.nodes[static_cast<std::size_t>(n)].stage;
+      const int sign = is_backward(s.pass) ? -1 : 1;
+      return std::make_tuple(mb_of(n), sign * chain_pos[s.module.index()], sign * s.chunk, s.sub_microbatch.value(),
+                             static_cast<int>(s.pass));
+    };
+    for (auto* q : {&fill_f_, &fill_b_})
+      for (auto& list : *q) std::sort(list.begin(), list.end(), [&](NodeIndex a, NodeIndex b) { return key(a) < key(b); });
+  }
+
+  /// Every node's strategy (the uniform setting) and latency; nothing is ready yet.
+  void price_nodes(UniformRecompute recompute) {
+    const std::size_t N = graph_.nodes.size();
+    strategy_.resize(N);
+    latency_.resize(N);
+    pending_.resize(N);
+    ready_.assign(N, Nanoseconds{0});
+    for (std::size_t n = 0; n < N; ++n) {
+      strategy_[n] = node_strategy(graph_, layout_.partition, static_cast<NodeIndex>(n), recompute);
+      latency_[n] = node_cost(ctx_, layout_.partition, smbs_, graph_.nodes[n], strategy_[n]).latency;
+      pending_[n] = static_cast<int>(graph_.nodes[n].inputs.size());
+    }
+  }
+
+  /// Per rank, the filler budget: capacity − (static state + peak activations of the main order
+  /// alone); and which node frees which forward's activations (schedule/activation_memory.hpp).
+  void prepare_filler_budget() {
+    budget_ = schedule_peak_memory(ctx_, layout_.partition, smbs_, graph_, main_);
+    for (Bytes& b : budget_) b = ctx_.capacity() - b;
+    filler_mem_.assign(static_cast<std::size_t>(P_), Bytes{0});
+    release_ = activation_release_nodes(graph_);
+    holder_.assign(graph_.nodes.size(), -1);
+    for (std::size_t f = 0; f < release_.size(); ++f)
+      if (release_[f] >= 0) holder_[static_cast<std::size_t>(release_[f])] = static_cast<NodeIndex>(f);
+  }
+
+  /// Per microbatch, its main forwards fed by a filler (the pipeline's consumers of filler
+  /// outputs), and the oldest microbatch that still has some not started (the frontier).
+  void find_filler_consumers() {
+    const std::size_t N = graph_.nodes.size();
+    consumers_left_.assign(static_cast<std::size_t>(microbatch_count(smbs_)), 0);
+    is_consumer_.assign(N, 0);
+    for (std::size_t n = 0; n < N; ++n) {
+      const StageNode& node = graph_.nodes[n];
+      if (node.stage.pass != Pass::forward || is_filler(node.stage)) continue;
+      for (NodeIndex i : node.inputs) {
+        if (is_filler(graph_.nodes[static_cast<std::size_t>(i)].stage)) {
+          is_consumer_[n] = 1;
+          ++consumers_left_[static_cast<std::size_t>(mb_of(static_cast<NodeIndex>(n)))];
+          break;
+        }
+      }
+    }
+    frontier_ = 0;
+    advance_frontier();
+  }
+  void advance_frontier() {
+    while (frontier_ < static_cast<int>(consumers_left_.size()) && consumers_left_[static_cast<std::size_t>(frontier_)] == 0) ++frontier_;
+  }
+
+  /// What rank r would run next, and when. At time t the rank takes: a due forward filler if
+  /// ready, else main if ready, else a ready backward filler, else a forward one; the earliest t
+  /// at which it takes anything is the earliest of the three ready times. A forward filler that
+  /// is not due is left out while it would overflow the filler budget (`strict`).
+  [[nodiscard]] FillChoice choose(int r, bool strict) const {
+    const auto ri = static_cast<std::size_t>(r);
+    const Cursor& c = cur_[ri];
+    const NodeIndex m = c.main < main_.ranks[ri].size() ? main_.ranks[ri][c.main].node : -1;
+    const NodeIndex b = c.b < fill_b_[ri].size() ? fill_b_[ri][c.b] : -1;
+    NodeIndex f = c.f < fill_f_[ri].size() ? fill_f_[ri][c.f] : -1;
+    const bool due = f >= 0 && lookahead_ >= 0 && mb_of(f) <= frontier_ + lookahead_;
+    if (f >= 0 && !due && strict && filler_mem_[ri] + forward_bytes(f) > budget_[ri]) f = -1;
+    const Nanoseconds tm = m >= 0 ? ready_at(m) : never, tb = b >= 0 ? ready_at(b) : never,
+                      tf = f >= 0 ? ready_at(f) : never;
+    const Nanoseconds first = std::min({tm, tb, tf});
+    if (first == never) return FillChoice{never, -1, FillQueue::main};
+    const Nanoseconds t = std::max(c.free, first);
+    if (due && tf <= t) return FillChoice{t, f, FillQueue::forward_filler};
+    if (tm <= t) return FillChoice{t, m, FillQueue::main};
+    if (tb <= t) return FillChoice{t, b, FillQueue::backward_filler};
+    return FillChoice{t, f, FillQueue::forward_filler};
+  }
+
+  /// Runs `c` on rank r: advances its queue, the frontier and the filler memory, and makes the
+  /// node's outputs ready.
+  void commit(int r, const FillChoice& c, Schedule& out) {
+    const auto ru = static_cast<std::size_t>(r);
+    const auto ni = static_cast<std::size_t>(c.node);
+    Cursor& cur = cur_[ru];
+    if (c.queue == FillQueue::main) ++cur.main;
+    else if (c.queue == FillQueue::backward_filler) ++cur.b;
+    else ++cur.f;
+    if (is_consumer_[ni]) {
+      --consumers_left_[static_cast<std::size_t>(mb_of(c.node))];
+      advance_frontier();
+    }
+    // Filler activations: a forward filler holds its bytes until the node that frees them.
+    if (c.queue == FillQueue::backward_filler && holder_[ni] >= 0) filler_mem_[ru] -= forward_bytes(holder_[ni]);
+    if (c.queue == FillQueue::forward_filler && release_[ni] >= 0) filler_mem_[ru] += forward_bytes(c.node);
+    const Nanoseconds end = c.start + latency_[ni];
+    cur.free = end;
+    out.ranks[ru].push_back(ScheduledStage{c.node, strategy_[ni]});
+    for (NodeIndex o : graph_.nodes[ni].outputs) {
+      const auto oi = static_cast<std::size_t>(o);
+      Nanoseconds arrive = end;
+      if (graph_.nodes[oi].rank != graph_.nodes[ni].rank)
+        arrive += ctx_.cost().transfer_time(edge_bytes(ctx_.cost(), layout_.partition, smbs_, graph_.nodes[ni], graph_.nodes[oi]));
+      ready_[oi] = std::max(ready_[oi], arrive);
+      --pending_[oi];
+    }
+  }
+
+  BaselineContext<C>& ctx_;
+  const PipelineLayout& layout_;
+  const StageGraph& graph_;
+  std::span<const SubMicrobatchSpec> smbs_;
+  int lookahead_;
+  int P_;
+  Schedule main_;                                    ///< interleaved order of the ranged stages
+  std::vector<std::vector<NodeIndex>> fill_f_, fill_b_;  ///< per rank: filler forwards / backwards
+  std::vector<MemoryStrategy> strategy_;             ///< per node
+  std::vector<Nanoseconds> latency_;                 ///< per node
+  std::vector<int> pending_;                         ///< per node: inputs not yet scheduled
+  std::vector<Nanoseconds> ready_;                   ///< per node: latest arrival of a scheduled input
+  std::vector<Bytes> budget_, filler_mem_;           ///< per rank
+  std::vector<NodeIndex> release_, holder_;          ///< activation_release_nodes and its inverse
+  std::vector<int> consumers_left_;                  ///< per microbatch
+  std::vector<char> is_consumer_;                    ///< per node
+  int frontier_ = 0;
+  std::vector<Cursor> cur_;                          ///< per rank
+};
+
+}  // namespace detail
 
 /// List-scheduled order for a layout with filler chunks (range -1): each rank keeps the pipeline
 /// order of its ranged stages (interleaved 1F1B, `main`) and two filler queues: the forwards and
@@ -164,7 +370,8 @@ template <class C>
 /// started; a due forward filler that is ready goes before the main stage, so the pipeline never
 /// stalls waiting for encoder outputs.
 /// Memory: a forward filler that is not due may start only while the rank's filler activations
-/// (forward fillers started minus backward fillers started) plus its own stay within
+/// (the bytes of its started forward fillers not yet freed by their releasing backward, under the
+/// rule of schedule/activation_memory.hpp) plus its own stay within
 ///   capacity − (static state + peak activations of the main order alone),
 /// so that running encoder work early never crowds out the pipeline. Only when no rank can start
 /// anything under that rule is it lifted (the step then needs more recompute, which the caller's
@@ -176,158 +383,7 @@ template <class C>
                                             std::span<const ModuleId> chain, const StageGraph& graph,
                                             std::span<const SubMicrobatchSpec> smbs, UniformRecompute recompute,
                                             int lookahead = -1) {
-  const Partition& partition = layout.partition;
-  const int P = layout.ranks();
-  const Schedule main = pipeline_schedule_checked(graph, smbs, layout, chain, PipelineOrder::interleaved, recompute);
-  const std::size_t N = graph.nodes.size();
-  std::vector<int> chain_pos(ctx.model().modules.size(), 0);
-  for (std::size_t i = 0; i < chain.size(); ++i) chain_pos.at(chain[i].index()) = static_cast<int>(i);
-
-  // Filler queues.
-  std::vector<std::vector<NodeIndex>> fill_f(static_cast<std::size_t>(P)), fill_b(static_cast<std::size_t>(P));
-  for (std::size_t n = 0; n < N; ++n) {
-    const StageNode& node = graph.nodes[n];
-    if (layout.range_of_chunk.at(node.stage.module.index()).at(static_cast<std::size_t>(node.stage.chunk)) >= 0) continue;
-    (is_backward(node.stage.pass) ? fill_b : fill_f)[node.rank.index()].push_back(static_cast<NodeIndex>(n));
-  }
-  const auto key = [&](NodeIndex n) {
-    const StageRef& s = graph.nodes[static_cast<std::size_t>(n)].stage;
-    const int mb = smbs[s.sub_microbatch.index()].microbatch().value();
-    const int sign = is_backward(s.pass) ? -1 : 1;
-    return std::make_tuple(mb, sign * chain_pos[s.module.index()], sign * s.chunk, s.sub_microbatch.value(),
-                           static_cast<int>(s.pass));
-  };
-  for (auto* q : {&fill_f, &fill_b})
-    for (auto& list : *q) std::sort(list.begin(), list.end(), [&](NodeIndex a, NodeIndex b) { return key(a) < key(b); });
-
-  // Latencies and per-node readiness.
-  std::vector<MemoryStrategy> strategy(N);
-  std::vector<Nanoseconds> latency(N);
-  for (std::size_t n = 0; n < N; ++n) {
-    strategy[n] = node_strategy(graph, partition, static_cast<NodeIndex>(n), recompute);
-    latency[n] = detail::node_cost(ctx, partition, smbs, graph.nodes[n], strategy[n]).latency;
-  }
-  constexpr Nanoseconds never = Nanoseconds::max();
-  std::vector<int> pending(N);
-  std::vector<Nanoseconds> ready(N, Nanoseconds{0});
-  for (std::size_t n = 0; n < N; ++n) pending[n] = static_cast<int>(graph.nodes[n].inputs.size());
-  const auto ready_at = [&](NodeIndex n) { return pending[static_cast<std::size_t>(n)] > 0 ? never : ready[static_cast<std::size_t>(n)]; };
-
-  struct Cursor {
-    std::size_t main = 0, f = 0, b = 0;
-    Nanoseconds free{0};
-  };
-  // Filler memory budget per rank, and each forward filler's activation bytes.
-  std::vector<Bytes> budget = schedule_peak_memory(ctx, partition, smbs, graph, main);
-  for (Bytes& b : budget) b = ctx.capacity() - b;
-  std::vector<Bytes> filler_mem(static_cast<std::size_t>(P), Bytes{0});
-  const auto activation = [&](NodeIndex n) {
-    const StageRef& s = graph.nodes[static_cast<std::size_t>(n)].stage;
-    const NodeIndex f = s.pass == Pass::forward ? n : graph.find(StageRef{s.module, s.chunk, s.sub_microbatch, Pass::forward});
-    if (f < 0) return Bytes{0};
-    return detail::node_cost(ctx, partition, smbs, graph.nodes[static_cast<std::size_t>(f)], strategy[static_cast<std::size_t>(f)]).activation;
-  };
-  bool strict = true;
-  // Just in time: the forward fillers of the `lookahead` microbatches after the oldest one whose
-  // pipeline has not consumed its filler outputs yet are due; they go before main stages and
-  // ignore the budget, so the pipeline never stalls for want of them.
-  const auto mb_of = [&](NodeIndex n) {
-    return smbs[graph.nodes[static_cast<std::size_t>(n)].stage.sub_microbatch.index()].microbatch().value();
-  };
-  const int M = microbatch_count(smbs);
-  std::vector<int> consumers_left(static_cast<std::size_t>(M), 0);  // main forwards fed by a filler, per microbatch
-  std::vector<char> is_consumer(N, 0);
-  for (std::size_t n = 0; n < N; ++n) {
-    const StageNode& node = graph.nodes[n];
-    if (node.stage.pass != Pass::forward ||
-        layout.range_of_chunk[node.stage.module.index()][static_cast<std::size_t>(node.stage.chunk)] < 0)
-      continue;
-    for (NodeIndex i : node.inputs) {
-      const StageRef& in = graph.nodes[static_cast<std::size_t>(i)].stage;
-      if (layout.range_of_chunk[in.module.index()][static_cast<std::size_t>(in.chunk)] < 0) {
-        is_consumer[n] = 1;
-        ++consumers_left[static_cast<std::size_t>(mb_of(static_cast<NodeIndex>(n)))];
-        break;
-      }
-    }
-  }
-  int frontier = 0;
-  const auto advance_frontier = [&] {
-    while (frontier < M && consumers_left[static_cast<std::size_t>(frontier)] == 0) ++frontier;
-  };
-  advance_frontier();
-
-  std::vector<Cursor> cur(static_cast<std::size_t>(P));
-  Schedule out;
-  out.ranks.assign(static_cast<std::size_t>(P), {});
-  std::size_t left = 0;
-  for (int r = 0; r < P; ++r)
-    left += main.ranks[static_cast<std::size_t>(r)].size() + fill_f[static_cast<std::size_t>(r)].size() +
-            fill_b[static_cast<std::size_t>(r)].size();
-
-  // What rank r would run next, and when: (start, node, queue 0 main / 1 bwd filler / 2 fwd filler).
-  const auto choose = [&](int r) {
-    const auto ri = static_cast<std::size_t>(r);
-    const Cursor& c = cur[ri];
-    const NodeIndex m = c.main < main.ranks[ri].size() ? main.ranks[ri][c.main].node : -1;
-    const NodeIndex b = c.b < fill_b[ri].size() ? fill_b[ri][c.b] : -1;
-    NodeIndex f = c.f < fill_f[ri].size() ? fill_f[ri][c.f] : -1;
-    const bool due = f >= 0 && lookahead >= 0 && mb_of(f) <= frontier + lookahead;
-    if (f >= 0 && !due && strict && filler_mem[ri] + activation(f) > budget[ri]) f = -1;
-    const Nanoseconds tm = m >= 0 ? ready_at(m) : never, tb = b >= 0 ? ready_at(b) : never,
-                      tf = f >= 0 ? ready_at(f) : never;
-    // At time t the rank takes: a due forward filler if ready, else main if ready, else a ready
-    // backward filler, else a forward one. The earliest t at which it takes anything is the
-    // earliest of the three ready times.
-    const Nanoseconds t = std::max(c.free, std::min({tm, tb, tf}));
-    if (std::min({tm, tb, tf}) == never) return std::make_tuple(never, NodeIndex{-1}, 0);
-    if (due && tf <= t) return std::make_tuple(t, f, 2);
-    if (tm <= t) return std::make_tuple(t, m, 0);
-    if (tb <= t) return std::make_tuple(t, b, 1);
-    return std::make_tuple(t, f, 2);
-  };
-
-  while (left > 0) {
-    int best_rank = -1;
-    std::tuple<Nanoseconds, NodeIndex, int> best{never, -1, 0};
-    for (int r = 0; r < P; ++r) {
-      const auto c = choose(r);
-      if (std::get<1>(c) >= 0 && (best_rank < 0 || std::get<0>(c) < std::get<0>(best))) {
-        best = c;
-        best_rank = r;
-      }
-    }
-    if (best_rank < 0 && strict) {
-      strict = false;  // nothing can start within the filler budget: lift it for one stage
-      continue;
-    }
-    strict = true;
-    if (best_rank < 0)
-      throw invalid_plan_error("bubble-filling schedule deadlocks", {.path = "optimus", .expected = "a main order that never waits for its own rank's fillers"});
-    const auto [start, n, queue] = best;
-    const auto ni = static_cast<std::size_t>(n);
-    Cursor& c = cur[static_cast<std::size_t>(best_rank)];
-    (queue == 0 ? c.main : queue == 1 ? c.b : c.f) += 1;
-    if (is_consumer[ni]) {
-      --consumers_left[static_cast<std::size_t>(mb_of(n))];
-      advance_frontier();
-    }
-    if (queue == 1) filler_mem[static_cast<std::size_t>(best_rank)] -= activation(n);
-    if (queue == 2) filler_mem[static_cast<std::size_t>(best_rank)] += activation(n);
-    const Nanoseconds end = start + latency[ni];
-    c.free = end;
-    out.ranks[static_cast<std::size_t>(best_rank)].push_back(ScheduledStage{n, strategy[ni]});
-    --left;
-    for (NodeIndex o : graph.nodes[ni].outputs) {
-      const auto oi = static_cast<std::size_t>(o);
-      Nanoseconds arrive = end;
-      if (graph.nodes[oi].rank != graph.nodes[ni].rank)
-        arrive += ctx.cost().transfer_time(edge_bytes(ctx.cost(), partition, smbs, graph.nodes[ni], graph.nodes[oi]));
-      ready[oi] = std::max(ready[oi], arrive);
-      --pending[oi];
-    }
-  }
-  return out;
+  return detail::BubbleFill<C>(ctx, layout, chain, graph, smbs, recompute, lookahead).run();
 }
 
 // --- one step -------------------------------------------------------------------------------------

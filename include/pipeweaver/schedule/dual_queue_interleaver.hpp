@@ -13,9 +13,9 @@
 //     t_last this is the stage ready earliest, so independent work fills bubbles;
 //   * a forward whose activation bytes would push the rank over its budget is skipped (the
 //     highest-priority ready forward that fits runs instead); when none fits, the forward queue
-//     pauses until a backward of that rank releases memory (the backward of a stage releases its
-//     forward's bytes; for a split backward, the weight part does) or a forward that fits
-//     arrives. With admission groups (InterleaveInput::group, e.g. the microbatch), a group's
+//     pauses until a backward of that rank releases memory (the node that frees a forward's
+//     bytes under the rule of schedule/activation_memory.hpp: the whole backward, the weight part
+//     of a split one, or the input part of a frozen module) or a forward that fits arrives. With admission groups (InterleaveInput::group, e.g. the microbatch), a group's
 //     first forward on a rank reserves room for all its forwards there, so a started group never
 //     blocks on memory and pausing cannot deadlock as long as each group fits alone. If every
 //     rank is nevertheless stalled by forwards that do not fit, the forward that can start
@@ -39,6 +39,7 @@
 #include "pipeweaver/core/memory_strategy.hpp"
 #include "pipeweaver/core/pass.hpp"
 #include "pipeweaver/core/units.hpp"
+#include "pipeweaver/schedule/activation_memory.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
 
 namespace pipeweaver {
@@ -90,147 +91,27 @@ class DualQueueInterleaver {
     const bool prepared = prepared_ == &graph && release_.size() == n;
     check(graph, in, prepared);
     if (!prepared) prepare_release(graph);
-    const int P = std::max(static_cast<int>(in.memory_budget.size()), max_rank_ + 1);
-    const auto Pu = static_cast<std::size_t>(P);
-
-    out.schedule.ranks.resize(Pu);
-    for (auto& r : out.schedule.ranks) r.clear();
-    out.start.assign(n, Nanoseconds{0});
-    out.end.assign(n, Nanoseconds{0});
-    out.peak_activation.assign(Pu, Bytes{0});
-    out.memory_respected = true;
-    out.complete = true;
-    out.step_time = Nanoseconds{0};
-
-    remaining_.resize(n);
-    ready_.assign(n, 0);
-    auto& per_rank = per_rank_;
-    per_rank.assign(Pu, 0);
-    for (std::size_t v = 0; v < n; ++v) {
-      remaining_[v] = static_cast<std::int32_t>(graph.nodes[v].inputs.size());
-      ++per_rank[static_cast<std::size_t>(graph.nodes[v].rank.value())];
-    }
-    ranks_.resize(Pu);
-    for (std::size_t r = 0; r < Pu; ++r) {
-      RankState& rs = ranks_[r];
-      for (auto* q : {&rs.pend[0], &rs.pend[1], &rs.rdy[0], &rs.rdy[1]}) {
-        q->clear();
-        q->reserve(per_rank[r]);
-      }
-      rs.t_last = 0;
-      rs.last_forward = false;  // so that the first choice between F and B is a forward
-      rs.paused = false;
-      rs.paused_next = kInf;
-      rs.mem = 0;
-      rs.reserved = 0;
-      out.schedule.ranks[r].reserve(per_rank[r]);
-    }
-
-    next_.assign(Pu, kInf);
-    dirty_.assign(Pu, 1);
-    tracked_ = !in.activation_bytes.empty();
-    limited_ = tracked_ && !in.memory_budget.empty();
-    prepare_groups(graph, in, Pu);
-    for (std::size_t v = 0; v < n; ++v)
-      if (remaining_[v] == 0) enqueue(graph, in, static_cast<NodeIndex>(v));
-
+    reset(graph, in, out);
     std::size_t done = 0;
     while (done < n) {
-      // The rank that can start something earliest. A rank's next start only changes when it
-      // runs something or receives a stage, so it is recomputed only then (dirty_).
-      std::int64_t best_s = kInf;
-      std::size_t best_r = 0;
-      for (std::size_t r = 0; r < Pu; ++r) {
-        if (dirty_[r]) {
-          next_[r] = next_start(ranks_[r]);
-          dirty_[r] = 0;
-        }
-        if (next_[r] < best_s) {
-          best_s = next_[r];
-          best_r = r;
-        }
+      const Pick pick = pick_rank();
+      if (pick.start == kInf) {
+        out.complete = false;
+        break;
       }
-      bool force = false;
-      if (best_s == kInf) {
-        // Stalled: only forwards that do not fit remain queued. Run the earliest one over budget.
-        for (std::size_t r = 0; r < Pu; ++r) {
-          const std::int64_t s = any_forward_start(ranks_[r]);
-          if (s < best_s) {
-            best_s = s;
-            best_r = r;
-          }
-        }
-        if (best_s == kInf) {
-          out.complete = false;
-          break;
-        }
-        force = true;
-      }
-      RankState& rs = ranks_[best_r];
-      dirty_[best_r] = 1;
-      promote(rs, 0, best_s);
-      promote(rs, 1, best_s);
-      // Highest-priority ready forward that fits (the heap top in the common case).
-      std::size_t f_pos = kNone;
-      if (!rs.rdy[0].empty()) {
-        if (force || fits(graph, in, rs, best_r, rs.rdy[0].front().node)) {
-          f_pos = 0;
-        } else {
-          for (std::size_t i = 1; i < rs.rdy[0].size(); ++i)
-            if ((f_pos == kNone || rdy_after(rs.rdy[0][f_pos], rs.rdy[0][i])) && fits(graph, in, rs, best_r, rs.rdy[0][i].node))
-              f_pos = i;
-        }
-      }
-      const bool f_ok = f_pos != kNone;
-      const bool b_ok = !rs.rdy[1].empty();
-      bool take_forward;
-      if (f_ok && b_ok) take_forward = !rs.last_forward;
-      else if (f_ok) take_forward = true;
-      else if (b_ok) take_forward = false;
-      else {
-        // Nothing fits now: pause the forward queue until a backward releases memory or a
-        // forward that fits arrives.
-        pause(graph, in, rs, best_r);
-        continue;
-      }
-      if (force) out.memory_respected = false;
-      const NodeIndex v = take_forward ? take(rs.rdy[0], f_pos) : take(rs.rdy[1], 0);
-      const auto vu = static_cast<std::size_t>(v);
-      const std::int64_t start = std::max(rs.t_last, ready_[vu]);
-      const std::int64_t end = start + in.latency[vu].count();
-      out.start[vu] = Nanoseconds{start};
-      out.end[vu] = Nanoseconds{end};
-      out.step_time = std::max(out.step_time, Nanoseconds{end});
-      out.schedule.ranks[best_r].push_back({v, in.strategy.empty() ? MemoryStrategy{} : in.strategy[vu]});
-      rs.t_last = end;
-      rs.last_forward = take_forward;
-      if (tracked_) {
-        if (take_forward && holds(v)) {
-          rs.reserved += admission_cost(graph, in, rs, best_r, v);
-          admit(graph, in, best_r, v);
-          rs.paused = false;  // recomputed at the next decision if nothing fits any more
-          rs.mem += in.activation_bytes[vu].count();
-          out.peak_activation[best_r] = std::max(out.peak_activation[best_r], Bytes{rs.mem});
-        } else if (!take_forward && holder_[vu] >= 0) {
-          const std::int64_t freed = in.activation_bytes[static_cast<std::size_t>(holder_[vu])].count();
-          rs.mem -= freed;
-          rs.reserved -= freed;
-          rs.paused = false;
-        }
-      }
+      const NodeIndex v = take_stage(graph, in, pick);
+      if (v < 0) continue;  // the rank's forward queue paused
+      commit(graph, in, transfer, pick, v, out);
       ++done;
-      for (NodeIndex u : graph.nodes[vu].outputs) {
-        const auto uu = static_cast<std::size_t>(u);
-        std::int64_t arrive = end;
-        if (rank_[uu] != rank_[vu]) arrive += Nanoseconds{transfer(v, u)}.count();
-        ready_[uu] = std::max(ready_[uu], arrive);
-        if (--remaining_[uu] == 0) enqueue(graph, in, u);
-      }
     }
   }
 
  private:
   static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max();
+  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+
+  /// A rank's two queues of stages.
+  enum class Queue : std::uint8_t { forward, backward };
 
   struct Entry {
     std::int64_t ready;
@@ -249,29 +130,184 @@ class DualQueueInterleaver {
     return a.node > b.node;
   }
   struct RankState {
-    std::vector<Entry> pend[2];  ///< [0] forwards, [1] backwards, not yet ready by the rank's clock
-    std::vector<Entry> rdy[2];
+    std::vector<Entry> pend_[2];  ///< per queue: stages not yet ready by the rank's clock (a heap)
+    std::vector<Entry> rdy_[2];   ///< per queue: stages ready by it (a heap)
     std::int64_t t_last = 0;
     std::int64_t mem = 0;       ///< activation bytes held now
     std::int64_t reserved = 0;  ///< bytes held + promised to admitted groups' later forwards
     std::int64_t paused_next = kInf;  ///< while paused: earliest ready time of a queued forward that fits
     bool last_forward = false;
     bool paused = false;
+    [[nodiscard]] std::vector<Entry>& pending(Queue q) { return pend_[static_cast<std::size_t>(q)]; }
+    [[nodiscard]] const std::vector<Entry>& pending(Queue q) const { return pend_[static_cast<std::size_t>(q)]; }
+    [[nodiscard]] std::vector<Entry>& ready(Queue q) { return rdy_[static_cast<std::size_t>(q)]; }
+    [[nodiscard]] const std::vector<Entry>& ready(Queue q) const { return rdy_[static_cast<std::size_t>(q)]; }
   };
-  static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
+  /// The rank served next: the smallest possible start (ties: lowest rank); `force` when every
+  /// rank is stalled by forwards that do not fit and the earliest one runs over budget.
+  struct Pick {
+    std::int64_t start = kInf;
+    std::size_t rank = 0;
+    bool force = false;
+  };
 
-  static std::int64_t queue_start(const RankState& rs, int q) {
+  // Per call: the result's buffers, every rank's queues and clock, the groups; the stages
+  // without inputs are queued.
+  void reset(const StageGraph& graph, const InterleaveInput& in, InterleaveResult& out) {
+    const std::size_t n = graph.nodes.size();
+    const auto Pu = static_cast<std::size_t>(std::max(static_cast<int>(in.memory_budget.size()), max_rank_ + 1));
+    out.schedule.ranks.resize(Pu);
+    for (auto& r : out.schedule.ranks) r.clear();
+    out.start.assign(n, Nanoseconds{0});
+    out.end.assign(n, Nanoseconds{0});
+    out.peak_activation.assign(Pu, Bytes{0});
+    out.memory_respected = true;
+    out.complete = true;
+    out.step_time = Nanoseconds{0};
+
+    remaining_.resize(n);
+    ready_.assign(n, 0);
+    per_rank_.assign(Pu, 0);
+    for (std::size_t v = 0; v < n; ++v) {
+      remaining_[v] = static_cast<std::int32_t>(graph.nodes[v].inputs.size());
+      ++per_rank_[static_cast<std::size_t>(graph.nodes[v].rank.value())];
+    }
+    ranks_.resize(Pu);
+    for (std::size_t r = 0; r < Pu; ++r) {
+      RankState& rs = ranks_[r];
+      for (Queue q : {Queue::forward, Queue::backward})
+        for (auto* heap : {&rs.pending(q), &rs.ready(q)}) {
+          heap->clear();
+          heap->reserve(per_rank_[r]);
+        }
+      rs.t_last = 0;
+      rs.last_forward = false;  // so that the first choice between F and B is a forward
+      rs.paused = false;
+      rs.paused_next = kInf;
+      rs.mem = 0;
+      rs.reserved = 0;
+      out.schedule.ranks[r].reserve(per_rank_[r]);
+    }
+
+    next_.assign(Pu, kInf);
+    dirty_.assign(Pu, 1);
+    tracked_ = !in.activation_bytes.empty();
+    limited_ = tracked_ && !in.memory_budget.empty();
+    prepare_groups(graph, in, Pu);
+    for (std::size_t v = 0; v < n; ++v)
+      if (remaining_[v] == 0) enqueue(graph, in, static_cast<NodeIndex>(v));
+  }
+
+  // The rank that can start something earliest. A rank's next start only changes when it runs
+  // something or receives a stage, so it is recomputed only then (dirty_). Stalled (only
+  // forwards that do not fit remain queued): the earliest forward over budget, forced.
+  Pick pick_rank() {
+    Pick best;
+    for (std::size_t r = 0; r < ranks_.size(); ++r) {
+      if (dirty_[r]) {
+        next_[r] = next_start(ranks_[r]);
+        dirty_[r] = 0;
+      }
+      if (next_[r] < best.start) best = Pick{next_[r], r, false};
+    }
+    if (best.start != kInf) return best;
+    for (std::size_t r = 0; r < ranks_.size(); ++r) {
+      const std::int64_t s = any_forward_start(ranks_[r]);
+      if (s < best.start) best = Pick{s, r, true};
+    }
+    return best;
+  }
+
+  // The picked rank's stage, taken off its queue: alternate F and B from the type run last when
+  // both have a ready stage, else the one that has; the forward is the highest-priority ready
+  // one that fits. -1 (and the forward queue paused) when nothing can run.
+  NodeIndex take_stage(const StageGraph& graph, const InterleaveInput& in, const Pick& pick) {
+    RankState& rs = ranks_[pick.rank];
+    dirty_[pick.rank] = 1;
+    promote(rs, Queue::forward, pick.start);
+    promote(rs, Queue::backward, pick.start);
+    const std::size_t f_pos = fitting_forward(graph, in, rs, pick.rank, pick.force);
+    const bool f_ok = f_pos != kNone;
+    const bool b_ok = !rs.ready(Queue::backward).empty();
+    if (!f_ok && !b_ok) {
+      // Nothing fits now: pause the forward queue until a backward releases memory or a
+      // forward that fits arrives.
+      pause(graph, in, rs, pick.rank);
+      return -1;
+    }
+    const bool take_forward = f_ok && (!b_ok || !rs.last_forward);
+    rs.last_forward = take_forward;
+    return take_forward ? take(rs.ready(Queue::forward), f_pos) : take(rs.ready(Queue::backward), 0);
+  }
+
+  // Position in the ready forward heap of the highest-priority forward that fits (the heap top
+  // in the common case; any forward when forced), or kNone.
+  std::size_t fitting_forward(const StageGraph& graph, const InterleaveInput& in, const RankState& rs, std::size_t r, bool force) const {
+    const auto& ready = rs.ready(Queue::forward);
+    if (ready.empty()) return kNone;
+    if (force || fits(graph, in, rs, r, ready.front().node)) return 0;
+    std::size_t f_pos = kNone;
+    for (std::size_t i = 1; i < ready.size(); ++i)
+      if ((f_pos == kNone || rdy_after(ready[f_pos], ready[i])) && fits(graph, in, rs, r, ready[i].node)) f_pos = i;
+    return f_pos;
+  }
+
+  // Runs v on the picked rank: its times, its place in the schedule, the rank's memory, and its
+  // outputs' readiness (queued once every input is scheduled).
+  template <class TransferFn>
+  void commit(const StageGraph& graph, const InterleaveInput& in, TransferFn& transfer, const Pick& pick, NodeIndex v,
+              InterleaveResult& out) {
+    RankState& rs = ranks_[pick.rank];
+    const auto vu = static_cast<std::size_t>(v);
+    if (pick.force) out.memory_respected = false;
+    const std::int64_t start = std::max(rs.t_last, ready_[vu]);
+    const std::int64_t end = start + in.latency[vu].count();
+    out.start[vu] = Nanoseconds{start};
+    out.end[vu] = Nanoseconds{end};
+    out.step_time = std::max(out.step_time, Nanoseconds{end});
+    out.schedule.ranks[pick.rank].push_back({v, in.strategy.empty() ? MemoryStrategy{} : in.strategy[vu]});
+    rs.t_last = end;
+    if (tracked_) account_memory(graph, in, rs, pick.rank, v, out);
+    for (NodeIndex u : graph.nodes[vu].outputs) {
+      const auto uu = static_cast<std::size_t>(u);
+      std::int64_t arrive = end;
+      if (rank_[uu] != rank_[vu]) arrive += Nanoseconds{transfer(v, u)}.count();
+      ready_[uu] = std::max(ready_[uu], arrive);
+      if (--remaining_[uu] == 0) enqueue(graph, in, u);
+    }
+  }
+
+  // Memory of rank r after v starts: a holding forward is admitted and adds its bytes; the node
+  // that frees a forward's bytes releases them.
+  void account_memory(const StageGraph& graph, const InterleaveInput& in, RankState& rs, std::size_t r, NodeIndex v,
+                      InterleaveResult& out) {
+    const auto vu = static_cast<std::size_t>(v);
+    if (forward_[vu] && holds(v)) {
+      rs.reserved += admission_cost(graph, in, rs, r, v);
+      admit(graph, in, r, v);
+      rs.paused = false;  // recomputed at the next decision if nothing fits any more
+      rs.mem += in.activation_bytes[vu].count();
+      out.peak_activation[r] = std::max(out.peak_activation[r], Bytes{rs.mem});
+    } else if (!forward_[vu] && holder_[vu] >= 0) {
+      const std::int64_t freed = in.activation_bytes[static_cast<std::size_t>(holder_[vu])].count();
+      rs.mem -= freed;
+      rs.reserved -= freed;
+      rs.paused = false;
+    }
+  }
+
+  static std::int64_t queue_start(const RankState& rs, Queue q) {
     std::int64_t e = kInf;
-    if (!rs.rdy[q].empty()) e = rs.t_last;
-    if (!rs.pend[q].empty()) e = std::min(e, std::max(rs.t_last, rs.pend[q].front().ready));
+    if (!rs.ready(q).empty()) e = rs.t_last;
+    if (!rs.pending(q).empty()) e = std::min(e, std::max(rs.t_last, rs.pending(q).front().ready));
     return e;
   }
   static std::int64_t next_start(const RankState& rs) {
     const std::int64_t f = rs.paused ? (rs.paused_next == kInf ? kInf : std::max(rs.t_last, rs.paused_next))
-                                     : queue_start(rs, 0);
-    return std::min(f, queue_start(rs, 1));
+                                     : queue_start(rs, Queue::forward);
+    return std::min(f, queue_start(rs, Queue::backward));
   }
-  static std::int64_t any_forward_start(const RankState& rs) { return queue_start(rs, 0); }
+  static std::int64_t any_forward_start(const RankState& rs) { return queue_start(rs, Queue::forward); }
 
   // Admission control. Without groups, a forward needs room for its own bytes. With groups
   // (e.g. microbatches), the first forward of a group on a rank reserves the bytes of all the
@@ -297,11 +333,9 @@ class DualQueueInterleaver {
   void pause(const StageGraph& g, const InterleaveInput& in, RankState& rs, std::size_t r) {
     rs.paused = true;
     rs.paused_next = kInf;
-    for (int k = 0; k < 2; ++k) {
-      const auto& q = k == 0 ? rs.rdy[0] : rs.pend[0];
-      for (const Entry& e : q)
+    for (const auto* heap : {&rs.ready(Queue::forward), &rs.pending(Queue::forward)})
+      for (const Entry& e : *heap)
         if (fits(g, in, rs, r, e.node)) rs.paused_next = std::min(rs.paused_next, e.ready);
-    }
   }
   void prepare_groups(const StageGraph& g, const InterleaveInput& in, std::size_t P) {
     if (in.group.empty() || !tracked_) return;
@@ -313,13 +347,14 @@ class DualQueueInterleaver {
       if (g.nodes[v].stage.pass == Pass::forward && holds(static_cast<NodeIndex>(v)))
         group_bytes_[static_cast<std::size_t>(in.group[v]) * P + g.nodes[v].rank.index()] += in.activation_bytes[v].count();
   }
-  static void promote(RankState& rs, int q, std::int64_t s) {
-    auto& pend = rs.pend[q];
+  static void promote(RankState& rs, Queue q, std::int64_t s) {
+    auto& pend = rs.pending(q);
+    auto& rdy = rs.ready(q);
     while (!pend.empty() && pend.front().ready <= s) {
       std::pop_heap(pend.begin(), pend.end(), pend_after);
-      rs.rdy[q].push_back(pend.back());
+      rdy.push_back(pend.back());
       pend.pop_back();
-      std::push_heap(rs.rdy[q].begin(), rs.rdy[q].end(), rdy_after);
+      std::push_heap(rdy.begin(), rdy.end(), rdy_after);
     }
   }
   /// Removes entry `i` of a ready heap (0 = its top) and returns its node.
@@ -341,20 +376,23 @@ class DualQueueInterleaver {
     auto& rs = ranks_[r];
     dirty_[r] = 1;
     const bool forward = forward_[vu] != 0;
-    auto& pend = rs.pend[forward ? 0 : 1];
+    auto& pend = rs.pending(forward ? Queue::forward : Queue::backward);
     pend.push_back({ready_[vu], in.priority[vu], v});
     std::push_heap(pend.begin(), pend.end(), pend_after);
     if (forward && rs.paused && fits(g, in, rs, r, v)) rs.paused_next = std::min(rs.paused_next, ready_[vu]);
   }
   [[nodiscard]] bool holds(NodeIndex forward) const { return release_[static_cast<std::size_t>(forward)] >= 0; }
 
-  // release_[forward] = the backward node that frees its activations (-1: none, the forward
-  // holds nothing); holder_[backward] = the forward whose activations it frees (-1: none).
+  // release_[forward] = the node that frees its activations (activation_release_nodes; -1: none,
+  // the forward holds nothing after it runs); holder_[node] = the forward whose activations it
+  // frees (-1: none).
   void prepare_release(const StageGraph& g) {
     prepared_ = nullptr;
     const std::size_t n = g.nodes.size();
-    release_.assign(n, -1);
+    release_ = activation_release_nodes(g);
     holder_.assign(n, -1);
+    for (std::size_t v = 0; v < n; ++v)
+      if (release_[v] >= 0) holder_[static_cast<std::size_t>(release_[v])] = static_cast<NodeIndex>(v);
     rank_.resize(n);
     forward_.resize(n);
     max_rank_ = -1;
@@ -362,21 +400,6 @@ class DualQueueInterleaver {
       rank_[v] = g.nodes[v].rank.value();
       max_rank_ = std::max(max_rank_, rank_[v]);
       forward_[v] = g.nodes[v].stage.pass == Pass::forward ? 1 : 0;
-    }
-    keys_.clear();
-    for (std::size_t v = 0; v < n; ++v) {
-      const StageRef& s = g.nodes[v].stage;
-      if (s.pass == Pass::forward) keys_.push_back({s.module.value(), s.chunk, s.sub_microbatch.value(), static_cast<NodeIndex>(v)});
-    }
-    std::sort(keys_.begin(), keys_.end());
-    for (std::size_t v = 0; v < n; ++v) {
-      const StageRef& s = g.nodes[v].stage;
-      if (s.pass != Pass::backward && s.pass != Pass::backward_weight) continue;
-      const Key k{s.module.value(), s.chunk, s.sub_microbatch.value(), -1};
-      auto it = std::lower_bound(keys_.begin(), keys_.end(), k);
-      if (it == keys_.end() || it->module != k.module || it->chunk != k.chunk || it->smb != k.smb) continue;
-      release_[static_cast<std::size_t>(it->node)] = static_cast<NodeIndex>(v);
-      holder_[v] = it->node;
     }
   }
 
@@ -433,11 +456,6 @@ class DualQueueInterleaver {
     }
   }
 
-  struct Key {
-    std::int32_t module, chunk, smb;
-    NodeIndex node;
-    friend auto operator<=>(const Key&, const Key&) = default;
-  };
   const StageGraph* prepared_ = nullptr;  ///< graph whose release_/holder_ are kept (prepare())
   std::vector<std::size_t> per_rank_;
   std::vector<std::int64_t> next_;  ///< per rank: cached next_start
@@ -449,7 +467,6 @@ class DualQueueInterleaver {
   std::vector<std::int32_t> rank_;  ///< per node (prepared with release_)
   std::int32_t max_rank_ = -1;
   std::vector<char> forward_;       ///< per node: a forward stage
-  std::vector<Key> keys_;
   std::vector<std::int64_t> group_bytes_;  ///< [group * P + rank]: bytes of the group's forwards on the rank
   std::vector<char> admitted_;             ///< [group * P + rank]
   bool tracked_ = false, limited_ = false;

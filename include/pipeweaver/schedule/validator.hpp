@@ -21,15 +21,16 @@
 //  7. deadlock freedom under the strictest executor: each rank runs its list one action at a
 //     time; a Send and its Recv complete together once both ranks have reached them
 //     (rendezvous: no buffering anywhere); a Wait once its transfer completed. Plan semantics
-//     (schedule/plan.hpp) only relax these, so a plan that passes runs on any executor.
+//     (ir/plan.hpp) only relax these, so a plan that passes runs on any executor.
 //     Lowered plans always pass (their actions follow one global order).
 // validate(plan, model, setup, cost) adds memory: on each rank, static memory (the
 // chunk_state_bytes of every chunk it holds) plus the activation_bytes of every Forward still
-// waiting for its last backward part (Backward, or backward_weight; a frozen module's
-// backward_input when it has no weight part; a Forward with no backward on the rank holds its
-// activations only while it runs) must stay <= memory_capacity(setup) after each Forward.
-// Received buffers and gradients are not counted. peak_memory_by_rank gives the per-rank peak
-// of the same walk without throwing. std-only (nvcc).
+// held under the rule of schedule/activation_memory.hpp (until the last backward part of its
+// stage: the Backward, or backward_weight, or a frozen module's backward_input when it has no
+// weight part; a Forward with no backward on the rank holds its activations only while it runs)
+// must stay <= memory_capacity(setup) at each Forward's start. Received buffers and gradients
+// are not counted. peak_memory_by_rank gives the per-rank peak of the same walk without
+// throwing. std-only (nvcc).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -49,6 +50,7 @@
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/ir/labels.hpp"
+#include "pipeweaver/schedule/activation_memory.hpp"
 #include "pipeweaver/schedule/lowering.hpp"
 #include "pipeweaver/ir/plan.hpp"
 #include "pipeweaver/ir/stage.hpp"
@@ -90,320 +92,379 @@ struct ActionPos {
   return TransferId{-1};
 }
 
-}  // namespace detail
+/// Error{invalid_plan} at action p of rank r, naming the action and the broken rule.
+[[noreturn]] inline void fail_action(const Plan& plan, const ModelSpec& model, std::size_t r, std::size_t p,
+                                     const std::string& rule, std::string expected = {}) {
+  throw invalid_plan_error(action_label(plan, model, plan.ranks[r][p]) + ": " + rule, {.path = where(r, p), .expected = std::move(expected)});
+}
 
-/// Structural validation (see the header comment). Throws Error{invalid_plan}.
-inline void validate(const Plan& plan, const ModelSpec& model) {
-  using detail::ActionPos;
-  using detail::no_pos;
-  auto fail_at = [&](std::size_t r, std::size_t p, const std::string& rule, std::string expected = {}) {
-    throw invalid_plan_error(action_label(plan, model, plan.ranks[r][p]) + ": " + rule, {.path = detail::where(r, p), .expected = std::move(expected)});
-  };
-  auto fail = [&](std::string path, std::string message, std::string expected = {}) {
-    throw invalid_plan_error(std::move(message), {.path = std::move(path), .expected = std::move(expected)});
-  };
+/// Error{invalid_plan} at a place that is not an action (a transfer, the partition, a rank).
+[[noreturn]] inline void fail_plan(std::string path, std::string message, std::string expected = {}) {
+  throw invalid_plan_error(std::move(message), {.path = std::move(path), .expected = std::move(expected)});
+}
 
-  // 1. Plan level.
+/// What the structural checks learn about a plan, group by group (see the header comment).
+struct PlanIndex {
+  StageGraph graph;                           ///< the step's stages (group 1)
+  std::vector<NodeIndex> producer, consumer;  ///< per transfer: its stages' nodes (group 1)
+  std::vector<ActionPos> stage_pos;           ///< per node: where it runs (group 2)
+  std::vector<MemoryStrategy> strategy;       ///< per node (group 2)
+  std::vector<ActionPos> send_pos, recv_pos;  ///< per transfer (group 2)
+  std::vector<std::vector<ActionPos>> waits;  ///< per transfer (group 2)
+};
+
+/// Group 1, the plan itself: partition, one list per rank, microbatch ids; the step's stage graph
+/// (split backward if any Backward is split).
+[[nodiscard]] inline StageGraph plan_stage_graph(const Plan& plan, const ModelSpec& model) {
   check_partition(model, plan.partition);
   const std::size_t P = static_cast<std::size_t>(plan.partition.ranks);
   if (plan.ranks.size() != P)
-    fail("plan '" + plan.name + "'", "has " + std::to_string(plan.ranks.size()) + " action lists",
-         std::to_string(P) + " (one per rank of the partition)");
+    fail_plan("plan '" + plan.name + "'", "has " + std::to_string(plan.ranks.size()) + " action lists",
+              std::to_string(P) + " (one per rank of the partition)");
   const SubMicrobatchIndex index(plan.sub_microbatches, static_cast<int>(model.modules.size()), -1);
   if (index.microbatches() > plan.microbatches)
-    fail("plan '" + plan.name + "'", "sub-microbatches name microbatch " + std::to_string(index.microbatches() - 1),
-         "microbatch ids below " + std::to_string(plan.microbatches));
+    fail_plan("plan '" + plan.name + "'", "sub-microbatches name microbatch " + std::to_string(index.microbatches() - 1),
+              "microbatch ids below " + std::to_string(plan.microbatches));
   bool split = false;
   for (std::size_t r = 0; r < P; ++r)
     for (std::size_t p = 0; p < plan.ranks[r].size(); ++p)
       if (const auto* b = std::get_if<Backward>(&plan.ranks[r][p])) {
-        if (b->pass == Pass::forward) fail_at(r, p, "a Backward with pass 'forward'", "backward, backward_input or backward_weight");
+        if (b->pass == Pass::forward) fail_action(plan, model, r, p, "a Backward with pass 'forward'", "backward, backward_input or backward_weight");
         if (b->pass != Pass::backward) split = true;
       }
-  const StageGraph graph = build_stage_graph(model, plan.partition, plan.sub_microbatches, StageGraphOptions{.split_backward = split});
+  return build_stage_graph(model, plan.partition, plan.sub_microbatches, StageGraphOptions{.split_backward = split});
+}
+
+/// Group 1, the transfers: ranks in range, producer's rank to consumer's rank, along an edge.
+inline void check_transfers(const Plan& plan, const ModelSpec& model, PlanIndex& ix) {
+  const std::size_t P = plan.ranks.size();
   const std::size_t T = plan.transfers.size();
-  std::vector<NodeIndex> producer(T), consumer(T);
+  ix.producer.assign(T, -1);
+  ix.consumer.assign(T, -1);
   for (std::size_t t = 0; t < T; ++t) {
     const Transfer& tr = plan.transfers[t];
     const std::string path = "transfer " + std::to_string(t);
     auto in_range = [&](RankId x) { return x.value() >= 0 && x.index() < P; };
     if (!in_range(tr.from) || !in_range(tr.to) || tr.from == tr.to)
-      fail(path, "goes from rank " + std::to_string(tr.from.value()) + " to rank " + std::to_string(tr.to.value()),
-           "two different ranks below " + std::to_string(P));
-    producer[t] = graph.find(tr.producer);
-    consumer[t] = graph.find(tr.consumer);
-    if (producer[t] < 0) fail(path, "its producer " + describe_stage(model, tr.producer) + " is not a stage of this step");
-    if (consumer[t] < 0) fail(path, "its consumer " + describe_stage(model, tr.consumer) + " is not a stage of this step");
-    const StageNode& pn = graph.nodes[static_cast<std::size_t>(producer[t])];
-    const StageNode& cn = graph.nodes[static_cast<std::size_t>(consumer[t])];
+      fail_plan(path, "goes from rank " + std::to_string(tr.from.value()) + " to rank " + std::to_string(tr.to.value()),
+                "two different ranks below " + std::to_string(P));
+    ix.producer[t] = ix.graph.find(tr.producer);
+    ix.consumer[t] = ix.graph.find(tr.consumer);
+    if (ix.producer[t] < 0) fail_plan(path, "its producer " + describe_stage(model, tr.producer) + " is not a stage of this step");
+    if (ix.consumer[t] < 0) fail_plan(path, "its consumer " + describe_stage(model, tr.consumer) + " is not a stage of this step");
+    const StageNode& pn = ix.graph.nodes[static_cast<std::size_t>(ix.producer[t])];
+    const StageNode& cn = ix.graph.nodes[static_cast<std::size_t>(ix.consumer[t])];
     if (pn.rank != tr.from || cn.rank != tr.to)
-      fail(path, "goes from rank " + std::to_string(tr.from.value()) + " to rank " + std::to_string(tr.to.value()),
-           "from its producer's rank " + std::to_string(pn.rank.value()) + " to its consumer's rank " + std::to_string(cn.rank.value()));
-    if (!std::binary_search(cn.inputs.begin(), cn.inputs.end(), producer[t]))
-      fail(path, describe_stage(model, tr.producer) + " does not feed " + describe_stage(model, tr.consumer),
-           "a transfer along a dependency of the step");
-    if (tr.bytes < Bytes{0}) fail(path, "has " + std::to_string(tr.bytes.count()) + " bytes", "a non-negative size");
+      fail_plan(path, "goes from rank " + std::to_string(tr.from.value()) + " to rank " + std::to_string(tr.to.value()),
+                "from its producer's rank " + std::to_string(pn.rank.value()) + " to its consumer's rank " + std::to_string(cn.rank.value()));
+    if (!std::binary_search(cn.inputs.begin(), cn.inputs.end(), ix.producer[t]))
+      fail_plan(path, describe_stage(model, tr.producer) + " does not feed " + describe_stage(model, tr.consumer),
+                "a transfer along a dependency of the step");
+    if (tr.bytes < Bytes{0}) fail_plan(path, "has " + std::to_string(tr.bytes.count()) + " bytes", "a non-negative size");
   }
+}
 
-  // 2. Each action alone.
-  const std::size_t N = graph.nodes.size();
-  std::vector<ActionPos> stage_pos(N), send_pos(T), recv_pos(T);
-  std::vector<MemoryStrategy> strategy(N);
-  std::vector<std::vector<ActionPos>> waits(T);
-  for (std::size_t r = 0; r < P; ++r) {
+/// Group 2 for a Send, Recv or Wait at (r, p): on the right rank, not sent or received twice.
+inline void index_transfer_action(const Plan& plan, const ModelSpec& model, std::size_t r, std::size_t p, PlanIndex& ix) {
+  const Action& a = plan.ranks[r][p];
+  const std::size_t T = plan.transfers.size();
+  const TransferId t = transfer_of_action(a);
+  if (t.value() < 0 || t.index() >= T) fail_action(plan, model, r, p, "names a transfer that does not exist", "a transfer id below " + std::to_string(T));
+  const Transfer& tr = plan.transfers[t.index()];
+  if (std::holds_alternative<Send>(a)) {
+    if (tr.from.index() != r) fail_action(plan, model, r, p, "Send on rank " + std::to_string(r), "on the transfer's sender, rank " + std::to_string(tr.from.value()));
+    const ActionPos& first = ix.send_pos[t.index()];
+    if (first.set())
+      fail_action(plan, model, r, p, "second Send of this transfer (first at " + where(first.rank, first.pos) + ")", "exactly one Send per transfer");
+    ix.send_pos[t.index()] = {r, p};
+  } else if (std::holds_alternative<Recv>(a)) {
+    if (tr.to.index() != r) fail_action(plan, model, r, p, "Recv on rank " + std::to_string(r), "on the transfer's receiver, rank " + std::to_string(tr.to.value()));
+    const ActionPos& first = ix.recv_pos[t.index()];
+    if (first.set())
+      fail_action(plan, model, r, p, "second Recv of this transfer (first at " + where(first.rank, first.pos) + ")", "exactly one Recv per transfer");
+    ix.recv_pos[t.index()] = {r, p};
+  } else {
+    if (tr.to.index() != r) fail_action(plan, model, r, p, "Wait on rank " + std::to_string(r), "on the transfer's receiver, rank " + std::to_string(tr.to.value()));
+    ix.waits[t.index()].push_back({r, p});
+  }
+}
+
+/// Group 2: each action alone, rank by rank in list order.
+inline void index_actions(const Plan& plan, const ModelSpec& model, PlanIndex& ix) {
+  const std::size_t N = ix.graph.nodes.size();
+  const std::size_t T = plan.transfers.size();
+  ix.stage_pos.assign(N, {});
+  ix.strategy.assign(N, {});
+  ix.send_pos.assign(T, {});
+  ix.recv_pos.assign(T, {});
+  ix.waits.assign(T, {});
+  for (std::size_t r = 0; r < plan.ranks.size(); ++r) {
     for (std::size_t p = 0; p < plan.ranks[r].size(); ++p) {
       const Action& a = plan.ranks[r][p];
-      if (const auto st = detail::stage_of_action(a)) {
-        const NodeIndex n = graph.find(*st);
-        if (n < 0) fail_at(r, p, "no such stage in this step (not in the stage graph of the plan's partition and sub-microbatches)");
-        const auto nu = static_cast<std::size_t>(n);
-        if (graph.nodes[nu].rank.index() != r)
-          fail_at(r, p, "runs on rank " + std::to_string(r) + " but the partition places this chunk on rank " + std::to_string(graph.nodes[nu].rank.value()),
-                  "every stage on its chunk's rank");
-        if (stage_pos[nu].set())
-          fail_at(r, p, "duplicate stage: already at " + detail::where(stage_pos[nu].rank, stage_pos[nu].pos), "every stage exactly once");
-        stage_pos[nu] = {r, p};
-        strategy[nu] = detail::strategy_of_action(a);
+      const auto st = stage_of_action(a);
+      if (!st) {
+        index_transfer_action(plan, model, r, p, ix);
         continue;
       }
-      const TransferId t = detail::transfer_of_action(a);
-      if (t.value() < 0 || t.index() >= T) fail_at(r, p, "names a transfer that does not exist", "a transfer id below " + std::to_string(T));
-      const Transfer& tr = plan.transfers[t.index()];
-      if (std::holds_alternative<Send>(a)) {
-        if (tr.from.index() != r) fail_at(r, p, "Send on rank " + std::to_string(r), "on the transfer's sender, rank " + std::to_string(tr.from.value()));
-        if (send_pos[t.index()].set())
-          fail_at(r, p, "second Send of this transfer (first at " + detail::where(send_pos[t.index()].rank, send_pos[t.index()].pos) + ")",
-                  "exactly one Send per transfer");
-        send_pos[t.index()] = {r, p};
-      } else if (std::holds_alternative<Recv>(a)) {
-        if (tr.to.index() != r) fail_at(r, p, "Recv on rank " + std::to_string(r), "on the transfer's receiver, rank " + std::to_string(tr.to.value()));
-        if (recv_pos[t.index()].set())
-          fail_at(r, p, "second Recv of this transfer (first at " + detail::where(recv_pos[t.index()].rank, recv_pos[t.index()].pos) + ")",
-                  "exactly one Recv per transfer");
-        recv_pos[t.index()] = {r, p};
-      } else {
-        if (tr.to.index() != r) fail_at(r, p, "Wait on rank " + std::to_string(r), "on the transfer's receiver, rank " + std::to_string(tr.to.value()));
-        waits[t.index()].push_back({r, p});
-      }
-    }
-  }
-
-  // 3. Matching.
-  for (std::size_t t = 0; t < T; ++t) {
-    const Transfer& tr = plan.transfers[t];
-    if (!send_pos[t].set() && !recv_pos[t].set()) {
-      if (!waits[t].empty())
-        fail_at(waits[t].front().rank, waits[t].front().pos, "Wait without a Send or a Recv: the transfer is never sent",
-                "exactly one Send and one Recv per transfer");
-      fail("transfer " + std::to_string(t), "is never sent nor received", "exactly one Send and one Recv per transfer");
-    }
-    if (!recv_pos[t].set())
-      fail_at(send_pos[t].rank, send_pos[t].pos, "missing Recv: rank " + std::to_string(tr.to.value()) + " never receives this transfer",
-              "exactly one Send and one Recv per transfer");
-    if (!send_pos[t].set())
-      fail_at(recv_pos[t].rank, recv_pos[t].pos, "missing Send: rank " + std::to_string(tr.from.value()) + " never sends this transfer",
-              "exactly one Send and one Recv per transfer");
-    if (waits[t].empty())
-      fail_at(recv_pos[t].rank, recv_pos[t].pos, "missing Wait: the received data is never waited for",
-              "a Wait on the receiver before the consumer");
-  }
-
-  // 4. Completeness.
-  for (std::size_t n = 0; n < N; ++n)
-    if (!stage_pos[n].set())
-      fail("rank " + std::to_string(graph.nodes[n].rank.value()),
-           "missing " + describe_stage(model, graph.nodes[n].stage) + ": the plan never runs this stage of the step",
-           "every stage exactly once");
-
-  // 5. One order per directed rank pair.
-  {
-    std::vector<std::vector<TransferId>> sends(P * P), recvs(P * P);
-    std::vector<std::vector<std::size_t>> recv_at(P * P);
-    for (std::size_t r = 0; r < P; ++r)
-      for (std::size_t p = 0; p < plan.ranks[r].size(); ++p) {
-        if (const auto* s = std::get_if<Send>(&plan.ranks[r][p])) {
-          sends[r * P + plan.transfers[s->transfer.index()].to.index()].push_back(s->transfer);
-        } else if (const auto* v = std::get_if<Recv>(&plan.ranks[r][p])) {
-          const std::size_t link = plan.transfers[v->transfer.index()].from.index() * P + r;
-          recvs[link].push_back(v->transfer);
-          recv_at[link].push_back(p);
-        }
-      }
-    for (std::size_t to = 0; to < P; ++to)
-      for (std::size_t from = 0; from < P; ++from) {
-        const std::size_t link = from * P + to;
-        for (std::size_t k = 0; k < recvs[link].size(); ++k) {
-          if (recvs[link][k] == sends[link][k]) continue;
-          const auto& sp = send_pos[sends[link][k].index()];
-          fail_at(to, recv_at[link][k],
-                  "crossed order: this is Recv number " + std::to_string(k) + " from rank " + std::to_string(from) + " but Send number " +
-                      std::to_string(k) + " of rank " + std::to_string(from) + " to rank " + std::to_string(to) + " is transfer " +
-                      std::to_string(sends[link][k].value()) + " (" + detail::where(sp.rank, sp.pos) + ")",
-                  "Sends and Recvs of a rank pair in the same order");
-        }
-      }
-  }
-
-  // 6. Order within each rank.
-  std::map<std::pair<NodeIndex, std::size_t>, std::size_t> first_wait;  // (producer node, rank) -> earliest Wait
-  for (std::size_t t = 0; t < T; ++t)
-    for (const auto& w : waits[t]) {
-      auto [it, fresh] = first_wait.try_emplace({producer[t], w.rank}, w.pos);
-      if (!fresh) it->second = std::min(it->second, w.pos);
-    }
-  for (std::size_t r = 0; r < P; ++r) {
-    for (std::size_t p = 0; p < plan.ranks[r].size(); ++p) {
-      const Action& a = plan.ranks[r][p];
-      if (const auto st = detail::stage_of_action(a)) {
-        const auto nu = static_cast<std::size_t>(graph.find(*st));
-        for (NodeIndex i : graph.nodes[nu].inputs) {
-          const auto iu = static_cast<std::size_t>(i);
-          const std::string input = describe_stage(model, graph.nodes[iu].stage);
-          if (graph.nodes[iu].rank.index() == r) {
-            if (stage_pos[iu].pos > p)
-              fail_at(r, p, "stage before its input: " + input + " runs later on this rank (action " + std::to_string(stage_pos[iu].pos) + ")",
-                      "every input earlier in the list");
-          } else {
-            const auto w = first_wait.find({i, r});
-            if (w == first_wait.end() || w->second > p)
-              fail_at(r, p,
-                      "stage before its input: no Wait earlier on this rank for a transfer of " + input + " from rank " +
-                          std::to_string(graph.nodes[iu].rank.value()),
-                      "a Wait for each remote input earlier in the list");
-          }
-        }
-        if (st->pass != Pass::forward) {
-          const auto f = static_cast<std::size_t>(graph.find(StageRef{st->module, st->chunk, st->sub_microbatch, Pass::forward}));
-          if (!(strategy[f] == strategy[nu]))
-            fail_at(r, p, "strategy '" + to_string(strategy[nu]) + "' differs from its forward's '" + to_string(strategy[f]) + "'",
-                    "a backward's strategy equal to its forward's");
-        }
-      } else if (const auto* s = std::get_if<Send>(&a)) {
-        const auto& pp = stage_pos[static_cast<std::size_t>(producer[s->transfer.index()])];
-        if (pp.pos > p)
-          fail_at(r, p, "Send before its producer (which runs at action " + std::to_string(pp.pos) + ")", "a Send after the stage whose output it sends");
-      } else if (const auto* w = std::get_if<Wait>(&a)) {
-        const auto& rp = recv_pos[w->transfer.index()];
-        if (rp.pos > p)
-          fail_at(r, p, "Wait without a Recv before it (its Recv is at action " + std::to_string(rp.pos) + ")",
-                  "a Wait after the Recv of its transfer");
-      }
-    }
-  }
-
-  // 7. Deadlock freedom (strict rendezvous semantics; see the header comment).
-  {
-    std::vector<std::size_t> cur(P, 0);
-    std::vector<char> done(T, 0);
-    bool progress = true;
-    while (progress) {
-      progress = false;
-      for (std::size_t r = 0; r < P; ++r) {
-        const auto& list = plan.ranks[r];
-        while (cur[r] < list.size()) {
-          const Action& a = list[cur[r]];
-          if (std::holds_alternative<Forward>(a) || std::holds_alternative<Backward>(a)) {
-            ++cur[r];
-          } else if (const auto* w = std::get_if<Wait>(&a)) {
-            if (!done[w->transfer.index()]) break;
-            ++cur[r];
-          } else {
-            const TransferId t = detail::transfer_of_action(a);
-            const bool is_send = std::holds_alternative<Send>(a);
-            const auto& peer = is_send ? recv_pos[t.index()] : send_pos[t.index()];
-            if (cur[peer.rank] != peer.pos) break;
-            done[t.index()] = 1;
-            ++cur[r];
-            ++cur[peer.rank];
-          }
-          progress = true;
-        }
-      }
-    }
-    for (std::size_t r = 0; r < P; ++r) {
-      if (cur[r] >= plan.ranks[r].size()) continue;
-      const Action& a = plan.ranks[r][cur[r]];
-      const TransferId t = detail::transfer_of_action(a);
-      std::string why;
-      if (std::holds_alternative<Wait>(a)) {
-        why = "its transfer never completes";
-      } else {
-        const bool is_send = std::holds_alternative<Send>(a);
-        const auto& peer = is_send ? recv_pos[t.index()] : send_pos[t.index()];
-        why = std::string("its ") + (is_send ? "Recv" : "Send") + " at " + detail::where(peer.rank, peer.pos) + " is never reached (rank " +
-              std::to_string(peer.rank) + " is stuck at action " + std::to_string(cur[peer.rank]) + ")";
-      }
-      fail_at(r, cur[r], "deadlock: the rank blocks here forever, " + why, "a plan whose ranks can all run to the end");
+      const NodeIndex n = ix.graph.find(*st);
+      if (n < 0) fail_action(plan, model, r, p, "no such stage in this step (not in the stage graph of the plan's partition and sub-microbatches)");
+      const auto nu = static_cast<std::size_t>(n);
+      if (ix.graph.nodes[nu].rank.index() != r)
+        fail_action(plan, model, r, p, "runs on rank " + std::to_string(r) + " but the partition places this chunk on rank " + std::to_string(ix.graph.nodes[nu].rank.value()),
+                    "every stage on its chunk's rank");
+      if (ix.stage_pos[nu].set())
+        fail_action(plan, model, r, p, "duplicate stage: already at " + where(ix.stage_pos[nu].rank, ix.stage_pos[nu].pos), "every stage exactly once");
+      ix.stage_pos[nu] = {r, p};
+      ix.strategy[nu] = strategy_of_action(a);
     }
   }
 }
 
+/// Group 3: per transfer exactly one Send and one Recv, and at least one Wait.
+inline void check_matching(const Plan& plan, const ModelSpec& model, const PlanIndex& ix) {
+  for (std::size_t t = 0; t < plan.transfers.size(); ++t) {
+    const Transfer& tr = plan.transfers[t];
+    const ActionPos &send = ix.send_pos[t], &recv = ix.recv_pos[t];
+    if (!send.set() && !recv.set()) {
+      if (!ix.waits[t].empty())
+        fail_action(plan, model, ix.waits[t].front().rank, ix.waits[t].front().pos, "Wait without a Send or a Recv: the transfer is never sent",
+                    "exactly one Send and one Recv per transfer");
+      fail_plan("transfer " + std::to_string(t), "is never sent nor received", "exactly one Send and one Recv per transfer");
+    }
+    if (!recv.set())
+      fail_action(plan, model, send.rank, send.pos, "missing Recv: rank " + std::to_string(tr.to.value()) + " never receives this transfer",
+                  "exactly one Send and one Recv per transfer");
+    if (!send.set())
+      fail_action(plan, model, recv.rank, recv.pos, "missing Send: rank " + std::to_string(tr.from.value()) + " never sends this transfer",
+                  "exactly one Send and one Recv per transfer");
+    if (ix.waits[t].empty())
+      fail_action(plan, model, recv.rank, recv.pos, "missing Wait: the received data is never waited for", "a Wait on the receiver before the consumer");
+  }
+}
+
+/// Group 4: every stage of the step appears (reported on the rank that should run it).
+inline void check_completeness(const ModelSpec& model, const PlanIndex& ix) {
+  for (std::size_t n = 0; n < ix.graph.nodes.size(); ++n)
+    if (!ix.stage_pos[n].set())
+      fail_plan("rank " + std::to_string(ix.graph.nodes[n].rank.value()),
+                "missing " + describe_stage(model, ix.graph.nodes[n].stage) + ": the plan never runs this stage of the step",
+                "every stage exactly once");
+}
+
+/// Group 5: the k-th Recv on `to` from `from` is the k-th Send on `from` to `to`.
+inline void check_link_order(const Plan& plan, const ModelSpec& model, const PlanIndex& ix) {
+  const std::size_t P = plan.ranks.size();
+  std::vector<std::vector<TransferId>> sends(P * P), recvs(P * P);
+  std::vector<std::vector<std::size_t>> recv_at(P * P);
+  for (std::size_t r = 0; r < P; ++r)
+    for (std::size_t p = 0; p < plan.ranks[r].size(); ++p) {
+      if (const auto* s = std::get_if<Send>(&plan.ranks[r][p])) {
+        sends[r * P + plan.transfers[s->transfer.index()].to.index()].push_back(s->transfer);
+      } else if (const auto* v = std::get_if<Recv>(&plan.ranks[r][p])) {
+        const std::size_t link = plan.transfers[v->transfer.index()].from.index() * P + r;
+        recvs[link].push_back(v->transfer);
+        recv_at[link].push_back(p);
+      }
+    }
+  for (std::size_t to = 0; to < P; ++to)
+    for (std::size_t from = 0; from < P; ++from) {
+      const std::size_t link = from * P + to;
+      for (std::size_t k = 0; k < recvs[link].size(); ++k) {
+        if (recvs[link][k] == sends[link][k]) continue;
+        const auto& sp = ix.send_pos[sends[link][k].index()];
+        fail_action(plan, model, to, recv_at[link][k],
+                    "crossed order: this is Recv number " + std::to_string(k) + " from rank " + std::to_string(from) + " but Send number " +
+                        std::to_string(k) + " of rank " + std::to_string(from) + " to rank " + std::to_string(to) + " is transfer " +
+                        std::to_string(sends[link][k].value()) + " (" + where(sp.rank, sp.pos) + ")",
+                    "Sends and Recvs of a rank pair in the same order");
+      }
+    }
+}
+
+/// Group 6 for the stage at (r, p): after each input (same rank: earlier in the list; remote: a
+/// Wait for a transfer of it earlier in the list), and with its forward's strategy.
+inline void check_stage_order(const Plan& plan, const ModelSpec& model, const PlanIndex& ix,
+                              const std::map<std::pair<NodeIndex, std::size_t>, std::size_t>& first_wait, std::size_t r,
+                              std::size_t p, const StageRef& st) {
+  const StageGraph& graph = ix.graph;
+  const auto nu = static_cast<std::size_t>(graph.find(st));
+  for (NodeIndex i : graph.nodes[nu].inputs) {
+    const auto iu = static_cast<std::size_t>(i);
+    const std::string input = describe_stage(model, graph.nodes[iu].stage);
+    if (graph.nodes[iu].rank.index() == r) {
+      if (ix.stage_pos[iu].pos > p)
+        fail_action(plan, model, r, p, "stage before its input: " + input + " runs later on this rank (action " + std::to_string(ix.stage_pos[iu].pos) + ")",
+                    "every input earlier in the list");
+    } else {
+      const auto w = first_wait.find({i, r});
+      if (w == first_wait.end() || w->second > p)
+        fail_action(plan, model, r, p,
+                    "stage before its input: no Wait earlier on this rank for a transfer of " + input + " from rank " +
+                        std::to_string(graph.nodes[iu].rank.value()),
+                    "a Wait for each remote input earlier in the list");
+    }
+  }
+  if (st.pass != Pass::forward) {
+    const auto f = static_cast<std::size_t>(graph.find(StageRef{st.module, st.chunk, st.sub_microbatch, Pass::forward}));
+    if (!(ix.strategy[f] == ix.strategy[nu]))
+      fail_action(plan, model, r, p, "strategy '" + to_string(ix.strategy[nu]) + "' differs from its forward's '" + to_string(ix.strategy[f]) + "'",
+                  "a backward's strategy equal to its forward's");
+  }
+}
+
+/// Group 6: order within each rank (stages after their inputs, Sends after their producers,
+/// Waits after their Recvs).
+inline void check_rank_order(const Plan& plan, const ModelSpec& model, const PlanIndex& ix) {
+  std::map<std::pair<NodeIndex, std::size_t>, std::size_t> first_wait;  // (producer node, rank) -> earliest Wait
+  for (std::size_t t = 0; t < plan.transfers.size(); ++t)
+    for (const auto& w : ix.waits[t]) {
+      auto [it, fresh] = first_wait.try_emplace({ix.producer[t], w.rank}, w.pos);
+      if (!fresh) it->second = std::min(it->second, w.pos);
+    }
+  for (std::size_t r = 0; r < plan.ranks.size(); ++r) {
+    for (std::size_t p = 0; p < plan.ranks[r].size(); ++p) {
+      const Action& a = plan.ranks[r][p];
+      if (const auto st = stage_of_action(a)) {
+        check_stage_order(plan, model, ix, first_wait, r, p, *st);
+      } else if (const auto* s = std::get_if<Send>(&a)) {
+        const auto& pp = ix.stage_pos[static_cast<std::size_t>(ix.producer[s->transfer.index()])];
+        if (pp.pos > p)
+          fail_action(plan, model, r, p, "Send before its producer (which runs at action " + std::to_string(pp.pos) + ")", "a Send after the stage whose output it sends");
+      } else if (const auto* w = std::get_if<Wait>(&a)) {
+        const auto& rp = ix.recv_pos[w->transfer.index()];
+        if (rp.pos > p)
+          fail_action(plan, model, r, p, "Wait without a Recv before it (its Recv is at action " + std::to_string(rp.pos) + ")",
+                      "a Wait after the Recv of its transfer");
+      }
+    }
+  }
+}
+
+/// Group 7: deadlock freedom under strict rendezvous semantics (see the header comment).
+inline void check_deadlock_free(const Plan& plan, const ModelSpec& model, const PlanIndex& ix) {
+  const std::size_t P = plan.ranks.size();
+  std::vector<std::size_t> cur(P, 0);
+  std::vector<char> done(plan.transfers.size(), 0);
+  for (bool progress = true; progress;) {
+    progress = false;
+    for (std::size_t r = 0; r < P; ++r) {
+      const auto& list = plan.ranks[r];
+      while (cur[r] < list.size()) {
+        const Action& a = list[cur[r]];
+        if (std::holds_alternative<Forward>(a) || std::holds_alternative<Backward>(a)) {
+          ++cur[r];
+        } else if (const auto* w = std::get_if<Wait>(&a)) {
+          if (!done[w->transfer.index()]) break;
+          ++cur[r];
+        } else {
+          const TransferId t = transfer_of_action(a);
+          const auto& peer = std::holds_alternative<Send>(a) ? ix.recv_pos[t.index()] : ix.send_pos[t.index()];
+          if (cur[peer.rank] != peer.pos) break;
+          done[t.index()] = 1;
+          ++cur[r];
+          ++cur[peer.rank];
+        }
+        progress = true;
+      }
+    }
+  }
+  for (std::size_t r = 0; r < P; ++r) {
+    if (cur[r] >= plan.ranks[r].size()) continue;
+    const Action& a = plan.ranks[r][cur[r]];
+    const TransferId t = transfer_of_action(a);
+    std::string why;
+    if (std::holds_alternative<Wait>(a)) {
+      why = "its transfer never completes";
+    } else {
+      const bool is_send = std::holds_alternative<Send>(a);
+      const auto& peer = is_send ? ix.recv_pos[t.index()] : ix.send_pos[t.index()];
+      why = std::string("its ") + (is_send ? "Recv" : "Send") + " at " + where(peer.rank, peer.pos) + " is never reached (rank " +
+            std::to_string(peer.rank) + " is stuck at action " + std::to_string(cur[peer.rank]) + ")";
+    }
+    fail_action(plan, model, r, cur[r], "deadlock: the rank blocks here forever, " + why, "a plan whose ranks can all run to the end");
+  }
+}
+
+}  // namespace detail
+
+/// Structural validation (see the header comment). Throws Error{invalid_plan}.
+inline void validate(const Plan& plan, const ModelSpec& model) {
+  detail::PlanIndex ix;
+  ix.graph = detail::plan_stage_graph(plan, model);  // 1. plan level
+  detail::check_transfers(plan, model, ix);
+  detail::index_actions(plan, model, ix);            // 2. each action alone
+  detail::check_matching(plan, model, ix);           // 3. matching
+  detail::check_completeness(model, ix);             // 4. completeness
+  detail::check_link_order(plan, model, ix);         // 5. one order per directed rank pair
+  detail::check_rank_order(plan, model, ix);         // 6. order within each rank
+  detail::check_deadlock_free(plan, model, ix);      // 7. deadlock freedom
+}
+
 namespace detail {
 
-/// Walks every rank's memory (see the header comment); `throw_over` makes the first overflow an
-/// Error. Returns the per-rank peak (static + activations).
+/// Weights, gradients and optimizer state of the chunks the partition puts on rank r.
+[[nodiscard]] inline Bytes rank_static_bytes(const Plan& plan, const ModelSpec& model, const Setup& setup, std::size_t r) {
+  const Partition& part = plan.partition;
+  Bytes state{0};
+  for (std::size_t m = 0; m < part.modules.size() && m < model.modules.size(); ++m)
+    for (const Chunk& ch : part.modules[m].chunks)
+      if (ch.rank.index() == r) state += chunk_state_bytes(model, ModuleId{static_cast<ModuleId::rep>(m)}, setup, ch.first_layer, ch.layer_count);
+  return state;
+}
+
+/// Throws Error{invalid_plan} at the first stage of rank r's list that the plan's partition and
+/// sub-microbatches lack (its Backwards first, then its Forwards).
+inline void check_memory_stages(const Plan& plan, const ModelSpec& model, std::size_t r) {
+  const auto known = [&](const StageRef& st) {
+    const auto s = st.sub_microbatch;
+    if (s.value() < 0 || s.index() >= plan.sub_microbatches.size()) return false;
+    const ModuleId m = plan.sub_microbatches[s.index()].module();
+    if (m != st.module || m.value() < 0 || m.index() >= plan.partition.modules.size()) return false;
+    return st.chunk >= 0 && static_cast<std::size_t>(st.chunk) < plan.partition.modules[m.index()].chunks.size();
+  };
+  const auto& list = plan.ranks[r];
+  for (bool backwards : {true, false})
+    for (std::size_t p = 0; p < list.size(); ++p) {
+      const auto st = stage_of_action(list[p]);
+      if (st && (st->pass != Pass::forward) == backwards && !known(*st))
+        throw invalid_plan_error(action_label(plan, model, list[p]) + ": no such stage",
+                                 {.path = where(r, p), .expected = "a stage of the plan's partition and sub-microbatches"});
+    }
+}
+
+/// Walks every rank's memory under the rule of schedule/activation_memory.hpp; `throw_over`
+/// makes static memory over the capacity, or the first Forward that starts over it, an Error.
+/// Returns the per-rank peak (static + activations).
 template <class C>
 std::vector<Bytes> walk_memory(const Plan& plan, const ModelSpec& model, const Setup& setup, const C& cost, bool throw_over) {
   const Bytes capacity = memory_capacity(setup);
-  const Partition& part = plan.partition;
-  const std::size_t P = plan.ranks.size();
-  auto bad = [&](std::size_t r, std::size_t p, const std::string& what) {
-    throw invalid_plan_error(what, {.path = where(r, p), .expected = "a stage of the plan's partition and sub-microbatches"});
-  };
-  // Slot of (sub-microbatch, chunk): offsets per sub-microbatch.
-  std::vector<std::size_t> offset(plan.sub_microbatches.size() + 1, 0);
-  for (std::size_t s = 0; s < plan.sub_microbatches.size(); ++s) {
-    const auto m = plan.sub_microbatches[s].module();
-    const std::size_t chunks = m.value() >= 0 && m.index() < part.modules.size() ? part.modules[m.index()].chunks.size() : 0;
-    offset[s + 1] = offset[s] + chunks;
-  }
-  auto slot = [&](std::size_t r, std::size_t p, const StageRef& st) {
-    const auto s = st.sub_microbatch;
-    if (s.value() < 0 || s.index() >= plan.sub_microbatches.size() || plan.sub_microbatches[s.index()].module() != st.module || st.chunk < 0 ||
-        static_cast<std::size_t>(st.chunk) >= offset[s.index() + 1] - offset[s.index()])
-      bad(r, p, action_label(plan, model, plan.ranks[r][p]) + ": no such stage");
-    return offset[s.index()] + static_cast<std::size_t>(st.chunk);
-  };
-
-  std::vector<Bytes> peaks(P, Bytes{0});
-  std::vector<Bytes> held_by(offset.back(), Bytes{0});
-  std::vector<std::size_t> last_backward(offset.back(), no_pos);
-  for (std::size_t r = 0; r < P; ++r) {
-    Bytes state{0};
-    for (std::size_t m = 0; m < part.modules.size() && m < model.modules.size(); ++m)
-      for (const Chunk& ch : part.modules[m].chunks)
-        if (ch.rank.index() == r) state += chunk_state_bytes(model, ModuleId{static_cast<ModuleId::rep>(m)}, setup, ch.first_layer, ch.layer_count);
+  std::vector<Bytes> peaks(plan.ranks.size(), Bytes{0});
+  for (std::size_t r = 0; r < plan.ranks.size(); ++r) {
+    const Bytes state = rank_static_bytes(plan, model, setup, r);
     if (throw_over && state > capacity)
       throw invalid_plan_error("static memory " + std::to_string(state.count()) + " bytes (weights, gradients and optimizer state of its chunks) exceeds the capacity of " +
                       std::to_string(capacity.count()) + " bytes", {.path = "rank " + std::to_string(r), .expected = "at most " + std::to_string(capacity.count()) + " bytes"});
+    check_memory_stages(plan, model, r);
     const auto& list = plan.ranks[r];
-    std::fill(last_backward.begin(), last_backward.end(), no_pos);
-    std::fill(held_by.begin(), held_by.end(), Bytes{0});
+    std::vector<StageRef> stages;
+    std::vector<std::size_t> action;  // per entry of `stages`: its position in `list`
     for (std::size_t p = 0; p < list.size(); ++p)
-      if (const auto* b = std::get_if<Backward>(&list[p])) last_backward[slot(r, p, StageRef{b->module, b->chunk, b->sub_microbatch, b->pass})] = p;
-    Bytes held{0}, peak = state;
-    for (std::size_t p = 0; p < list.size(); ++p) {
-      if (const auto* f = std::get_if<Forward>(&list[p])) {
-        const std::size_t k = slot(r, p, StageRef{f->module, f->chunk, f->sub_microbatch, Pass::forward});
-        const Bytes act = cost.activation_bytes(StageSpec::of(part, f->module, f->chunk, Pass::forward), plan.sub_microbatches[f->sub_microbatch.index()],
-                                                f->strategy);
-        held += act;
-        const Bytes now = state + held;
-        peak = std::max(peak, now);
-        if (throw_over && now > capacity)
-          throw invalid_plan_error(action_label(plan, model, list[p]) + ": memory " + std::to_string(now.count()) + " bytes (static " + std::to_string(state.count()) +
-                          " + activations " + std::to_string(held.count()) + ") exceeds the capacity of " + std::to_string(capacity.count()) + " bytes", {.path = where(r, p), .expected = "at most " + std::to_string(capacity.count()) + " bytes on every rank at every moment"});
-        if (last_backward[k] == no_pos || last_backward[k] < p) held -= act;  // no backward follows: freed after the forward
-        else held_by[k] += act;
-      } else if (const auto* b = std::get_if<Backward>(&list[p])) {
-        const std::size_t k = slot(r, p, StageRef{b->module, b->chunk, b->sub_microbatch, b->pass});
-        if (last_backward[k] == p) {
-          held -= held_by[k];
-          held_by[k] = Bytes{0};
-        }
+      if (const auto st = stage_of_action(list[p])) {
+        stages.push_back(*st);
+        action.push_back(p);
       }
-    }
-    peaks[r] = peak;
+    const auto forward_bytes = [&](std::size_t i) {
+      const auto& f = std::get<Forward>(list[action[i]]);
+      return cost.activation_bytes(StageSpec::of(plan.partition, f.module, f.chunk, Pass::forward),
+                                   plan.sub_microbatches[f.sub_microbatch.index()], f.strategy);
+    };
+    const auto over_capacity = [&](std::size_t i, Bytes held) {
+      const Bytes now = state + held;
+      if (throw_over && now > capacity)
+        throw invalid_plan_error(action_label(plan, model, list[action[i]]) + ": memory " + std::to_string(now.count()) + " bytes (static " + std::to_string(state.count()) +
+                        " + activations " + std::to_string(held.count()) + ") exceeds the capacity of " + std::to_string(capacity.count()) + " bytes", {.path = where(r, action[i]), .expected = "at most " + std::to_string(capacity.count()) + " bytes on every rank at every moment"});
+    };
+    peaks[r] = rank_peak_memory(stages, activation_release_positions(stages), state, forward_bytes, over_capacity);
   }
   return peaks;
 }

@@ -10,7 +10,10 @@
 //     candidates the items, time the value and bytes the weight.
 //
 // (b) Per rank: one candidate per pair minimizing  sum_i time_i(c_i)  subject to, at every
-//     forward start p (a "point"),  static + sum_{i alive at p} bytes_i(c_i) <= capacity.
+//     forward start p (a "point"),  static + sum_{i alive at p} bytes_i(c_i) <= capacity, a pair
+//     being alive from its forward's start to the end of the node that frees its activations
+//     (schedule/activation_memory.hpp). The search's evaluator builds the points from its
+//     per-rank events (PairEvent) and solves them with detail::MemoryBranchAndBound.
 //     Branch-and-bound over pairs in order, fastest candidate first:
 //       * warm start: all fastest, then repeatedly, at the worst violated point, step the alive
 //         pair with the smallest  delta time / delta bytes  to its next more frugal candidate;
@@ -36,9 +39,7 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/memory_strategy.hpp"
-#include "pipeweaver/core/pass.hpp"
 #include "pipeweaver/core/units.hpp"
-#include "pipeweaver/schedule/stage_graph.hpp"
 
 namespace pipeweaver {
 
@@ -153,16 +154,6 @@ template <class Eval>
 // ------------------------------------------------------------------------------------------
 // (b) per-rank choice
 
-/// One rank's problem. `candidates[i]`: the candidates of pair i (any order; dominated ones are
-/// ignored; the storage is the caller's). `points[p]`: the pairs alive at the p-th forward start
-/// of the rank (including the pair whose forward starts there).
-struct RankMemoryProblem {
-  std::vector<std::span<const StrategyCandidate>> candidates{};
-  std::vector<std::vector<std::int32_t>> points{};
-  Bytes static_bytes{0};
-  Bytes capacity{0};
-};
-
 struct MemoryOptimizerOptions {
   double gap = 0.05;                 ///< accepted relative optimality gap
   std::int64_t node_limit = 200000;  ///< safety net on branch-and-bound nodes
@@ -170,7 +161,7 @@ struct MemoryOptimizerOptions {
 
 struct MemoryAssignment {
   bool feasible = false;
-  std::vector<std::int32_t> choice{};  ///< per pair: index into its `candidates` (empty when infeasible)
+  std::vector<std::int32_t> choice;  ///< per pair: index into its `candidates` (empty when infeasible)
   Nanoseconds total_time{0};         ///< sum of the chosen candidates' times
   Nanoseconds lower_bound{0};        ///< sum of each pair's fastest time
   bool proven = false;               ///< total_time <= (1 + gap) * optimum is guaranteed
@@ -180,150 +171,21 @@ struct MemoryAssignment {
   std::int64_t nodes = 0;            ///< branch-and-bound nodes visited
 };
 
-/// The range a rank's activation demand can span: the largest alive bytes over the points
-/// (static bytes excluded) when every pair takes its most frugal candidate, and when every pair
-/// takes its fastest one (ties: fewer bytes). A capacity below static + frugal cannot be met by
-/// any choice; one at or above static + fastest needs no trade of time for memory.
-struct DemandRange {
-  Bytes frugal{0};
-  Bytes fastest{0};
-};
-
-[[nodiscard]] inline DemandRange demand_range(const RankMemoryProblem& problem) {
-  const std::size_t n = problem.candidates.size();
-  std::vector<std::int64_t> frugal(n, 0), fastest(n, 0);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto& cs = problem.candidates[i];
-    if (cs.empty())
-      throw input_error("pair " + std::to_string(i) + " has no candidate strategy", {.path = "RankMemoryProblem.candidates", .expected = "at least one candidate per pair"});
-    const StrategyCandidate* f = &cs.front();
-    const StrategyCandidate* q = &cs.front();
-    for (const StrategyCandidate& c : cs) {
-      if (c.bytes < f->bytes) f = &c;
-      if (c.time < q->time || (c.time == q->time && c.bytes < q->bytes)) q = &c;
-    }
-    frugal[i] = f->bytes.count();
-    fastest[i] = q->bytes.count();
-  }
-  DemandRange out;
-  for (const auto& point : problem.points) {
-    std::int64_t a = 0, b = 0;
-    for (std::int32_t i : point) {
-      if (i < 0 || static_cast<std::size_t>(i) >= n)
-        throw input_error("a point names pair " + std::to_string(i), {.path = "RankMemoryProblem.points", .expected = "pairs in 0.." + std::to_string(n) + " (exclusive)"});
-      a += frugal[static_cast<std::size_t>(i)];
-      b += fastest[static_cast<std::size_t>(i)];
-    }
-    out.frugal = std::max(out.frugal, Bytes{a});
-    out.fastest = std::max(out.fastest, Bytes{b});
-  }
-  return out;
-}
-
-/// One event of a rank's order of stage pairs: the forward or the (memory-releasing) backward
-/// of pair `pair`.
+/// One event of a rank's order of stage pairs: the forward of pair `pair`, or the node that frees
+/// its activations (schedule/activation_memory.hpp; right after the forward when none does).
 struct PairEvent {
   std::int32_t pair = 0;
   bool forward = true;
 };
 
-/// The alive sets at each forward start of `order` (a pair is alive from its forward until its
-/// backward event; a pair without a backward stays alive to the end).
-[[nodiscard]] inline std::vector<std::vector<std::int32_t>> alive_points(std::span<const PairEvent> order,
-                                                                        std::int32_t pairs) {
-  std::vector<char> alive(static_cast<std::size_t>(std::max<std::int32_t>(pairs, 0)), 0);
-  std::vector<std::int32_t> live;  // alive pairs in forward order
-  std::vector<std::vector<std::int32_t>> points;
-  for (const PairEvent& e : order) {
-    if (e.pair < 0 || e.pair >= pairs)
-      throw input_error("pair " + std::to_string(e.pair) + " out of range", {.expected = "0 <= pair < " + std::to_string(pairs)});
-    auto& a = alive[static_cast<std::size_t>(e.pair)];
-    if (e.forward) {
-      if (!a) {
-        a = 1;
-        live.push_back(e.pair);
-      }
-      points.push_back(live);
-    } else if (a) {
-      a = 0;
-      live.erase(std::find(live.begin(), live.end(), e.pair));
-    }
-  }
-  return points;
-}
-
-/// A rank's stage pairs in a schedule: pair i is the forward node `forward[i]` with its
-/// memory-releasing backward node `release[i]` (the whole backward, or the weight part of a
-/// split backward; -1 when the stage has no backward on the rank: then the forward holds its
-/// activations only while it runs, and `order` releases it right after its forward), numbered
-/// in forward order.
-struct RankPairs {
-  std::vector<NodeIndex> forward{};
-  std::vector<NodeIndex> release{};
-  std::vector<PairEvent> order{};  ///< the rank's forwards and releasing backwards in schedule order
-};
-
-/// Extracts a rank's pairs from its scheduled order. Stages are matched on (module, chunk,
-/// sub-microbatch).
-[[nodiscard]] inline RankPairs rank_pairs(const StageGraph& graph, std::span<const ScheduledStage> order) {
-  RankPairs out;
-  struct Key {
-    std::int32_t module, chunk, smb, pair;
-  };
-  std::vector<Key> keys;
-  auto node_at = [&](NodeIndex v) -> const StageNode& {
-    if (v < 0 || static_cast<std::size_t>(v) >= graph.nodes.size())
-      throw input_error("node " + std::to_string(v) + " out of range", {.expected = "0 <= node < " + std::to_string(graph.nodes.size())});
-    return graph.nodes[static_cast<std::size_t>(v)];
-  };
-  for (const ScheduledStage& s : order) {
-    const StageRef& st = node_at(s.node).stage;
-    if (st.pass != Pass::forward) continue;
-    auto p = static_cast<std::int32_t>(out.forward.size());
-    out.forward.push_back(s.node);
-    out.release.push_back(-1);
-    keys.push_back({st.module.value(), st.chunk, st.sub_microbatch.value(), p});
-  }
-  auto less = [](const Key& a, const Key& b) {
-    if (a.module != b.module) return a.module < b.module;
-    if (a.chunk != b.chunk) return a.chunk < b.chunk;
-    return a.smb < b.smb;
-  };
-  std::sort(keys.begin(), keys.end(), less);
-  for (const ScheduledStage& s : order) {
-    const StageRef& st = node_at(s.node).stage;
-    // A forward is its own pair; the weight part of a split backward releases the memory.
-    if (st.pass == Pass::forward || st.pass == Pass::backward_input) continue;
-    Key k{st.module.value(), st.chunk, st.sub_microbatch.value(), 0};
-    auto it = std::lower_bound(keys.begin(), keys.end(), k, less);
-    if (it == keys.end() || less(k, *it)) continue;  // backward of a stage whose forward is elsewhere
-    out.release[static_cast<std::size_t>(it->pair)] = s.node;
-  }
-  // Events in schedule order.
-  std::int32_t next_forward = 0;
-  for (const ScheduledStage& s : order) {
-    const StageRef& st = graph.nodes[static_cast<std::size_t>(s.node)].stage;
-    if (st.pass == Pass::forward) {
-      const std::int32_t p = next_forward++;
-      out.order.push_back({p, true});
-      if (out.release[static_cast<std::size_t>(p)] < 0) out.order.push_back({p, false});
-    } else if (st.pass != Pass::backward_input) {
-      Key k{st.module.value(), st.chunk, st.sub_microbatch.value(), 0};
-      auto it = std::lower_bound(keys.begin(), keys.end(), k, less);
-      if (it != keys.end() && !less(k, *it)) out.order.push_back({it->pair, false});
-    }
-  }
-  return out;
-}
-
 namespace detail {
 /// A rank's problem in compressed form: the pairs alive at point p are
-/// point_pairs[point_begin[p] .. point_begin[p + 1]). The search's evaluator builds this
-/// directly (no vector per point); optimize_rank_memory converts a RankMemoryProblem to it.
+/// point_pairs[point_begin[p] .. point_begin[p + 1]). The search's evaluator builds it from its
+/// per-rank events (PairEvent) without a vector per point.
 struct RankMemoryView {
-  std::span<const std::span<const StrategyCandidate>> candidates{};
-  std::span<const std::int32_t> point_begin{};  ///< points + 1 entries (empty: no points)
-  std::span<const std::int32_t> point_pairs{};
+  std::span<const std::span<const StrategyCandidate>> candidates;
+  std::span<const std::int32_t> point_begin;  ///< points + 1 entries (empty: no points)
+  std::span<const std::int32_t> point_pairs;
   Bytes static_bytes{0};
   Bytes capacity{0};
   [[nodiscard]] std::size_t points() const noexcept { return point_begin.empty() ? 0 : point_begin.size() - 1; }
@@ -342,6 +204,20 @@ class MemoryBranchAndBound {
   void solve(const RankMemoryView& pb, const MemoryOptimizerOptions& opt, MemoryAssignment& res) {
     pb_ = &pb;
     opt_ = &opt;
+    reset(res);
+    budget_ = (pb.capacity - pb.static_bytes).count();
+    nodes_ = 0;
+    load_candidates();
+    index_points();
+    if (!frugal_fits(res)) return;
+    res.feasible = true;
+    warm_start();
+    search(res);
+    write_result(res);
+  }
+
+ private:
+  static void reset(MemoryAssignment& res) {
     res.feasible = false;
     res.choice.clear();  // keeps its capacity for the next solve
     res.total_time = Nanoseconds{0};
@@ -350,16 +226,17 @@ class MemoryBranchAndBound {
     res.violating_bytes = Bytes{0};
     res.peak = Bytes{0};
     res.nodes = 0;
-    const auto n = pb.candidates.size();
-    const std::size_t np = pb.points();
-    budget_ = (pb.capacity - pb.static_bytes).count();
-    nodes_ = 0;
-    // Per pair: non-dominated candidates, fastest first (ties: fewer bytes, lower index).
+  }
+
+  // Per pair: its non-dominated candidates, fastest first (ties: fewer bytes, lower index),
+  // stored flat in idx_/t_/b_ from off_[i].
+  void load_candidates() {
+    const RankMemoryView& pb = *pb_;
     off_.assign(1, 0);
     idx_.clear();
     t_.clear();
     b_.clear();
-    for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t i = 0; i < pb.candidates.size(); ++i) {
       const auto& cs = pb.candidates[i];
       if (cs.empty())
         throw input_error("stage pair " + std::to_string(i) + " has no candidate strategy", {.expected = "at least one candidate per pair"});
@@ -390,7 +267,13 @@ class MemoryBranchAndBound {
       }
       off_.push_back(static_cast<std::int32_t>(idx_.size()));
     }
-    // points_of_: CSR of the points each pair is alive at, ascending.
+  }
+
+  // points_of: CSR of the points each pair is alive at, ascending.
+  void index_points() {
+    const RankMemoryView& pb = *pb_;
+    const std::size_t n = pb.candidates.size();
+    const std::size_t np = pb.points();
     pof_begin_.assign(n + 1, 0);
     for (std::size_t p = 0; p < np; ++p)
       for (std::int32_t i : pb.point(p)) {
@@ -403,39 +286,54 @@ class MemoryBranchAndBound {
     fill_.assign(pof_begin_.begin(), pof_begin_.end() - 1);
     for (std::size_t p = 0; p < np; ++p)
       for (std::int32_t i : pb.point(p)) pof_[static_cast<std::size_t>(fill_[static_cast<std::size_t>(i)]++)] = static_cast<std::int32_t>(p);
-    // Load at each point with every pair at its most frugal.
+  }
+
+  // The load at each point with every pair at its most frugal (load_), and the plain lower bound
+  // (every pair at its fastest). False, with the first violated point in `res`, when some point
+  // overflows even so.
+  bool frugal_fits(MemoryAssignment& res) {
+    const RankMemoryView& pb = *pb_;
+    const std::size_t n = pb.candidates.size();
+    const std::size_t np = pb.points();
     load_.assign(np, 0);
     for (std::size_t p = 0; p < np; ++p)
       for (std::int32_t i : pb.point(p)) load_[p] += min_bytes(static_cast<std::size_t>(i));
-    std::int64_t fastest_sum = 0;
-    for (std::size_t i = 0; i < n; ++i) fastest_sum += time(i, 0);
-    res.lower_bound = Nanoseconds{fastest_sum};
+    fastest_sum_ = 0;
+    for (std::size_t i = 0; i < n; ++i) fastest_sum_ += time(i, 0);
+    res.lower_bound = Nanoseconds{fastest_sum_};
     for (std::size_t p = 0; p < np; ++p)
       if (load_[p] > budget_) {
         res.violating_point = static_cast<std::int32_t>(p);
         res.violating_bytes = pb.static_bytes + Bytes{load_[p]};
-        return;
+        return false;
       }
-    res.feasible = true;
+    return true;
+  }
 
-    // Greedy warm start (positions).
+  // The greedy warm start, then upgrades, as the incumbent (best_pos_, best_).
+  void warm_start() {
+    const std::size_t n = pb_->candidates.size();
     pos_.assign(n, 0);
     greedy(pos_);
     upgrade(pos_);
     best_pos_ = pos_;
     best_ = 0;
     for (std::size_t i = 0; i < n; ++i) best_ += time(i, pos_[i]);
+  }
 
-    // Cheap exits first (the common cases in the search): everything at its fastest fits, or
-    // the warm start is already within the gap of the plain bound.
-    double root_bound = static_cast<double>(fastest_sum);
+  // Cheap exits first (the common cases in the search): everything at its fastest fits, or the
+  // warm start is already within the gap of the plain bound. Otherwise the knapsack bounds and
+  // the branch-and-bound.
+  void search(MemoryAssignment& res) {
+    const std::size_t n = pb_->candidates.size();
+    double root_bound = static_cast<double>(fastest_sum_);
     const bool cheap = within_gap(static_cast<double>(best_), root_bound);
     if (!cheap) {
       build_hulls();
       extra_.assign(n + 1, 0.0);
       extra_[0] = extra_bound(0);
-      root_bound = static_cast<double>(fastest_sum) + extra_[0];
-      res.lower_bound = Nanoseconds{std::max<std::int64_t>(fastest_sum, static_cast<std::int64_t>(root_bound))};
+      root_bound = static_cast<double>(fastest_sum_) + extra_[0];
+      res.lower_bound = Nanoseconds{std::max<std::int64_t>(fastest_sum_, static_cast<std::int64_t>(root_bound))};
     }
     suffix_.assign(n + 1, 0);
     for (std::size_t i = n; i-- > 0;) suffix_[i] = suffix_[i + 1] + time(i, 0);
@@ -451,12 +349,18 @@ class MemoryBranchAndBound {
     } else {
       res.proven = true;
     }
+  }
+
+  // The incumbent as the answer: choices, total time, nodes visited and the peak it reaches.
+  void write_result(MemoryAssignment& res) const {
+    const RankMemoryView& pb = *pb_;
+    const std::size_t n = pb.candidates.size();
     res.nodes = nodes_;
     res.choice.resize(n);
     for (std::size_t i = 0; i < n; ++i) res.choice[i] = idx_[at(i, best_pos_[i])];
     res.total_time = Nanoseconds{best_};
     std::int64_t peak = 0;
-    for (std::size_t p = 0; p < np; ++p) {
+    for (std::size_t p = 0; p < pb.points(); ++p) {
       std::int64_t l = 0;
       for (std::int32_t i : pb.point(p)) l += bytes(static_cast<std::size_t>(i), best_pos_[static_cast<std::size_t>(i)]);
       peak = std::max(peak, l);
@@ -464,7 +368,6 @@ class MemoryBranchAndBound {
     res.peak = pb.static_bytes + Bytes{peak};
   }
 
- private:
   [[nodiscard]] std::size_t at(std::size_t i, std::int32_t k) const {
     return static_cast<std::size_t>(off_[i]) + static_cast<std::size_t>(k);
   }
@@ -726,35 +629,10 @@ class MemoryBranchAndBound {
   std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> hull_;  ///< per pair: (bytes saved, extra time) segments
   std::vector<std::int32_t> pos_, cur_, best_pos_;
   std::int64_t best_ = 0;
+  std::int64_t fastest_sum_ = 0;  ///< sum of each pair's fastest time
   std::int64_t nodes_ = 0;
   bool aborted_ = false;
 };
 }  // namespace detail
-
-/// Chooses one candidate per pair (see the header comment). Never throws on an infeasible
-/// problem: it returns feasible = false with the violating point; `require_feasible` turns that
-/// into an Error.
-[[nodiscard]] inline MemoryAssignment optimize_rank_memory(const RankMemoryProblem& problem,
-                                                           const MemoryOptimizerOptions& options = {}) {
-  if (!(options.gap >= 0))
-    throw input_error("negative optimality gap", {.path = "MemoryOptimizerOptions::gap", .expected = ">= 0"});
-  std::vector<std::int32_t> begin{0}, pairs;
-  for (const auto& pt : problem.points) {
-    pairs.insert(pairs.end(), pt.begin(), pt.end());
-    begin.push_back(static_cast<std::int32_t>(pairs.size()));
-  }
-  const detail::RankMemoryView view{problem.candidates, begin, pairs, problem.static_bytes, problem.capacity};
-  MemoryAssignment res;
-  detail::MemoryBranchAndBound{}.solve(view, options, res);
-  return res;
-}
-
-/// Throws Error{infeasible} naming the rank, the point, its bytes and the capacity when `a` is infeasible.
-inline void require_feasible(const MemoryAssignment& a, int rank, Bytes capacity) {
-  if (a.feasible) return;
-  throw infeasible_error("activations do not fit even with every stage at its most frugal memory strategy: " +
-                  std::to_string(to_gib(a.violating_bytes)) + " GiB needed at the start of forward " +
-                  std::to_string(a.violating_point) + ", capacity " + std::to_string(to_gib(capacity)) + " GiB", {.path = "rank " + std::to_string(rank) + ", forward " + std::to_string(a.violating_point), .expected = "fewer stages in flight, more pipeline ranks or more device memory"});
-}
 
 }  // namespace pipeweaver

@@ -37,6 +37,7 @@
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/partition/dip_partitioner.hpp"
+#include "pipeweaver/schedule/activation_memory.hpp"
 #include "pipeweaver/schedule/dual_queue_interleaver.hpp"
 #include "pipeweaver/ir/partition.hpp"
 #include "pipeweaver/ir/stage.hpp"
@@ -200,26 +201,30 @@ struct Evaluation {
   double score = 0;
 };
 
+/// The base strategy every pair takes before the memory optimizer runs (see the header comment).
+enum class BaseStrategy : std::uint8_t {
+  frugal,   ///< the most frugal candidate (the last of each list)
+  fastest,  ///< the fastest candidate (the first of each list)
+};
+
 class ScheduleEvaluator {
  public:
   explicit ScheduleEvaluator(const StepTables& tables, ScheduleEvaluatorOptions options = {})
       : t_(&tables), opt_(options) {
     const std::size_t n = tables.graph->nodes.size();
-    for (int base = 0; base < 2; ++base) {
-      auto& lat = base_latency_[base];
-      auto& bytes = base_bytes_[base];
-      auto& strat = base_strategy_[base];
-      lat.resize(n);
-      bytes.resize(n);
-      strat.resize(n);
+    for (BaseStrategy base : {BaseStrategy::frugal, BaseStrategy::fastest}) {
+      BaseTables& b = base_[static_cast<std::size_t>(base)];
+      b.latency.resize(n);
+      b.bytes.resize(n);
+      b.strategy.resize(n);
       for (std::size_t v = 0; v < n; ++v) {
         const auto p = static_cast<std::size_t>(tables.pair_of_node[v]);
         const auto l = static_cast<std::size_t>(tables.list_of_pair[p]);
-        const std::size_t k = base == 0 ? tables.candidate_lists[l].size() - 1 : 0;  // 0: frugal, 1: fastest
+        const std::size_t k = base == BaseStrategy::frugal ? tables.candidate_lists[l].size() - 1 : 0;
         const Pass pass = tables.graph->nodes[v].stage.pass;
-        lat[v] = tables.pass_latency[l][k][static_cast<std::size_t>(pass)];
-        bytes[v] = pass == Pass::forward ? tables.candidate_lists[l][k].bytes : Bytes{0};
-        strat[v] = tables.candidate_lists[l][k].strategy;
+        b.latency[v] = tables.pass_latency[l][k][static_cast<std::size_t>(pass)];
+        b.bytes[v] = pass == Pass::forward ? tables.candidate_lists[l][k].bytes : Bytes{0};
+        b.strategy[v] = tables.candidate_lists[l][k].strategy;
       }
     }
     if (!(opt_.memory.gap >= 0))
@@ -233,15 +238,20 @@ class ScheduleEvaluator {
       list_span_.emplace_back(list);
     }
     const std::size_t pairs = tables.forward_of_pair.size();
-    pair_releases_.assign(pairs, 0);
     fastest_bytes_.resize(pairs);
     for (std::size_t p = 0; p < pairs; ++p) {
       const auto l = static_cast<std::size_t>(tables.list_of_pair[p]);
       fastest_bytes_[p] = tables.candidate_lists[l][static_cast<std::size_t>(fastest_[l])].bytes.count();
     }
-    for (std::size_t v = 0; v < n; ++v) {
-      const Pass pass = tables.graph->nodes[v].stage.pass;
-      if (pass == Pass::backward || pass == Pass::backward_weight) pair_releases_[static_cast<std::size_t>(tables.pair_of_node[v])] = 1;
+    // Which node frees each pair's activations (schedule/activation_memory.hpp).
+    const std::vector<NodeIndex> release = activation_release_nodes(*tables.graph);
+    pair_releases_.assign(pairs, 0);
+    releases_pair_.assign(n, 0);
+    for (std::size_t p = 0; p < pairs; ++p) {
+      const NodeIndex r = release[static_cast<std::size_t>(tables.forward_of_pair[p])];
+      if (r < 0) continue;
+      pair_releases_[p] = 1;
+      releases_pair_[static_cast<std::size_t>(r)] = 1;
     }
     local_of_pair_.assign(pairs, -1);
     dq_.prepare(*tables.graph);
@@ -266,7 +276,50 @@ class ScheduleEvaluator {
     return e;
   }
 
+  /// Per rank, the peak memory of `schedule` (a schedule of the tables' graph) as this evaluator
+  /// accounts it for the memory optimizer: static memory plus the largest sum of the activation
+  /// bytes alive at a forward's start, from the same per-rank events. `forward_bytes(node,
+  /// strategy) -> Bytes` gives each forward's bytes under its scheduled strategy.
+  template <class ForwardBytes>
+  [[nodiscard]] std::vector<Bytes> peak_memory(const Schedule& schedule, ForwardBytes&& forward_bytes) {
+    const StepTables& t = *t_;
+    std::vector<Bytes> peak(schedule.ranks.size(), Bytes{0});
+    std::vector<Bytes> bytes;  // per local pair
+    for (std::size_t r = 0; r < schedule.ranks.size(); ++r) {
+      const auto& list = schedule.ranks[r];
+      collect_rank_events(list);
+      bytes.clear();
+      for (const ScheduledStage& st : list)
+        if (t.graph->nodes[static_cast<std::size_t>(st.node)].stage.pass == Pass::forward) bytes.push_back(forward_bytes(st.node, st.strategy));
+      alive_.assign(rank_pair_.size(), 0);
+      Bytes load{0}, top{0};
+      for (const PairEvent& e : events_) {
+        const auto lp = static_cast<std::size_t>(e.pair);
+        if (e.forward) {
+          if (!alive_[lp]) {
+            alive_[lp] = 1;
+            load += bytes[lp];
+          }
+          top = std::max(top, load);
+        } else if (alive_[lp]) {
+          alive_[lp] = 0;
+          load -= bytes[lp];
+        }
+      }
+      peak[r] = (r < t.static_memory.size() ? t.static_memory[r] : Bytes{0}) + top;
+      forget_rank_pairs();
+    }
+    return peak;
+  }
+
  private:
+  /// Per base strategy: every node's latency, activation bytes (forwards) and strategy.
+  struct BaseTables {
+    std::vector<Nanoseconds> latency;
+    std::vector<Bytes> bytes;
+    std::vector<MemoryStrategy> strategy;
+  };
+
   // The fastest base runs first when both are tried. The frugal base then only wins with a
   // step time <= the fastest base's (ties go to the frugal base, as when it ran first), and
   // whatever strategies the optimizer picks, its step time is at least that of its schedule
@@ -281,14 +334,14 @@ class ScheduleEvaluator {
     Evaluation best;
     best.step_time = Nanoseconds::max();
     bool fast_ran = false;
-    if (opt_.try_both_bases && run_base(1, transfer)) {
+    if (opt_.try_both_bases && run_base(BaseStrategy::fastest, transfer)) {
       fast_ran = true;
       best.feasible = base_feasible_;
       best.step_time = timing_.step_time;
       if (out) best.schedule = inter_.schedule;
     }
     const bool prune = fast_ran && best.feasible && opt_.optimize_memory;
-    if (run_base(0, transfer, prune ? best.step_time : Nanoseconds::max())) {
+    if (run_base(BaseStrategy::frugal, transfer, prune ? best.step_time : Nanoseconds::max())) {
       const bool feasible = base_feasible_;
       const Nanoseconds step = timing_.step_time;
       // The frugal base wins unless the fastest one is strictly better (it ran first before).
@@ -314,10 +367,10 @@ class ScheduleEvaluator {
   // False when the interleaving is incomplete, or when the schedule at its smallest latencies
   // already takes longer than `beat` (the base cannot win; see evaluate).
   template <class Transfer>
-  bool run_base(int base, const Transfer& transfer, Nanoseconds beat = Nanoseconds::max()) {
+  bool run_base(BaseStrategy base, const Transfer& transfer, Nanoseconds beat = Nanoseconds::max()) {
     const StepTables& t = *t_;
-    InterleaveInput in{node_prio_, base_latency_[base], base_bytes_[base], t.activation_budget, base_strategy_[base],
-                       t.microbatch_of_node};
+    const BaseTables& b = base_[static_cast<std::size_t>(base)];
+    InterleaveInput in{node_prio_, b.latency, b.bytes, t.activation_budget, b.strategy, t.microbatch_of_node};
     dq_.run(*t.graph, in, transfer, inter_);
     if (!inter_.complete) return false;
     if (beat != Nanoseconds::max()) {
@@ -325,86 +378,102 @@ class ScheduleEvaluator {
       if (timing_.step_time > beat) return false;
     }
     base_feasible_ = inter_.memory_respected;
-    lat_.assign(base_latency_[base].begin(), base_latency_[base].end());
+    lat_.assign(b.latency.begin(), b.latency.end());
     if (opt_.optimize_memory) base_feasible_ = choose_memory_strategies(inter_.schedule);
     emulate_schedule(*t.graph, inter_.schedule, std::span<const Nanoseconds>(lat_), transfer, timing_, timing_ws_);
     return true;
   }
 
+  // A rank's events in schedule order into events_, its pairs numbered locally in forward order
+  // (as rank_pairs does) into rank_pair_ and local_of_pair_: a pair is alive from its forward to
+  // the node that frees its activations, or only at its forward when none does.
+  void collect_rank_events(std::span<const ScheduledStage> list) {
+    const StepTables& t = *t_;
+    rank_pair_.clear();
+    events_.clear();
+    for (const ScheduledStage& st : list) {
+      const auto v = static_cast<std::size_t>(st.node);
+      const auto gp = static_cast<std::size_t>(t.pair_of_node[v]);
+      if (t.graph->nodes[v].stage.pass == Pass::forward) {
+        const auto lp = static_cast<std::int32_t>(rank_pair_.size());
+        local_of_pair_[gp] = lp;
+        rank_pair_.push_back(static_cast<std::int32_t>(gp));
+        events_.push_back({lp, true});
+        if (!pair_releases_[gp]) events_.push_back({lp, false});
+      } else if (releases_pair_[v] && local_of_pair_[gp] >= 0) {
+        events_.push_back({local_of_pair_[gp], false});
+      }
+    }
+  }
+  // Clears local_of_pair_ for the rank collect_rank_events last saw.
+  void forget_rank_pairs() {
+    for (std::int32_t gp : rank_pair_) local_of_pair_[static_cast<std::size_t>(gp)] = -1;
+  }
+
+  // Does every pair of the rank at its fastest candidate fit at every forward start?
+  [[nodiscard]] bool fastest_fits(std::size_t r) {
+    const std::int64_t budget = t_->activation_budget[r].count();
+    alive_.assign(rank_pair_.size(), 0);
+    std::int64_t load = 0;
+    for (const PairEvent& e : events_) {
+      const auto lp = static_cast<std::size_t>(e.pair);
+      const std::int64_t b = fastest_bytes_[static_cast<std::size_t>(rank_pair_[lp])];
+      if (e.forward) {
+        if (!alive_[lp]) {
+          alive_[lp] = 1;
+          load += b;
+        }
+        if (load > budget) return false;
+      } else if (alive_[lp]) {
+        alive_[lp] = 0;
+        load -= b;
+      }
+    }
+    return true;
+  }
+
+  // The pairs alive at each forward start (alive_points), compressed into point_begin_ and
+  // point_pairs_.
+  void collect_alive_points() {
+    alive_.assign(rank_pair_.size(), 0);
+    live_.clear();
+    point_begin_.assign(1, 0);
+    point_pairs_.clear();
+    for (const PairEvent& e : events_) {
+      const auto lp = static_cast<std::size_t>(e.pair);
+      if (e.forward) {
+        if (!alive_[lp]) {
+          alive_[lp] = 1;
+          live_.push_back(e.pair);
+        }
+        point_pairs_.insert(point_pairs_.end(), live_.begin(), live_.end());
+        point_begin_.push_back(static_cast<std::int32_t>(point_pairs_.size()));
+      } else if (alive_[lp]) {
+        alive_[lp] = 0;
+        live_.erase(std::find(live_.begin(), live_.end(), e.pair));
+      }
+    }
+  }
+
   // Per rank: choose candidates under the memory limit, write strategies into the schedule and
   // latencies into lat_. Returns false if some rank cannot fit. Equivalent to rank_pairs +
-  // alive_points + optimize_rank_memory per rank, with two shortcuts that do not change the
-  // result: the events come from the tables (no key sorting), and a rank on which every pair
-  // at its fastest candidate fits at every forward start takes the fastest everywhere without
-  // the solver (the solver's greedy start is then already feasible and optimal).
+  // alive_points + optimize_rank_memory per rank (test/support), with two shortcuts that do not
+  // change the result: the events come from the tables (no key sorting), and a rank on which
+  // every pair at its fastest candidate fits at every forward start takes the fastest everywhere
+  // without the solver (the solver's greedy start is then already feasible and optimal).
   bool choose_memory_strategies(Schedule& schedule) {
     const StepTables& t = *t_;
     bool ok = true;
     for (std::size_t r = 0; r < schedule.ranks.size(); ++r) {
       auto& list = schedule.ranks[r];
-      // Events in schedule order, pairs numbered locally in forward order (as rank_pairs does).
-      rank_pair_.clear();
-      events_.clear();
-      for (const ScheduledStage& st : list) {
-        const auto v = static_cast<std::size_t>(st.node);
-        const auto gp = static_cast<std::size_t>(t.pair_of_node[v]);
-        const Pass pass = t.graph->nodes[v].stage.pass;
-        if (pass == Pass::forward) {
-          const auto lp = static_cast<std::int32_t>(rank_pair_.size());
-          local_of_pair_[gp] = lp;
-          rank_pair_.push_back(static_cast<std::int32_t>(gp));
-          events_.push_back({lp, true});
-          if (!pair_releases_[gp]) events_.push_back({lp, false});
-        } else if (pass != Pass::backward_input && local_of_pair_[gp] >= 0) {
-          events_.push_back({local_of_pair_[gp], false});
-        }
-      }
+      collect_rank_events(list);
       const std::size_t np = rank_pair_.size();
-      alive_.assign(np, 0);
-      // Does every pair at its fastest fit at every forward start?
-      const std::int64_t budget = t.activation_budget[r].count();
-      std::int64_t load = 0;
-      bool fastest_fits = true;
-      for (const PairEvent& e : events_) {
-        const auto lp = static_cast<std::size_t>(e.pair);
-        const std::int64_t b = fastest_bytes_[static_cast<std::size_t>(rank_pair_[lp])];
-        if (e.forward) {
-          if (!alive_[lp]) {
-            alive_[lp] = 1;
-            load += b;
-          }
-          if (load > budget) {
-            fastest_fits = false;
-            break;
-          }
-        } else if (alive_[lp]) {
-          alive_[lp] = 0;
-          load -= b;
-        }
-      }
+      const bool fastest = fastest_fits(r);
       choice_.assign(np, 0);
-      if (fastest_fits) {
+      if (fastest) {
         for (std::size_t i = 0; i < np; ++i) choice_[i] = fastest_[static_cast<std::size_t>(t.list_of_pair[static_cast<std::size_t>(rank_pair_[i])])];
       } else {
-        // Alive sets at each forward start (alive_points), compressed.
-        alive_.assign(np, 0);
-        live_.clear();
-        point_begin_.assign(1, 0);
-        point_pairs_.clear();
-        for (const PairEvent& e : events_) {
-          const auto lp = static_cast<std::size_t>(e.pair);
-          if (e.forward) {
-            if (!alive_[lp]) {
-              alive_[lp] = 1;
-              live_.push_back(e.pair);
-            }
-            point_pairs_.insert(point_pairs_.end(), live_.begin(), live_.end());
-            point_begin_.push_back(static_cast<std::int32_t>(point_pairs_.size()));
-          } else if (alive_[lp]) {
-            alive_[lp] = 0;
-            live_.erase(std::find(live_.begin(), live_.end(), e.pair));
-          }
-        }
+        collect_alive_points();
         cands_.clear();
         for (std::int32_t gp : rank_pair_) cands_.push_back(list_span_[static_cast<std::size_t>(t.list_of_pair[static_cast<std::size_t>(gp)])]);
         const detail::RankMemoryView view{cands_, point_begin_, point_pairs_, t.static_memory[r], t.capacity};
@@ -412,27 +481,30 @@ class ScheduleEvaluator {
         if (!assignment_.feasible) ok = false;  // keep the base strategies on this rank
         else choice_ = assignment_.choice;
       }
-      if (fastest_fits || assignment_.feasible)
-        for (auto& st : list) {
-          const auto v = static_cast<std::size_t>(st.node);
-          const auto p = static_cast<std::size_t>(t.pair_of_node[v]);
-          const std::int32_t lp = local_of_pair_[p];
-          if (lp < 0) continue;
-          const auto k = static_cast<std::size_t>(choice_[static_cast<std::size_t>(lp)]);
-          const auto l = static_cast<std::size_t>(t.list_of_pair[p]);
-          st.strategy = t.candidate_lists[l][k].strategy;
-          lat_[v] = t.pass_latency[l][k][static_cast<std::size_t>(t.graph->nodes[v].stage.pass)];
-        }
-      for (std::int32_t gp : rank_pair_) local_of_pair_[static_cast<std::size_t>(gp)] = -1;
+      if (fastest || assignment_.feasible) apply_choice(list);
+      forget_rank_pairs();
     }
     return ok;
   }
 
+  // Writes choice_ (per local pair) into the rank's schedule and its nodes' latencies into lat_.
+  void apply_choice(std::vector<ScheduledStage>& list) {
+    const StepTables& t = *t_;
+    for (auto& st : list) {
+      const auto v = static_cast<std::size_t>(st.node);
+      const auto p = static_cast<std::size_t>(t.pair_of_node[v]);
+      const std::int32_t lp = local_of_pair_[p];
+      if (lp < 0) continue;
+      const auto k = static_cast<std::size_t>(choice_[static_cast<std::size_t>(lp)]);
+      const auto l = static_cast<std::size_t>(t.list_of_pair[p]);
+      st.strategy = t.candidate_lists[l][k].strategy;
+      lat_[v] = t.pass_latency[l][k][static_cast<std::size_t>(t.graph->nodes[v].stage.pass)];
+    }
+  }
+
   const StepTables* t_;
   ScheduleEvaluatorOptions opt_;
-  std::vector<Nanoseconds> base_latency_[2];
-  std::vector<Bytes> base_bytes_[2];
-  std::vector<MemoryStrategy> base_strategy_[2];
+  BaseTables base_[2];  ///< indexed by BaseStrategy
   std::vector<std::int64_t> unit_prio_, node_prio_;
   DualQueueInterleaver dq_;
   InterleaveResult inter_;
@@ -440,7 +512,8 @@ class ScheduleEvaluator {
   std::vector<Nanoseconds> min_latency_;
   bool base_feasible_ = false;
   // Tables derived once per evaluator (see choose_memory_strategies).
-  std::vector<char> pair_releases_;                       ///< per pair: has a releasing backward
+  std::vector<char> pair_releases_;                       ///< per pair: some node frees its activations
+  std::vector<char> releases_pair_;                       ///< per node: it frees its pair's activations
   std::vector<std::int64_t> fastest_bytes_;               ///< per pair: bytes of its fastest candidate
   std::vector<std::int32_t> fastest_;                     ///< per list: index of its fastest candidate
   std::vector<std::span<const StrategyCandidate>> list_span_;
