@@ -241,7 +241,7 @@ RunReport execute_timed_steps(const pipeweaver::Planner<C>& planner, const std::
       start_barrier.arrive_and_wait();
       if (stop_at_start) return;
       try {
-        executor.run(callbacks);
+        executor.run(callbacks, k);
       } catch (...) {
         fail();
       }
