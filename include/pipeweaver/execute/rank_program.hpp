@@ -24,8 +24,8 @@
 //
 // Buffers and queues. A buffer lives from its first to its last use (program positions);
 // plan_buffer_pool (execute/buffer_pool.hpp) lets buffers with disjoint lifetimes share bytes.
-// Queues run concurrently and in order each (FIFO), so program order orders two uses only on
-// one queue. Where a buffer takes over bytes whose previous occupant was last used on another
+// Each queue runs its work in order (FIFO) but queues run concurrently, so program order
+// orders two uses only when they are on one queue. Where a buffer takes over bytes whose previous occupant was last used on another
 // queue, the program records an event on that queue right after that last use and makes the
 // new occupant's queue wait for it right before its first use; an event the order already
 // implies (an earlier event, a Wait, a Send's own dependency) is left out. So a sent buffer is
