@@ -105,7 +105,7 @@ int main(int argc, char** argv) {
       const pw::Plan plan = plan_step(model, setup, cost, partition, batch.meta);
       toy_vlm::Callbacks callbacks(net, batch, P);
       net.zero_grad();
-      executor.run(plan, model, callbacks);
+      executor.run(plan, model, callbacks, step);
       net.sgd(lr);
       std::printf("step %3d  loss %.4f  actions %zu  transfers %zu  %.1f ms\n", step, callbacks.loss(),
                   [&] {

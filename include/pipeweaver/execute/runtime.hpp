@@ -2,7 +2,8 @@
 // The Runtime concept: what the generic executor needs from a device.
 // It is built from small named requirements so that a failed check names the missing piece;
 // test/execute/runtime_concepts.cpp shows, for each, a type that satisfies it and one that
-// does not. The host runtime (backends/host) and the CUDA runtime (backends/cuda) satisfy it.
+// does not. The host runtime (backends/host) satisfies it; a CUDA runtime satisfies it in
+// backends/cuda.
 //
 // Model of execution. A runtime serves ONE pipeline rank. Work is enqueued on queues (a CUDA
 // stream; on the host, the rank's own thread, which runs work as it is enqueued):
@@ -10,7 +11,10 @@
 //  * send_queue(peer) / recv_queue(peer): one queue per directed link, so that messages on one
 //    link keep their order and never wait behind compute.
 // Events order work across queues: record(q) marks "everything enqueued on q so far";
-// wait_event(q2, e) makes work enqueued later on q2 start after that point.
+// wait_event(q2, e) makes work enqueued later on q2 start after that point. The executor's
+// program (execute/rank_program.hpp) uses them for a Send's data and wherever pool memory
+// passes from one queue to another; a runtime whose queues never overlap (the host's) may
+// make them no-ops.
 // std-only: compiled by nvcc.
 #include <concepts>
 #include <cstddef>
@@ -109,7 +113,9 @@ concept Runtime = RankIdentity<R> && HasQueues<R> && HasEvents<R> && LaunchesSta
                   PeerTransport<R> && Abortable<R>;
 
 /// A runtime whose send() has finished reading its source when it returns (the host runtime
-/// copies the message): the executor may then reuse the source buffer right after the Send.
+/// copies the message): the executor may then reuse the source buffer right after the Send
+/// (SendReuse::after_send); for any other runtime, only once the send has completed
+/// (SendReuse::after_completion: the next occupant waits for an event recorded after it).
 template <class R>
 concept EagerSend = Runtime<R> && requires { requires R::eager_send; };
 

@@ -3,9 +3,13 @@
 //
 // The executor's promises to the callbacks (for the plan it runs, on each rank):
 //  * Order. forward / backward are called once per Forward / Backward action of the rank, in
-//    the rank's list order, from the rank's own thread (host) or host thread driving the
-//    compute queue (CUDA); calls of different ranks may run concurrently, calls of one rank
-//    never do. A stage (module, chunk) always runs on the rank its chunk is placed on.
+//    the rank's list order, from the rank's own thread (host) or the host thread driving the
+//    compute queue (a stream-based runtime); calls of different ranks may run concurrently,
+//    calls of one rank never do. A stage (module, chunk) always runs on the rank its chunk is
+//    placed on.
+//  * Identity. `rank` is the calling rank, `sub_microbatch` the id of the call's sub-microbatch
+//    (`smb` is plan.sub_microbatch(io.sub_microbatch)), `step` the step index the executor's
+//    run was given (Executor::run(callbacks, step), host::HostExecutor::run(..., step)).
 //  * Forward: `input` holds the whole input of the stage and stays unchanged (and valid) until
 //    the last Backward of the same stage and sub-microbatch has returned:
 //      - chunk c > 0: the output of chunk c-1's forward for the same sub-microbatch;
@@ -32,6 +36,7 @@
 //    returns. Buffers are aligned to ExecutorOptions::alignment bytes.
 // std-only: compiled by nvcc.
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <span>
 
@@ -54,13 +59,17 @@ struct InputSegment {
 /// Buffers of one stage call (see the promises above).
 struct StageIO {
   RankId rank{0};
+  /// The sub-microbatch of the call: the index of the callback's `smb` in Plan::sub_microbatches.
+  SubMicrobatchId sub_microbatch{0};
+  /// The step being run: what Executor::run(callbacks, step) was given (0 for run(callbacks)).
+  std::int64_t step = 0;
   std::span<const std::byte> input{};
   std::span<const InputSegment> segments{};  ///< layout of a gathered input, else empty
   std::span<std::byte> output{};
   std::span<std::byte> stash{};
   std::span<const std::byte> output_grad{};
   std::span<std::byte> input_grad{};
-  void* queue = nullptr;  ///< native compute queue (cudaStream_t on CUDA, nullptr on the host)
+  void* queue = nullptr;  ///< the runtime's native compute queue (Runtime::native_handle; nullptr on the host)
 };
 
 /// The user's stage callbacks. Called concurrently from different ranks (see above).

@@ -11,6 +11,7 @@
 // is the one thing the host cannot interrupt).
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <string>
@@ -41,9 +42,10 @@ class HostExecutor {
  public:
   explicit HostExecutor(Options options = {}) : options_(std::move(options)) {}
 
-  /// Runs one step of `plan` (all ranks) and returns when every rank has finished.
+  /// Runs one step of `plan` (all ranks) and returns when every rank has finished. `step`
+  /// reaches every stage call as StageIO::step.
   template <StageCallbacks C>
-  void run(const Plan& plan, const ModelSpec& model, C& callbacks) {
+  void run(const Plan& plan, const ModelSpec& model, C& callbacks, std::int64_t step = 0) {
     const int ranks = plan.rank_count();
     if (ranks <= 0)
       throw input_error("plan '" + plan.name + "' has no ranks", {.path = "ranks", .expected = "at least one rank"});
@@ -65,7 +67,7 @@ class HostExecutor {
     auto body = [&](int r) {
       try {
         executors_[static_cast<std::size_t>(r)]->prepare(plan, model);
-        executors_[static_cast<std::size_t>(r)]->run(callbacks);
+        executors_[static_cast<std::size_t>(r)]->run(callbacks, step);
       } catch (const Error& e) {
         if (e.kind() != ErrorKind::cancelled) world_->abort(RankId{r}, e.what());
         errors[static_cast<std::size_t>(r)] = std::current_exception();

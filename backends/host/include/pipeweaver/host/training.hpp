@@ -204,7 +204,7 @@ TrainingReport run_training(const P& planner, std::span<const Batch> batches, co
       start_barrier.arrive_and_wait();
       if (stop_at_start) return;
       try {
-        executor.run(rank.callbacks());
+        executor.run(rank.callbacks(), k);
       } catch (...) {
         fail();
       }
