@@ -587,7 +587,7 @@ TEST_CASE("the documented trainer loop: with steps longer than a search, no fall
   CHECK(s->fallback_calls == 0);
 }
 
-TEST_CASE("next_when_ready waits for a search however long it takes; next() with grace 0 does not") {
+TEST_CASE("next_when_ready waits for a search however long it takes, next() with grace 0 does not") {
   auto s = std::make_shared<Script>();
   s->plan_time[0] = 100ms;
   s->plan_time[1] = 60s;  // until the fallback cancels it
