@@ -26,9 +26,9 @@ struct Fixture {
   static const Fixture& get() {
     static const Fixture f = [] {
       const std::string dir = PIPEWEAVER_WORKLOADS_DIR;
-      auto model = pw::read_model(dir + "/models/vlm-l.json");
-      auto dataset = pw::read_dataset(dir + "/datasets/vlm-web-mix.json");
-      auto setup = pw::read_setup(dir + "/setups/h800-tp8-pp8.json");
+      auto model = pw::io::read_model(dir + "/models/vlm-l.json");
+      auto dataset = pw::io::read_dataset(dir + "/datasets/vlm-web-mix.json");
+      auto setup = pw::io::read_setup(dir + "/setups/h800-tp8-pp8.json");
       pw::AnalyticCostModel cost(model, setup);
       Fixture fx{model, dataset, setup, cost, {}};
       for (int s = 0; s < 4; ++s) fx.steps.push_back(bench::make_step(fx.model, fx.dataset, fx.setup, fx.cost, 1, s));

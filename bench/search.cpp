@@ -60,11 +60,11 @@ struct Fixture {
   }
 
   Fixture()
-      : model(pw::read_model(dir() + "/models/vlm-l.json")),
-        setup(pw::read_setup(dir() + "/setups/h800-tp8-pp8.json")),
+      : model(pw::io::read_model(dir() + "/models/vlm-l.json")),
+        setup(pw::io::read_setup(dir() + "/setups/h800-tp8-pp8.json")),
         cost(model, setup),
         cache(cost, model) {
-    const auto dataset = pw::read_dataset(dir() + "/datasets/vlm-web-mix.json");
+    const auto dataset = pw::io::read_dataset(dir() + "/datasets/vlm-web-mix.json");
     const pw::Batch batch = pw::sample_step(model, dataset, setup, 1, 0);
     partition = pw::dip_partition(model, setup, cost, batch).partition;
     smbs = pw::split(model, partition, batch);

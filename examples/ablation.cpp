@@ -161,9 +161,9 @@ int main(int argc, char** argv) try {
   const int iterations = std::stoi(arg(argc, argv, "--iterations", "100"));
   const int threads = std::stoi(arg(argc, argv, "--threads", "2"));
 
-  const pw::ModelSpec model = pw::read_model(model_path);
-  const pw::DatasetSpec dataset = pw::read_dataset(dataset_path);
-  const pw::Setup setup = pw::read_setup(setup_path);
+  const pw::ModelSpec model = pw::io::read_model(model_path);
+  const pw::DatasetSpec dataset = pw::io::read_dataset(dataset_path);
+  const pw::Setup setup = pw::io::read_setup(setup_path);
   const pw::AnalyticCostModel cost{model, setup};
   const pw::CompareOptions copt;
   const std::vector<pw::Batch> profile = pw::profile_batches(model, dataset, setup, copt);

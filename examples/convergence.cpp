@@ -118,9 +118,9 @@ int main(int argc, char** argv) try {
   const std::string csv = arg(argc, argv, "--csv", "");
   const auto max_tree_nodes = static_cast<std::size_t>(std::stoull(arg(argc, argv, "--max-tree-nodes", "200000")));
 
-  const pw::ModelSpec model = pw::read_model(model_path);
-  const pw::DatasetSpec dataset = pw::read_dataset(dataset_path);
-  const pw::Setup setup = pw::read_setup(setup_path);
+  const pw::ModelSpec model = pw::io::read_model(model_path);
+  const pw::DatasetSpec dataset = pw::io::read_dataset(dataset_path);
+  const pw::Setup setup = pw::io::read_setup(setup_path);
   const pw::AnalyticCostModel cost{model, setup};
   const pw::Batch batch = pw::sample_step(model, dataset, setup, seed, step);
   const pw::Partition partition = pw::dip_partition(model, setup, cost, batch).partition;

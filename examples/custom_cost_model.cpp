@@ -117,11 +117,11 @@ static_assert(pw::CostModel<MeasuredCostModel, pw::StageSpec, pw::SubMicrobatchS
 int main(int argc, char** argv) {
   try {
     const std::string dir = argc > 1 ? argv[1] : PIPEWEAVER_EXAMPLE_WORKLOADS;
-    const pw::ModelSpec model = pw::read_model(dir + "/models/tiny-vlm.json");
-    const pw::Setup setup = pw::read_setup(dir + "/setups/cpu-pp4.json");
-    const pw::DatasetSpec dataset = pw::read_dataset(dir + "/datasets/vlm-captions.json");
-    pw::check_compatible(model, setup, "cpu-pp4.json");
-    pw::check_compatible(model, dataset, "vlm-captions.json");
+    const pw::ModelSpec model = pw::io::read_model(dir + "/models/tiny-vlm.json");
+    const pw::Setup setup = pw::io::read_setup(dir + "/setups/cpu-pp4.json");
+    const pw::DatasetSpec dataset = pw::io::read_dataset(dir + "/datasets/vlm-captions.json");
+    pw::io::check_compatible(model, setup, "cpu-pp4.json");
+    pw::io::check_compatible(model, dataset, "vlm-captions.json");
 
     // "Measured" on the user's own machine (illustrative figures), per module name.
     std::map<std::string, std::vector<Measured>> table;

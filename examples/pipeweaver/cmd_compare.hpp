@@ -56,11 +56,11 @@ inline int run_compare(const CompareArgs& a, std::ostream& out = std::cout) {
       throw pw::input_error("--steps is " + std::to_string(a.steps), {.path = "--steps", .expected = "an integer >= 1"});
     if (a.format != "table" && a.format != "json")
       throw pw::input_error("--format is '" + a.format + "'", {.path = "--format", .expected = "table or json"});
-    const pw::ModelSpec model = pw::read_model(a.model);
-    const pw::Setup setup = pw::read_setup(a.setup);
-    const pw::DatasetSpec dataset = pw::read_dataset(a.dataset);
-    pw::check_compatible(model, setup, a.setup);
-    pw::check_compatible(model, dataset, a.dataset);
+    const pw::ModelSpec model = pw::io::read_model(a.model);
+    const pw::Setup setup = pw::io::read_setup(a.setup);
+    const pw::DatasetSpec dataset = pw::io::read_dataset(a.dataset);
+    pw::io::check_compatible(model, setup, a.setup);
+    pw::io::check_compatible(model, dataset, a.dataset);
     if (!a.trace_dir.empty()) {
       std::error_code ec;
       std::filesystem::create_directories(a.trace_dir, ec);
@@ -130,9 +130,9 @@ inline int run_compare(const CompareArgs& a, std::ostream& out = std::cout) {
                              p.name == "dip" ? fmt::format("by {}, search {:.0f} ms", dip_source, search_ms["dip"]) : pw::to_string(p.recompute));
         if (!a.trace_dir.empty()) {
           const std::filesystem::path base = std::filesystem::path(a.trace_dir) / fmt::format("step{}-{}", step, p.name);
-          pw::write_chrome_trace(base.string() + ".trace.json", p.plan, model, p.emulation);
-          pw::write_svg_timeline(base.string() + ".svg", p.plan, model, p.emulation);
-          pw::write_plan(p.plan, base.string() + ".plan.json");
+          pw::io::write_chrome_trace(base.string() + ".trace.json", p.plan, model, p.emulation);
+          pw::io::write_svg_timeline(base.string() + ".svg", p.plan, model, p.emulation);
+          pw::io::write_plan(base.string() + ".plan.json", p.plan);
         }
       }
       j["steps"].push_back(std::move(s));

@@ -35,10 +35,10 @@ inline int run_emulate(const EmulateArgs& a, std::ostream& out = std::cout) {
   {
     if (a.format != "table" && a.format != "json")
       throw pw::input_error("--format is '" + a.format + "'", {.path = "--format", .expected = "table or json"});
-    const pw::ModelSpec model = pw::read_model(a.model);
-    const pw::Setup setup = pw::read_setup(a.setup);
-    pw::check_compatible(model, setup, a.setup);
-    const pw::Plan plan = pw::read_plan(a.plan);
+    const pw::ModelSpec model = pw::io::read_model(a.model);
+    const pw::Setup setup = pw::io::read_setup(a.setup);
+    pw::io::check_compatible(model, setup, a.setup);
+    const pw::Plan plan = pw::io::read_plan(a.plan);
     if (plan.model != model.name)
       throw pw::input_error("the plan was built for model '" + plan.model + "'", {.file = a.plan, .path = "/model", .expected = "'" + model.name + "' (the model of --model)"});
     if (plan.setup != setup.name)

@@ -48,9 +48,9 @@ inline std::pair<int, int> even_split(int layers, int ranks, int r) {
 
 inline int run_inspect(const InspectOptions& o) {
   using namespace pipeweaver;
-  const ModelSpec model = read_model(o.model);
-  const Setup setup = read_setup(o.setup);
-  check_compatible(model, setup, o.setup);
+  const ModelSpec model = io::read_model(o.model);
+  const Setup setup = io::read_setup(o.setup);
+  io::check_compatible(model, setup, o.setup);
 
   const int P = setup.pipeline_stages;
   const Bytes capacity = memory_capacity(setup);

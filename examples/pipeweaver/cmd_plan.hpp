@@ -60,24 +60,24 @@ inline int run_plan(const PlanArgs& a, std::ostream& out = std::cout) {
   if (a.step < 0)
     throw pw::input_error("--step is " + std::to_string(a.step), {.path = "--step", .expected = "an integer >= 0"});
   const pw::PlannerOptions options = planner_options(a.search);
-  const pw::ModelSpec model = pw::read_model(a.model);
-  const pw::Setup setup = pw::read_setup(a.setup);
-  pw::check_compatible(model, setup, a.setup);
+  const pw::ModelSpec model = pw::io::read_model(a.model);
+  const pw::Setup setup = pw::io::read_setup(a.setup);
+  pw::io::check_compatible(model, setup, a.setup);
   const pw::AnalyticCostModel cost(model, setup);
 
   pw::Batch batch;
   std::optional<pw::Planner<pw::AnalyticCostModel>> planner;
   std::chrono::steady_clock::duration setup_time{};
   if (!a.dataset.empty()) {
-    const pw::DatasetSpec dataset = pw::read_dataset(a.dataset);
-    pw::check_compatible(model, dataset, a.dataset);
+    const pw::DatasetSpec dataset = pw::io::read_dataset(a.dataset);
+    pw::io::check_compatible(model, dataset, a.dataset);
     batch = pw::sample_step(model, dataset, setup, a.seed, a.step);
     const auto start = std::chrono::steady_clock::now();
     planner.emplace(model, setup, cost, dataset, options);
     setup_time = std::chrono::steady_clock::now() - start;
   } else {
-    batch = pw::read_batch(a.batch);
-    pw::check_compatible(model, batch, a.batch);
+    batch = pw::io::read_batch(a.batch);
+    pw::io::check_batch(model, setup, batch, a.batch);
     try {
       const auto start = std::chrono::steady_clock::now();
       planner.emplace(model, setup, cost, std::vector<pw::Batch>{batch}, options);
@@ -92,9 +92,9 @@ inline int run_plan(const PlanArgs& a, std::ostream& out = std::cout) {
   pw::EmulateOptions eo;
   eo.record_timeline = !a.trace.empty() || !a.svg.empty();
   const pw::EmulationResult e = pw::emulate(r.plan, model, setup, cost, eo);
-  if (!a.out.empty()) pw::write_plan(r.plan, a.out);
-  if (!a.trace.empty()) pw::write_chrome_trace(a.trace, r.plan, model, e);
-  if (!a.svg.empty()) pw::write_svg_timeline(a.svg, r.plan, model, e);
+  if (!a.out.empty()) pw::io::write_plan(a.out, r.plan);
+  if (!a.trace.empty()) pw::io::write_chrome_trace(a.trace, r.plan, model, e);
+  if (!a.svg.empty()) pw::io::write_svg_timeline(a.svg, r.plan, model, e);
 
   if (a.format == "json") {
     nlohmann::ordered_json j;

@@ -153,11 +153,11 @@ inline int run_run(const RunArgs& a, std::ostream& out = std::cout) {
   namespace pw = pipeweaver;
   detail::check_run_args(a);
   const pw::PlannerOptions options = planner_options(a.search);
-  const pw::ModelSpec model = pw::read_model(a.model);
-  const pw::Setup setup = pw::read_setup(a.setup);
-  pw::check_compatible(model, setup, a.setup);
-  const pw::DatasetSpec dataset = pw::read_dataset(a.dataset);
-  pw::check_compatible(model, dataset, a.dataset);
+  const pw::ModelSpec model = pw::io::read_model(a.model);
+  const pw::Setup setup = pw::io::read_setup(a.setup);
+  pw::io::check_compatible(model, setup, a.setup);
+  const pw::DatasetSpec dataset = pw::io::read_dataset(a.dataset);
+  pw::io::check_compatible(model, dataset, a.dataset);
   const pw::AnalyticCostModel cost(model, setup);
   std::vector<pw::Batch> batches;
   for (int k = 0; k < a.steps; ++k) {

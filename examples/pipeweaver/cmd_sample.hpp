@@ -61,11 +61,11 @@ struct ModuleCell {
 
 inline int run_sample(const SampleOptions& o) {
   using namespace pipeweaver;
-  const ModelSpec model = read_model(o.model);
-  const DatasetSpec dataset = read_dataset(o.dataset);
-  const Setup setup = read_setup(o.setup);
-  check_compatible(model, setup, o.setup);
-  check_compatible(model, dataset, o.dataset);
+  const ModelSpec model = io::read_model(o.model);
+  const DatasetSpec dataset = io::read_dataset(o.dataset);
+  const Setup setup = io::read_setup(o.setup);
+  io::check_compatible(model, setup, o.setup);
+  io::check_compatible(model, dataset, o.dataset);
   const AnalyticCostModel cost(model, setup);
 
   // One chunk per module on rank 0 and one sub-microbatch per (microbatch, module): the time

@@ -76,9 +76,9 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   if (a.seeds < 1 || a.seeds > 10000)
     throw pw::input_error("--seeds is " + std::to_string(a.seeds), {.path = "--seeds", .expected = "an integer in [1, 10000]"});
   const pw::PlannerOptions options = planner_options(a.search);
-  const pw::Suite suite = pw::read_suite(a.suite);
-  std::vector<pw::Workload> workloads;
-  for (const pw::SuiteCase& c : suite.cases) workloads.push_back(pw::read_case(c));  // all inputs checked before any work
+  const pw::io::Suite suite = pw::io::read_suite(a.suite);
+  std::vector<pw::io::Workload> workloads;
+  for (const pw::io::SuiteCase& c : suite.cases) workloads.push_back(pw::io::read_case(c));  // all inputs checked before any work
 
   nlohmann::ordered_json j;
   j["suite"] = suite.name;
@@ -93,8 +93,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   std::vector<double> all_lb;
   std::vector<std::string> names(pw::baseline_names.begin(), pw::baseline_names.end());
   for (std::size_t ci = 0; ci < suite.cases.size(); ++ci) {
-    const pw::SuiteCase& c = suite.cases[ci];
-    const pw::Workload& w = workloads[ci];
+    const pw::io::SuiteCase& c = suite.cases[ci];
+    const pw::io::Workload& w = workloads[ci];
     const pw::AnalyticCostModel cost(w.model, w.setup);
     const pw::Planner<pw::AnalyticCostModel> planner(w.model, w.setup, cost, w.dataset, options);
     pw::BaselineContext<pw::AnalyticCostModel> ctx(w.model, w.setup, cost);

@@ -81,8 +81,8 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    const pw::ModelSpec model = pw::read_model(dir + "/models/tiny-vlm.json");
-    const pw::Setup setup = pw::read_setup(dir + "/setups/cpu-pp4.json");
+    const pw::ModelSpec model = pw::io::read_model(dir + "/models/tiny-vlm.json");
+    const pw::Setup setup = pw::io::read_setup(dir + "/setups/cpu-pp4.json");
     const pw::AnalyticCostModel cost{model, setup};
     const auto cfg = toy_vlm::Config::from(model);
     const int P = setup.pipeline_stages;

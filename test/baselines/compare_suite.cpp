@@ -15,12 +15,12 @@
 using namespace pipeweaver;
 
 TEST_CASE("suite: lower bound <= every baseline's emulated step time, several seeds") {
-  const Suite suite = read_suite(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/suite.json");
+  const io::Suite suite = io::read_suite(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/suite.json");
   REQUIRE(suite.cases.size() >= 7);
   int checked = 0;
-  for (const SuiteCase& c : suite.cases) {
+  for (const io::SuiteCase& c : suite.cases) {
     CAPTURE(c.name);
-    const Workload w = read_case(c);
+    const io::Workload w = io::read_case(c);
     const AnalyticCostModel cost(w.model, w.setup);
     CompareOptions options;
     options.profile_steps = 1;

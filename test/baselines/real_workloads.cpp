@@ -24,10 +24,10 @@ struct Workload {
 
 void check_workload(const Workload& w) {
   const std::string dir = PIPEWEAVER_WORKLOADS_DIR;
-  const ModelSpec model = read_model(dir + "/models/" + w.model + ".json");
-  Setup setup = read_setup(dir + "/setups/" + w.setup + ".json");
+  const ModelSpec model = io::read_model(dir + "/models/" + w.model + ".json");
+  Setup setup = io::read_setup(dir + "/setups/" + w.setup + ".json");
   if (w.microbatches > 0) setup.microbatches_per_step = w.microbatches;
-  const DatasetSpec dataset = read_dataset(dir + "/datasets/" + w.dataset + ".json");
+  const DatasetSpec dataset = io::read_dataset(dir + "/datasets/" + w.dataset + ".json");
   const AnalyticCostModel cost(model, setup);
   CompareOptions options;
   options.profile_steps = 1;

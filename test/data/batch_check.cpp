@@ -33,15 +33,15 @@ Batch batch_of(std::vector<std::vector<Sample>> mbs) {
 }
 
 struct Fixture {
-  ModelSpec model = read_model(workloads + "/models/vlm-s.json");
-  Setup setup = read_setup(workloads + "/setups/h800-tp4-pp4.json");
+  ModelSpec model = io::read_model(workloads + "/models/vlm-s.json");
+  Setup setup = io::read_setup(workloads + "/setups/h800-tp4-pp4.json");
 };
 }  // namespace
 
 TEST_CASE_FIXTURE(Fixture, "check_batch: well-formed batches pass, whatever their microbatch count") {
   CHECK_NOTHROW(check_batch(model, setup, batch_of({{sample(100, {576})}})));  // 1 microbatch, the setup says 64
   CHECK_NOTHROW(check_batch(model, setup, batch_of({{sample(100), sample(200, {576, 676})}, {sample(30)}})));
-  const Batch packed = sample_step(model, read_dataset(workloads + "/datasets/vlm-web-mix.json"), setup, 3, 0);
+  const Batch packed = sample_step(model, io::read_dataset(workloads + "/datasets/vlm-web-mix.json"), setup, 3, 0);
   CHECK_NOTHROW(check_batch(model, setup, packed));
 }
 
@@ -80,8 +80,8 @@ TEST_CASE_FIXTURE(Fixture, "check_batch: each refused shape names microbatch, sa
 }
 
 TEST_CASE("check_batch: the item budget of an encoder-budget setup") {
-  ModelSpec model = read_model(workloads + "/models/vlm-s.json");
-  Setup setup = read_setup(workloads + "/setups/h800-tp4-pp4.json");
+  ModelSpec model = io::read_model(workloads + "/models/vlm-s.json");
+  Setup setup = io::read_setup(workloads + "/setups/h800-tp4-pp4.json");
   setup.microbatch = MicrobatchBudget{model.modules[0].name, 100000, 3};  // at most 3 images
   CHECK_NOTHROW(check_batch(model, setup, batch_of({{sample(10, {576, 576}), sample(10, {576})}})));
   const auto e = error_of([&] { check_batch(model, setup, batch_of({{sample(10, {576, 576}), sample(10, {576, 576})}})); });

@@ -32,7 +32,7 @@ Setup budget(std::string module, std::int64_t max_tokens, std::optional<std::int
 }  // namespace
 
 TEST_CASE("backbone tokens: text + ceil(item tokens x output_tokens_per_input_token)") {
-  const ModelSpec m = read_model(workloads + "/models/vlm-s.json");
+  const ModelSpec m = io::read_model(workloads + "/models/vlm-s.json");
   const ModuleId vit{0}, llm{1};
   CHECK(encoder_output_tokens(m.module(vit), 676) == 169);
   CHECK(encoder_output_tokens(m.module(vit), 677) == 170);  // ceil(169.25)
@@ -48,7 +48,7 @@ TEST_CASE("backbone tokens: text + ceil(item tokens x output_tokens_per_input_to
 }
 
 TEST_CASE("pack: greedy in arrival order (hand-computed)") {
-  const ModelSpec m = read_model(workloads + "/models/vlm-s.json");
+  const ModelSpec m = io::read_model(workloads + "/models/vlm-s.json");
   // llm loads: 60, 30, 20, 50 + 169 = 219 > 200 (truncated: text to 31), 10
   const std::vector<Sample> in = {sample(60, {}), sample(30, {}), sample(20, {}), sample(50, {676}), sample(10, {})};
   const Batch b = pack(m, budget("llm", 200), in);
@@ -60,7 +60,7 @@ TEST_CASE("pack: greedy in arrival order (hand-computed)") {
 }
 
 TEST_CASE("truncation: text first then trailing items (counted)") {
-  const ModelSpec m = read_model(workloads + "/models/vlm-s.json");
+  const ModelSpec m = io::read_model(workloads + "/models/vlm-s.json");
   const Setup s = budget("llm", 8192);
   const ModuleId llm{1};
   SUBCASE("text only over") {
@@ -90,7 +90,7 @@ TEST_CASE("truncation: text first then trailing items (counted)") {
     CHECK(pwtest::contains(e->message(), "\"llm\""));
   }
   SUBCASE("encoder budget with max_items: trailing items of its modality dropped") {
-    const ModelSpec t2v = read_model(workloads + "/models/t2v-s.json");
+    const ModelSpec t2v = io::read_model(workloads + "/models/t2v-s.json");
     const ModuleId dit{1};
     const Setup vs = budget("dit", 32768, 8);
     Sample x;
@@ -127,9 +127,9 @@ TEST_CASE("sample_step: invariants against a replay of the step's sample stream"
   for (const Case& c : cases) {
     CAPTURE(c.model);
     CAPTURE(c.dataset);
-    const ModelSpec m = read_model(workloads + "/models/" + c.model + ".json");
-    const DatasetSpec d = read_dataset(workloads + "/datasets/" + c.dataset + ".json");
-    const Setup s = read_setup(workloads + "/setups/" + c.setup + ".json");
+    const ModelSpec m = io::read_model(workloads + "/models/" + c.model + ".json");
+    const DatasetSpec d = io::read_dataset(workloads + "/datasets/" + c.dataset + ".json");
+    const Setup s = io::read_setup(workloads + "/setups/" + c.setup + ".json");
     const ModuleId bm = *m.find(s.microbatch.module);
     const auto& b = s.microbatch;
     for (int step : {0, 1, 5}) {
@@ -169,17 +169,17 @@ TEST_CASE("sample_step: invariants against a replay of the step's sample stream"
 }
 
 TEST_CASE("tiny budgets truncate and count") {
-  const ModelSpec m = read_model(workloads + "/models/tiny-vlm.json");
-  const DatasetSpec d = read_dataset(workloads + "/datasets/vlm-web-mix.json");
-  const Setup s = read_setup(workloads + "/setups/cpu-pp4.json");  // 256 llm tokens
+  const ModelSpec m = io::read_model(workloads + "/models/tiny-vlm.json");
+  const DatasetSpec d = io::read_dataset(workloads + "/datasets/vlm-web-mix.json");
+  const Setup s = io::read_setup(workloads + "/setups/cpu-pp4.json");  // 256 llm tokens
   const Batch b = sample_step(m, d, s, 9, 0);
   CHECK(b.truncated_samples > 0);  // web documents have a median of 700 text tokens
 }
 
 TEST_CASE("budget errors") {
   using pwtest::error_of;
-  const ModelSpec m = read_model(workloads + "/models/vlm-s.json");
-  const DatasetSpec d = read_dataset(workloads + "/datasets/vlm-web-mix.json");
+  const ModelSpec m = io::read_model(workloads + "/models/vlm-s.json");
+  const DatasetSpec d = io::read_dataset(workloads + "/datasets/vlm-web-mix.json");
   {
     const auto e = error_of([&] { (void)sample_step(m, d, budget("vision", 100), 1, 0); });
     REQUIRE(e);
@@ -197,7 +197,7 @@ TEST_CASE("budget errors") {
     CHECK(e->kind() == ErrorKind::input);
   }
   {  // a budget the data never gives tokens to: an error, not an endless loop
-    const DatasetSpec text_only = read_dataset(workloads + "/datasets/vlm-web-mix.json");
+    const DatasetSpec text_only = io::read_dataset(workloads + "/datasets/vlm-web-mix.json");
     DatasetSpec no_images = text_only;
     for (auto& src : no_images.mixture) src.items.clear();
     const auto e = error_of([&] { (void)sample_step(m, no_images, budget("vit", 1000), 1, 0); });

@@ -40,7 +40,7 @@ TEST_CASE("golden: the first samples of vlm-web-mix for seed 42") {
       {0, 550, {676, 676, 676, 676}},
       {1, 8, {676}},
   };
-  const DatasetSpec d = read_dataset(workloads + "/datasets/vlm-web-mix.json");
+  const DatasetSpec d = io::read_dataset(workloads + "/datasets/vlm-web-mix.json");
   DatasetSampler sampler(d, 42);
   for (std::size_t i = 0; i < golden.size(); ++i) {
     CAPTURE(i);
@@ -58,7 +58,7 @@ TEST_CASE("golden: the first samples of vlm-web-mix for seed 42") {
 }
 
 TEST_CASE("samples follow their source definition and mixture frequencies follow the weights") {
-  const DatasetSpec d = read_dataset(workloads + "/datasets/vlm-web-mix.json");
+  const DatasetSpec d = io::read_dataset(workloads + "/datasets/vlm-web-mix.json");
   DatasetSampler sampler(d, 7);
   const int n = 50000;
   std::vector<int> per_source(d.mixture.size(), 0);
@@ -155,11 +155,11 @@ TEST_CASE("validate(DatasetSpec) and check_compatible(ModelSpec with DatasetSpec
   }
   d.mixture[0].items[0].tokens = dist(FixedDist{10});
   CHECK_NOTHROW(validate(d));
-  const ModelSpec vlm = read_model(workloads + "/models/vlm-s.json");
-  const auto e = error_of([&] { check_compatible(vlm, d, "audio.json"); });
+  const ModelSpec vlm = io::read_model(workloads + "/models/vlm-s.json");
+  const auto e = error_of([&] { io::check_compatible(vlm, d, "audio.json"); });
   REQUIRE(e);
   CHECK(e->context().file == "audio.json");
   CHECK(e->context().path == "/mixture/0/items/audio");
   CHECK(contains(e->context().expected, "\"image\""));
-  CHECK_NOTHROW(check_compatible(vlm, read_dataset(workloads + "/datasets/vlm-web-mix.json"), "x"));
+  CHECK_NOTHROW(io::check_compatible(vlm, io::read_dataset(workloads + "/datasets/vlm-web-mix.json"), "x"));
 }

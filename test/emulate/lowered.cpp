@@ -77,8 +77,8 @@ struct Workload {
 };
 
 Workload load(const std::string& model, const std::string& dataset, const std::string& setup, int microbatches) {
-  Workload w{pw::read_model(dir + "/models/" + model), pw::read_dataset(dir + "/datasets/" + dataset),
-             pw::read_setup(dir + "/setups/" + setup)};
+  Workload w{pw::io::read_model(dir + "/models/" + model), pw::io::read_dataset(dir + "/datasets/" + dataset),
+             pw::io::read_setup(dir + "/setups/" + setup)};
   w.setup.microbatches_per_step = microbatches;  // keep the test quick
   return w;
 }
@@ -162,12 +162,12 @@ TEST_CASE("fast path == emulate(lower(schedule)) on real steps - cache modes agr
 }
 
 TEST_CASE("the lower bound never exceeds the emulated time across the reference suite") {
-  const auto suite = pw::read_suite(dir + "/suite.json");
+  const auto suite = pw::io::read_suite(dir + "/suite.json");
   double log_ratio = 0;
   int plans = 0;
   for (const auto& c : suite.cases) {
     CAPTURE(c.name);
-    const auto w = pw::read_case(c);
+    const auto w = pw::io::read_case(c);
     const pw::AnalyticCostModel cost(w.model, w.setup);
     const int P = w.setup.pipeline_stages;
     for (std::uint64_t seed = 1; seed <= 3; ++seed) {

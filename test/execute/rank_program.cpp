@@ -318,12 +318,12 @@ TEST_CASE("rank program: tiny-vlm on four ranks, whole and split backwards") {
 }
 
 TEST_CASE("rank program: the reference workloads") {
-  const auto suite = pw::read_suite(std::filesystem::path(PIPEWEAVER_WORKLOADS_DIR) / "suite.json");
+  const auto suite = pw::io::read_suite(std::filesystem::path(PIPEWEAVER_WORKLOADS_DIR) / "suite.json");
   REQUIRE(!suite.cases.empty());
   std::uint64_t seed = 3;
   for (const auto& c : suite.cases) {
     CAPTURE(c.name);
-    const auto w = pw::read_case(c);
+    const auto w = pw::io::read_case(c);
     const pw::AnalyticCostModel cost(w.model, w.setup);
     const auto batch = pw::sample_step(w.model, w.dataset, w.setup, seed, 0);
     const std::vector<int> segments(w.model.size(), 1);

@@ -21,7 +21,7 @@ void same(const Batch& a, const Batch& b) {
 void bad(const std::string& text, const std::string& path, const std::string& what) {
   CAPTURE(text);
   try {
-    (void)parse_batch(text, "b.json");
+    (void)io::parse_batch(text, "b.json");
     FAIL("no error");
   } catch (const Error& e) {
     CHECK(e.kind() == ErrorKind::input);
@@ -34,20 +34,20 @@ void bad(const std::string& text, const std::string& path, const std::string& wh
 
 TEST_CASE("batch json: sampled batches round-trip through text and files") {
   const std::string w = PIPEWEAVER_WORKLOADS_DIR;
-  const ModelSpec model = read_model(w + "/models/vlm-s.json");
-  const Setup setup = read_setup(w + "/setups/h800-tp4-pp4.json");
-  const DatasetSpec ds = read_dataset(w + "/datasets/vlm-web-mix.json");
+  const ModelSpec model = io::read_model(w + "/models/vlm-s.json");
+  const Setup setup = io::read_setup(w + "/setups/h800-tp4-pp4.json");
+  const DatasetSpec ds = io::read_dataset(w + "/datasets/vlm-web-mix.json");
   for (int step = 0; step < 2; ++step) {
     const Batch b = sample_step(model, ds, setup, 3, step);
-    same(parse_batch(batch_to_json(b).dump(), "mem"), b);
+    same(io::parse_batch(io::to_json(b).dump(), "mem"), b);
     const auto file = std::filesystem::temp_directory_path() / ("pw-batch-" + std::to_string(step) + ".json");
-    write_batch(b, file);
-    same(read_batch(file), b);
-    CHECK_NOTHROW(check_compatible(model, read_batch(file), file.string()));
+    io::write_batch(file, b);
+    same(io::read_batch(file), b);
+    CHECK_NOTHROW(io::check_batch(model, setup, io::read_batch(file), file.string()));
     std::filesystem::remove(file);
   }
   // Item lists come back sorted by modality, whatever the key order.
-  const Batch b = parse_batch(R"({"microbatches": [[{"video": [5], "text": 3, "image": [1, 2]}]]})", "x");
+  const Batch b = io::parse_batch(R"({"microbatches": [[{"video": [5], "text": 3, "image": [1, 2]}]]})", "x");
   REQUIRE(b.microbatches[0].samples[0].items.size() == 2);
   CHECK(b.microbatches[0].samples[0].items[0].modality == "image");
   CHECK(b.microbatches[0].samples[0].items[1].tokens == std::vector<std::int64_t>{5});
@@ -67,11 +67,12 @@ TEST_CASE("batch json: bad input names the file and the path") {
   bad(R"({"microbatches": [[{"text": 1.5}]]})", "/microbatches/0/0/text", "found a non-integer");
   bad(R"({"microbatches": [[{"text": 1}]], "truncated_samples": "no"})", "/truncated_samples", "found a string");
   bad(R"({"microbatches": [[{"text": 1}]])", "line 1, column 32", "malformed JSON");
-  CHECK_THROWS_AS((void)read_batch("/no/such/batch.json"), Error);
+  CHECK_THROWS_AS((void)io::read_batch("/no/such/batch.json"), Error);
 
-  const ModelSpec model = read_model(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/models/vlm-s.json");
+  const ModelSpec model = io::read_model(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/models/vlm-s.json");
+  const Setup setup = io::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/h800-tp4-pp4.json");
   try {
-    check_compatible(model, parse_batch(R"({"microbatches": [[{"text": 1}, {"text": 2, "imgae": [4]}]]})", "t.json"), "t.json");
+    io::check_batch(model, setup, io::parse_batch(R"({"microbatches": [[{"text": 1}, {"text": 2, "imgae": [4]}]]})", "t.json"), "t.json");
     FAIL("no error");
   } catch (const Error& e) {
     CHECK(e.context().file == "t.json");

@@ -154,24 +154,24 @@ void run(Kind kind, const std::string& text, const ModelSpec& vlm, const Setup& 
   try {
     switch (kind) {
       case Kind::model: {
-        const ModelSpec m = parse_model(text, "mutant.json");
-        check_compatible(m, h800, "h800.json");
+        const ModelSpec m = io::parse_model(text, "mutant.json");
+        io::check_compatible(m, h800, "h800.json");
         break;
       }
       case Kind::setup: {
-        const Setup s = parse_setup(text, "mutant.json");
-        check_compatible(vlm, s, "mutant.json");
+        const Setup s = io::parse_setup(text, "mutant.json");
+        io::check_compatible(vlm, s, "mutant.json");
         break;
       }
       case Kind::dataset: {
-        const DatasetSpec d = parse_dataset(text, "mutant.json");
+        const DatasetSpec d = io::parse_dataset(text, "mutant.json");
         DatasetSampler sampler(d, 5);
         std::vector<Sample> samples;
         for (int i = 0; i < 16; ++i) samples.push_back(sampler.next());
         (void)pack(vlm, h800, samples);
         break;
       }
-      case Kind::suite: (void)parse_suite(text, "dir/suite.json"); break;
+      case Kind::suite: (void)io::parse_suite(text, "dir/suite.json"); break;
     }
     ++out.read;
   } catch (const Error&) {
@@ -192,8 +192,8 @@ TEST_CASE("fuzz: mutated workload files give a result or a pipeweaver::Error") {
   std::sort(files.begin(), files.end());  // directory order differs between file systems
   REQUIRE(files.size() >= 15);
 
-  const ModelSpec vlm = read_model(workloads + "/models/vlm-s.json");
-  const Setup h800 = read_setup(workloads + "/setups/h800-tp4-pp4.json");
+  const ModelSpec vlm = io::read_model(workloads + "/models/vlm-s.json");
+  const Setup h800 = io::read_setup(workloads + "/setups/h800-tp4-pp4.json");
   Rng rng(0xf00d);
   Outcome out;
   int mutants = 0;

@@ -24,7 +24,7 @@ std::filesystem::path temp_file(const std::string& name) {
 
 void expect_input_error(const nlohmann::json& j, const std::string& path, const std::string& text) {
   try {
-    (void)pw::plan_from_json(j, "plan.json");
+    (void)pw::io::plan_from_json(j, "plan.json");
     FAIL("accepted");
   } catch (const pw::Error& e) {
     CHECK(e.kind() == pw::ErrorKind::input);
@@ -41,20 +41,20 @@ TEST_CASE("JSON round trip gives back an equal plan") {
   for (std::uint64_t seed = 1; seed <= 60; ++seed) {
     pw::ModelSpec model;
     const auto plan = random_plan(seed, &model);
-    const auto j = pw::to_json(plan);
+    const auto j = pw::io::to_json(plan);
     CHECK(j.at("version") == pw::Plan::format_version);
-    const auto back = pw::plan_from_json(nlohmann::json::parse(j.dump()), "mem");
+    const auto back = pw::io::plan_from_json(nlohmann::json::parse(j.dump()), "mem");
     CHECK(back == plan);
     pw::validate(back, model);
   }
 }
 
-TEST_CASE("write_plan / read_plan through files, JSON and binary") {
+TEST_CASE("write_plan / io::read_plan through files, JSON and binary") {
   pw::ModelSpec model;
   const auto plan = random_plan(42, &model);
   const auto json_path = temp_file("plan.json");
-  pw::write_plan(plan, json_path);
-  CHECK(pw::read_plan(json_path) == plan);
+  pw::io::write_plan(json_path, plan);
+  CHECK(pw::io::read_plan(json_path) == plan);
   // The file is readable JSON with one action per line.
   std::ifstream in(json_path);
   std::string first_line;
@@ -67,19 +67,19 @@ TEST_CASE("write_plan / read_plan through files, JSON and binary") {
     std::ofstream out(bin_path, std::ios::binary);
     out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   }
-  CHECK(pw::read_plan(bin_path) == plan);
+  CHECK(pw::io::read_plan(bin_path) == plan);
   {
     std::ofstream out(bin_path, std::ios::binary | std::ios::app);
     out << 'x';
   }
   try {
-    (void)pw::read_plan(bin_path);
+    (void)pw::io::read_plan(bin_path);
     FAIL("accepted");
   } catch (const pw::Error& e) {
     CHECK(e.kind() == pw::ErrorKind::input);
     CHECK(e.context().file == bin_path.string());
   }
-  CHECK_THROWS_AS((void)pw::read_plan(temp_file("does-not-exist.json")), pw::Error);
+  CHECK_THROWS_AS((void)pw::io::read_plan(temp_file("does-not-exist.json")), pw::Error);
 }
 
 TEST_CASE("bad plan JSON is rejected with the JSON path") {
@@ -88,7 +88,7 @@ TEST_CASE("bad plan JSON is rejected with the JSON path") {
   while (plan.transfers.empty()) plan = random_plan(++seed);  // one with transfers and actions
   REQUIRE(!plan.ranks.empty());
   REQUIRE(!plan.ranks[0].empty());
-  const auto good = pw::to_json(plan);
+  const auto good = pw::io::to_json(plan);
   SUBCASE("unknown top-level key") {
     auto j = good;
     j["extra"] = 1;
@@ -131,7 +131,7 @@ TEST_CASE("bad plan JSON is rejected with the JSON path") {
   }
   SUBCASE("malformed text") {
     try {
-      (void)pw::parse_plan("{\"version\": 1,", "broken.json");
+      (void)pw::io::parse_plan("{\"version\": 1,", "broken.json");
       FAIL("accepted");
     } catch (const pw::Error& e) {
       CHECK(e.kind() == pw::ErrorKind::input);

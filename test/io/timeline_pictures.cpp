@@ -41,8 +41,8 @@ std::size_t count(const std::string& s, const std::string& what) {
 void check_pictures(const pw::Plan& plan, const pw::ModelSpec& model, const pw::EmulationResult& res, const std::string& stem) {
   std::filesystem::create_directories(pictures);
   // --- Chrome trace ---
-  const std::string trace_text = pw::chrome_trace_json(plan, model, res);
-  pw::write_chrome_trace(pictures / (stem + ".trace.json"), plan, model, res);
+  const std::string trace_text = pw::io::chrome_trace_json(plan, model, res);
+  pw::io::write_chrome_trace(pictures / (stem + ".trace.json"), plan, model, res);
   const auto trace = nlohmann::json::parse(trace_text);
   std::size_t compute = 0, transfers = 0, starts = 0, finishes = 0;
   for (const auto& e : res.timeline) (e.kind == pw::TimelineEvent::Kind::compute ? compute : transfers)++;
@@ -70,8 +70,8 @@ void check_pictures(const pw::Plan& plan, const pw::ModelSpec& model, const pw::
   CHECK(starts == transfers);
   CHECK(finishes == transfers);
   // --- SVG ---
-  const std::string svg = pw::svg_timeline(plan, model, res);
-  pw::write_svg_timeline(pictures / (stem + ".svg"), plan, model, res);
+  const std::string svg = pw::io::svg_timeline(plan, model, res);
+  pw::io::write_svg_timeline(pictures / (stem + ".svg"), plan, model, res);
   CHECK(svg.rfind("<svg", 0) == 0);
   CHECK(svg.find("</svg>") != std::string::npos);
   CHECK(count(svg, "<title>") == compute);  // one box per compute action
@@ -85,7 +85,7 @@ void check_pictures(const pw::Plan& plan, const pw::ModelSpec& model, const pw::
     if (used) CHECK(svg.find(">" + m.name + " forward<") != std::string::npos);
   }
   CHECK(svg.find("idle (bubble)") != std::string::npos);
-  CHECK_THROWS_AS((void)pw::svg_timeline(plan, model, pw::EmulationResult{}), pw::Error);  // no timeline
+  CHECK_THROWS_AS((void)pw::io::svg_timeline(plan, model, pw::EmulationResult{}), pw::Error);  // no timeline
 }
 
 }  // namespace
@@ -112,9 +112,9 @@ TEST_CASE("pictures of a hand-made interleaved 1F1B plan") {
 
 TEST_CASE("pictures of a real vlm-s step") {
   const std::string dir = PIPEWEAVER_WORKLOADS_DIR;
-  const auto model = pw::read_model(dir + "/models/vlm-s.json");
-  const auto dataset = pw::read_dataset(dir + "/datasets/vlm-web-mix.json");
-  auto setup = pw::read_setup(dir + "/setups/h800-tp4-pp4.json");
+  const auto model = pw::io::read_model(dir + "/models/vlm-s.json");
+  const auto dataset = pw::io::read_dataset(dir + "/datasets/vlm-web-mix.json");
+  auto setup = pw::io::read_setup(dir + "/setups/h800-tp4-pp4.json");
   setup.microbatches_per_step = 8;
   const pw::AnalyticCostModel cost(model, setup);
   pw::Partition part;

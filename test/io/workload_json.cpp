@@ -47,20 +47,20 @@ void check_error(const std::string& rel, const std::function<void(json&)>& mutat
 }
 
 void model_error(const std::function<void(json&)>& mutate, Expect want, const std::string& rel = "models/vlm-s.json") {
-  check_error(rel, mutate, want, [](std::string_view t, std::string_view s) { return parse_model(t, s); });
+  check_error(rel, mutate, want, [](std::string_view t, std::string_view s) { return io::parse_model(t, s); });
 }
 void setup_error(const std::function<void(json&)>& mutate, Expect want, const std::string& rel = "setups/h800-tp4-pp4.json") {
-  check_error(rel, mutate, want, [](std::string_view t, std::string_view s) { return parse_setup(t, s); });
+  check_error(rel, mutate, want, [](std::string_view t, std::string_view s) { return io::parse_setup(t, s); });
 }
 void dataset_error(const std::function<void(json&)>& mutate, Expect want, const std::string& rel = "datasets/vlm-web-mix.json") {
-  check_error(rel, mutate, want, [](std::string_view t, std::string_view s) { return parse_dataset(t, s); });
+  check_error(rel, mutate, want, [](std::string_view t, std::string_view s) { return io::parse_dataset(t, s); });
 }
 }  // namespace
 
 TEST_CASE("every shipped workload file reads and holds the values of its JSON") {
   for (const auto& entry : std::filesystem::directory_iterator(workloads + "/models")) {
     CAPTURE(entry.path().string());
-    const ModelSpec m = read_model(entry.path());
+    const ModelSpec m = io::read_model(entry.path());
     const json j = load("models/" + entry.path().filename().string());
     CHECK(m.name == j["name"]);
     REQUIRE(m.modules.size() == j["modules"].size());
@@ -88,7 +88,7 @@ TEST_CASE("every shipped workload file reads and holds the values of its JSON") 
   }
   for (const auto& entry : std::filesystem::directory_iterator(workloads + "/setups")) {
     CAPTURE(entry.path().string());
-    const Setup s = read_setup(entry.path());
+    const Setup s = io::read_setup(entry.path());
     const json j = load("setups/" + entry.path().filename().string());
     CHECK(s.name == j["name"]);
     CHECK(s.pipeline_stages == j["pipeline_stages"]);
@@ -104,7 +104,7 @@ TEST_CASE("every shipped workload file reads and holds the values of its JSON") 
   }
   for (const auto& entry : std::filesystem::directory_iterator(workloads + "/datasets")) {
     CAPTURE(entry.path().string());
-    const DatasetSpec d = read_dataset(entry.path());
+    const DatasetSpec d = io::read_dataset(entry.path());
     const json j = load("datasets/" + entry.path().filename().string());
     REQUIRE(d.mixture.size() == j["mixture"].size());
     for (std::size_t i = 0; i < d.mixture.size(); ++i) {
@@ -115,14 +115,14 @@ TEST_CASE("every shipped workload file reads and holds the values of its JSON") 
 }
 
 TEST_CASE("a few values by hand from vlm-s and vlm-web-mix and the t2v setups") {
-  const ModelSpec m = read_model(workloads + "/models/vlm-s.json");
+  const ModelSpec m = io::read_model(workloads + "/models/vlm-s.json");
   REQUIRE(m.modules.size() == 2);
   CHECK(m.modules[0].role == ModuleRole::encoder);
   CHECK(m.modules[0].feeds == ModuleId{1});
   CHECK(m.modules[0].output_tokens_per_input_token == 0.25);
   CHECK(m.modules[1].vocab == 128256);
   CHECK(m.backbone() == ModuleId{1});
-  const DatasetSpec d = read_dataset(workloads + "/datasets/vlm-web-mix.json");
+  const DatasetSpec d = io::read_dataset(workloads + "/datasets/vlm-web-mix.json");
   const auto& docs = d.mixture[0];
   CHECK(docs.name == "interleaved-docs");
   REQUIRE(std::holds_alternative<LognormalDist>(docs.text.kind));
@@ -134,38 +134,38 @@ TEST_CASE("a few values by hand from vlm-s and vlm-web-mix and the t2v setups") 
   CHECK(docs.items[0].count.max == 30);
   const auto& qa = std::get<ChoiceDist>(d.mixture[2].items[0].count.kind);
   CHECK(qa.values == std::vector<double>{0, 1});
-  const DatasetSpec clips = read_dataset(workloads + "/datasets/t2v-clips.json");
+  const DatasetSpec clips = io::read_dataset(workloads + "/datasets/t2v-clips.json");
   CHECK(clips.mixture[0].items[0].tokens.scale == 2048);
-  const Setup s = read_setup(workloads + "/setups/t2v-h800-tp4-pp4.json");
+  const Setup s = io::read_setup(workloads + "/setups/t2v-h800-tp4-pp4.json");
   CHECK(s.microbatch.max_items == 8);
   CHECK(s.tensor_parallel_link->latency_us == 3);
 }
 
 TEST_CASE("the suite: cases resolved relative to the suite file and every case consistent") {
-  const Suite suite = read_suite(workloads + "/suite.json");
+  const io::Suite suite = io::read_suite(workloads + "/suite.json");
   CHECK(suite.name == "reference-suite");
   REQUIRE(suite.cases.size() == 7);
-  for (const SuiteCase& c : suite.cases) {
+  for (const io::SuiteCase& c : suite.cases) {
     CAPTURE(c.name);
     CHECK(std::filesystem::exists(c.model));
     CHECK(std::filesystem::exists(c.dataset));
     CHECK(std::filesystem::exists(c.setup));
-    CHECK_NOTHROW((void)read_case(c));
+    CHECK_NOTHROW((void)io::read_case(c));
   }
   CHECK(suite.cases[0].model == std::filesystem::path(workloads) / "models/vlm-s.json");
-  const Suite elsewhere = parse_suite(R"({"name": "s", "cases": [{"name": "a", "model": "m.json", "dataset": "/abs/d.json", "setup": "../s.json"}]})",
+  const io::Suite elsewhere = io::parse_suite(R"({"name": "s", "cases": [{"name": "a", "model": "m.json", "dataset": "/abs/d.json", "setup": "../s.json"}]})",
                                       "/some/dir/suite.json");
   CHECK(elsewhere.cases[0].model == std::filesystem::path("/some/dir/m.json"));
   CHECK(elsewhere.cases[0].dataset == std::filesystem::path("/abs/d.json"));
   CHECK(elsewhere.cases[0].setup == std::filesystem::path("/some/dir/../s.json"));
   const auto dup = error_of([] {
-    (void)parse_suite(R"({"name": "s", "cases": [{"name": "a", "model": "m", "dataset": "d", "setup": "s"},
+    (void)io::parse_suite(R"({"name": "s", "cases": [{"name": "a", "model": "m", "dataset": "d", "setup": "s"},
                                                  {"name": "a", "model": "m", "dataset": "d", "setup": "s"}]})",
                       "suite.json");
   });
   REQUIRE(dup);
   CHECK(dup->context().path == "/cases/1/name");
-  const auto unknown = error_of([] { (void)parse_suite(R"({"name": "s", "cases": [{"name": "a", "modle": "m"}]})", "suite.json"); });
+  const auto unknown = error_of([] { (void)io::parse_suite(R"({"name": "s", "cases": [{"name": "a", "modle": "m"}]})", "suite.json"); });
   REQUIRE(unknown);
   CHECK(unknown->context().path == "/cases/0/modle");
 }
@@ -244,7 +244,7 @@ TEST_CASE("setup errors") {
   json ok = load("setups/h800-tp4-pp4.json");
   ok["tensor_parallel"] = 1;
   ok["links"].erase("tensor_parallel");
-  CHECK_NOTHROW((void)parse_setup(ok.dump(), "ok.json"));
+  CHECK_NOTHROW((void)io::parse_setup(ok.dump(), "ok.json"));
 }
 
 TEST_CASE("dataset errors") {
@@ -277,57 +277,57 @@ TEST_CASE("dataset errors") {
 
 TEST_CASE("malformed JSON and duplicate keys and unreadable files") {
   SUBCASE("malformed JSON reports line and column") {
-    const auto e = error_of([] { (void)parse_model("{\n  \"name\": \"x\",\n  \"modules\": [1,]\n}", "bad.json"); });
+    const auto e = error_of([] { (void)io::parse_model("{\n  \"name\": \"x\",\n  \"modules\": [1,]\n}", "bad.json"); });
     REQUIRE(e);
     CHECK(e->kind() == ErrorKind::input);
     CHECK(e->context().file == "bad.json");
     CHECK(e->context().path == "line 3, column 17");
     CHECK(contains(e->message(), "malformed JSON"));
-    const auto empty = error_of([] { (void)parse_setup("", "empty.json"); });
+    const auto empty = error_of([] { (void)io::parse_setup("", "empty.json"); });
     REQUIRE(empty);
     CHECK(contains(empty->message(), "malformed JSON"));
-    const auto trailing = error_of([] { (void)parse_dataset("{} x", "t.json"); });
+    const auto trailing = error_of([] { (void)io::parse_dataset("{} x", "t.json"); });
     REQUIRE(trailing);
     CHECK(trailing->context().path == "line 1, column 4");
   }
   SUBCASE("a repeated key is an error at its path") {
     const auto e = error_of([] {
-      (void)parse_model(R"({"name": "m", "modules": [{"name": "a", "layers": 1, "layers": 2}]})", "dup.json");
+      (void)io::parse_model(R"({"name": "m", "modules": [{"name": "a", "layers": 1, "layers": 2}]})", "dup.json");
     });
     REQUIRE(e);
     CHECK(e->context().path == "/modules/0/layers");
     CHECK(contains(e->message(), "duplicate key \"layers\""));
-    const auto nested = error_of([] { (void)parse_setup(R"({"a": [{}, {"b": {"c~/": 1, "c~/": 2}}]})", "dup.json"); });
+    const auto nested = error_of([] { (void)io::parse_setup(R"({"a": [{}, {"b": {"c~/": 1, "c~/": 2}}]})", "dup.json"); });
     REQUIRE(nested);
     CHECK(nested->context().path == "/a/1/b/c~0~1");
   }
   SUBCASE("the top level must be an object") {
-    const auto e = error_of([] { (void)parse_model("[1, 2]", "arr.json"); });
+    const auto e = error_of([] { (void)io::parse_model("[1, 2]", "arr.json"); });
     REQUIRE(e);
     CHECK(contains(e->message(), "found an array"));
     CHECK(contains(e->context().expected, "model"));
   }
   SUBCASE("unreadable files") {
-    const auto missing = error_of([] { (void)read_model(workloads + "/models/no-such-model.json"); });
+    const auto missing = error_of([] { (void)io::read_model(workloads + "/models/no-such-model.json"); });
     REQUIRE(missing);
     CHECK(missing->kind() == ErrorKind::input);
     CHECK(contains(missing->context().file, "no-such-model.json"));
     CHECK(contains(missing->message(), "cannot open"));
-    const auto dir = error_of([] { (void)read_setup(workloads + "/setups"); });
+    const auto dir = error_of([] { (void)io::read_setup(workloads + "/setups"); });
     REQUIRE(dir);
     CHECK(contains(dir->message(), "directory"));
   }
 }
 
 TEST_CASE("check_compatible(ModelSpec with Setup): the budget module exists and max_items only for item consumers") {
-  const ModelSpec vlm = read_model(workloads + "/models/vlm-s.json");
-  const ModelSpec t2v = read_model(workloads + "/models/t2v-s.json");
-  const Setup h800 = read_setup(workloads + "/setups/h800-tp4-pp4.json");
-  const Setup t2v_setup = read_setup(workloads + "/setups/t2v-h800-tp4-pp4.json");
-  CHECK_NOTHROW(check_compatible(vlm, h800, "h800.json"));
-  CHECK_NOTHROW(check_compatible(t2v, t2v_setup, "t2v.json"));
+  const ModelSpec vlm = io::read_model(workloads + "/models/vlm-s.json");
+  const ModelSpec t2v = io::read_model(workloads + "/models/t2v-s.json");
+  const Setup h800 = io::read_setup(workloads + "/setups/h800-tp4-pp4.json");
+  const Setup t2v_setup = io::read_setup(workloads + "/setups/t2v-h800-tp4-pp4.json");
+  CHECK_NOTHROW(io::check_compatible(vlm, h800, "h800.json"));
+  CHECK_NOTHROW(io::check_compatible(t2v, t2v_setup, "t2v.json"));
   {
-    const auto e = error_of([&] { check_compatible(vlm, t2v_setup, "t2v.json"); });  // vlm has no "dit"
+    const auto e = error_of([&] { io::check_compatible(vlm, t2v_setup, "t2v.json"); });  // vlm has no "dit"
     REQUIRE(e);
     CHECK(e->kind() == ErrorKind::input);
     CHECK(e->context().file == "t2v.json");
@@ -338,16 +338,16 @@ TEST_CASE("check_compatible(ModelSpec with Setup): the budget module exists and 
   {
     Setup s = h800;
     s.microbatch.max_items = 4;
-    const auto e = error_of([&] { check_compatible(vlm, s, "s.json"); });
+    const auto e = error_of([&] { io::check_compatible(vlm, s, "s.json"); });
     REQUIRE(e);
     CHECK(e->context().path == "/microbatch/max_items");
     s.microbatch.module = "vit";  // an encoder consumes items: fine
-    CHECK_NOTHROW(check_compatible(vlm, s, "s.json"));
+    CHECK_NOTHROW(io::check_compatible(vlm, s, "s.json"));
   }
 }
 
 TEST_CASE("validators hold specs built in code to the same rules") {
-  ModelSpec m = read_model(workloads + "/models/vlm-s.json");
+  ModelSpec m = io::read_model(workloads + "/models/vlm-s.json");
   CHECK_NOTHROW(validate(m));
   m.modules[1].feeds = ModuleId{0};  // llm -> vit -> llm
   const auto e = error_of([&] { validate(m); });

@@ -48,8 +48,8 @@ struct Case {
 };
 
 Case load(const std::string& model, const std::string& dataset, const std::string& setup) {
-  return {read_model(W + "/models/" + model + ".json"), read_setup(W + "/setups/" + setup + ".json"),
-          read_dataset(W + "/datasets/" + dataset + ".json")};
+  return {io::read_model(W + "/models/" + model + ".json"), io::read_setup(W + "/setups/" + setup + ".json"),
+          io::read_dataset(W + "/datasets/" + dataset + ".json")};
 }
 
 /// Small, reproducible search budgets so the tests stay fast.
@@ -138,11 +138,11 @@ void check_result(const PlanResult& r, const Case& c, const C& cost) {
 }  // namespace
 
 TEST_CASE("planner: validated plans, never slower than a fitting baseline, on every suite case") {
-  const Suite suite = read_suite(W + "/suite.json");
+  const io::Suite suite = io::read_suite(W + "/suite.json");
   REQUIRE(suite.cases.size() >= 7);
-  for (const SuiteCase& sc : suite.cases) {
+  for (const io::SuiteCase& sc : suite.cases) {
     CAPTURE(sc.name);
-    const Workload w = read_case(sc);
+    const io::Workload w = io::read_case(sc);
     const Case c{w.model, w.setup, w.dataset};
     const AnalyticCostModel cost(c.model, c.setup);
     const Planner planner(c.model, c.setup, cost, c.dataset, quick());

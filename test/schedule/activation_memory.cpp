@@ -238,12 +238,12 @@ int check_peaks_agree(const pw::Plan& plan, const pw::ModelSpec& model, const pw
 }  // namespace
 
 TEST_CASE("agreement on the reference suite: every baseline's plan and the planner's plan") {
-  const pw::Suite suite = pw::read_suite(std::filesystem::path(PIPEWEAVER_WORKLOADS_DIR) / "suite.json");
+  const pw::io::Suite suite = pw::io::read_suite(std::filesystem::path(PIPEWEAVER_WORKLOADS_DIR) / "suite.json");
   REQUIRE(!suite.cases.empty());
   int plans = 0;
-  for (const pw::SuiteCase& c : suite.cases) {
+  for (const pw::io::SuiteCase& c : suite.cases) {
     CAPTURE(c.name);
-    const pw::Workload w = pw::read_case(c);
+    const pw::io::Workload w = pw::io::read_case(c);
     const pw::AnalyticCostModel cost(w.model, w.setup);
     pw::PlannerOptions options;
     options.iterations = 2;

@@ -22,12 +22,12 @@ namespace pw = pipeweaver;
 using namespace planir_test;
 
 TEST_CASE("reference workloads: split, graph, lower, validate, serialize") {
-  const auto suite = pw::read_suite(std::filesystem::path(PIPEWEAVER_WORKLOADS_DIR) / "suite.json");
+  const auto suite = pw::io::read_suite(std::filesystem::path(PIPEWEAVER_WORKLOADS_DIR) / "suite.json");
   REQUIRE(!suite.cases.empty());
   std::uint64_t seed = 1;
   for (const auto& c : suite.cases) {
     CAPTURE(c.name);
-    const auto w = pw::read_case(c);
+    const auto w = pw::io::read_case(c);
     const pw::AnalyticCostModel cost(w.model, w.setup);
     const auto batch = pw::sample_step(w.model, w.dataset, w.setup, seed, 0);
     const std::vector<int> segments(w.model.size(), 1);
@@ -53,7 +53,7 @@ TEST_CASE("reference workloads: split, graph, lower, validate, serialize") {
     CHECK(peaks.size() == static_cast<std::size_t>(w.setup.pipeline_stages));
     for (auto p : peaks) CHECK(p > pw::Bytes{0});
     CHECK(pw::plan_from_binary(pw::to_binary(plan)) == plan);
-    CHECK(pw::plan_from_json(pw::to_json(plan), "mem") == plan);
+    CHECK(pw::io::plan_from_json(pw::io::to_json(plan), "mem") == plan);
     // Every sampled item is in exactly one sub-microbatch of its module.
     std::size_t items = 0, expected = 0;
     for (const auto& sm : s) items += sm.item_tokens().size();

@@ -29,10 +29,10 @@ inline SampledStep sampled_step(const std::string& model, const std::string& dat
   namespace pw = pipeweaver;
   const std::string dir = PIPEWEAVER_WORKLOADS_DIR;
   SampledStep s;
-  s.model = pw::read_model(dir + "/models/" + model + ".json");
-  s.setup = pw::read_setup(dir + "/setups/" + setup + ".json");
+  s.model = pw::io::read_model(dir + "/models/" + model + ".json");
+  s.setup = pw::io::read_setup(dir + "/setups/" + setup + ".json");
   if (memory_gib > 0) s.setup.device.memory_gib = memory_gib;
-  const auto ds = pw::read_dataset(dir + "/datasets/" + dataset + ".json");
+  const auto ds = pw::io::read_dataset(dir + "/datasets/" + dataset + ".json");
   const pw::AnalyticCostModel cost{s.model, s.setup};
   const pw::Batch batch = pw::sample_step(s.model, ds, s.setup, seed, step);
   s.partition = pw::dip_partition(s.model, s.setup, cost, batch).partition;

@@ -10,8 +10,8 @@
 // non-empty array of the items' token counts (integers >= 1); "truncated_samples" is optional
 // (default 0). Every microbatch holds at least one sample. Unknown top-level keys are errors;
 // errors are Error(input) naming the file, the JSON path and what was expected.
-// check_compatible(model, batch, source) rejects a modality no module of the model consumes
-// (a typo would otherwise be ignored silently).
+// check_batch(model, setup, batch, source) checks a batch read from a file against the model
+// and the setup (data/batch_check.hpp), naming the file in its errors.
 #include <algorithm>
 #include <cstdint>
 #include <filesystem>
@@ -25,14 +25,16 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/data/batch.hpp"
+#include "pipeweaver/data/batch_check.hpp"
 #include "pipeweaver/io/detail/json_reader.hpp"
 #include "pipeweaver/model/model_spec.hpp"
+#include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/model/validate.hpp"
 
-namespace pipeweaver {
+namespace pipeweaver::io {
 
 /// The batch as JSON (the format of the header comment).
-[[nodiscard]] inline nlohmann::ordered_json batch_to_json(const Batch& batch) {
+[[nodiscard]] inline nlohmann::ordered_json to_json(const Batch& batch) {
   nlohmann::ordered_json mbs = nlohmann::ordered_json::array();
   for (const Microbatch& mb : batch.microbatches) {
     nlohmann::ordered_json samples = nlohmann::ordered_json::array();
@@ -120,28 +122,20 @@ inline Batch batch_from_json_impl(const nlohmann::json& j, std::string_view sour
   return parse_batch(detail::read_text_file(path), path.string());
 }
 /// Writes `batch` as JSON; Error(input) naming the file when it cannot be written.
-inline void write_batch(const Batch& batch, const std::filesystem::path& path) {
+inline void write_batch(const std::filesystem::path& path, const Batch& batch) {
   std::ofstream out(path, std::ios::binary);
-  if (out) out << batch_to_json(batch).dump(1) << '\n';
+  if (out) out << to_json(batch).dump(1) << '\n';
   if (!out)
     throw input_error("cannot write the batch file", {.file = path.string(), .expected = "a writable path"});
 }
 
-/// Every modality of `batch` is consumed by a module of `model` (Error(input) naming `source`
-/// and the first sample's path otherwise).
-inline void check_compatible(const ModelSpec& model, const Batch& batch, std::string_view source) {
-  for (std::size_t m = 0; m < batch.microbatches.size(); ++m)
-    for (std::size_t i = 0; i < batch.microbatches[m].samples.size(); ++i)
-      for (const SampleItems& it : batch.microbatches[m].samples[i].items) {
-        const bool known = std::any_of(model.modules.begin(), model.modules.end(),
-                                       [&](const ModuleSpec& mod) { return mod.modality == it.modality; });
-        if (!known) {
-          std::string consumed;
-          for (const ModuleSpec& mod : model.modules)
-            if (mod.modality != "text") consumed += (consumed.empty() ? "" : ", ") + mod.modality;
-          throw input_error("modality \"" + it.modality + "\" is not consumed by model '" + model.name + "'", {.file = std::string(source), .path = "/microbatches/" + std::to_string(m) + "/" + std::to_string(i) + "/" + detail::json_pointer_token(it.modality), .expected = "\"text\" or one of the model's modalities: " + consumed});
-        }
-      }
+/// check_batch (data/batch_check.hpp) with `source`, the batch's file, in the error.
+inline void check_batch(const ModelSpec& model, const Setup& setup, const Batch& batch, std::string_view source) {
+  try {
+    pipeweaver::check_batch(model, setup, batch);
+  } catch (const Error& e) {
+    throw in_file(e, source);
+  }
 }
 
-}  // namespace pipeweaver
+}  // namespace pipeweaver::io

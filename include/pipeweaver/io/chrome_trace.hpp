@@ -25,7 +25,7 @@
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/ir/plan.hpp"
 
-namespace pipeweaver {
+namespace pipeweaver::io {
 
 namespace detail {
 
@@ -214,4 +214,4 @@ inline void write_chrome_trace(const std::filesystem::path& path, const Plan& pl
     throw input_error("cannot write the Chrome trace", {.file = path.string(), .expected = "a writable file path"});
 }
 
-}  // namespace pipeweaver
+}  // namespace pipeweaver::io

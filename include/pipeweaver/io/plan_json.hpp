@@ -39,7 +39,7 @@
 #include "pipeweaver/ir/plan.hpp"
 #include "pipeweaver/ir/plan_binary.hpp"
 
-namespace pipeweaver {
+namespace pipeweaver::io {
 
 namespace detail {
 
@@ -282,7 +282,7 @@ inline Action action_from_json(const nlohmann::json& j, const std::string& path,
 
 /// Writes the plan as JSON, one sub-microbatch, transfer or action per line. Error{input}
 /// naming the file if it cannot be written.
-inline void write_plan(const Plan& plan, const std::filesystem::path& path) {
+inline void write_plan(const std::filesystem::path& path, const Plan& plan) {
   const nlohmann::json j = to_json(plan);
   std::string out = "{\n";
   bool first = true;
@@ -331,12 +331,5 @@ inline void write_plan(const Plan& plan, const std::filesystem::path& path) {
   return parse_plan(text, path.string());
 }
 
-namespace io {
-using pipeweaver::parse_plan;
-using pipeweaver::plan_from_json;
-using pipeweaver::read_plan;
-using pipeweaver::to_json;
-using pipeweaver::write_plan;
-}  // namespace io
 
-}  // namespace pipeweaver
+}  // namespace pipeweaver::io

@@ -25,7 +25,7 @@
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/ir/plan.hpp"
 
-namespace pipeweaver {
+namespace pipeweaver::io {
 
 struct SvgTimelineOptions {
   int width = 1200;           ///< pixels
@@ -263,4 +263,4 @@ inline void write_svg_timeline(const std::filesystem::path& path, const Plan& pl
     throw input_error("cannot write the SVG timeline", {.file = path.string(), .expected = "a writable file path"});
 }
 
-}  // namespace pipeweaver
+}  // namespace pipeweaver::io

@@ -24,7 +24,7 @@
 #include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/model/validate.hpp"
 
-namespace pipeweaver {
+namespace pipeweaver::io {
 
 /// One reference case of a suite: files resolved relative to the suite file's folder.
 struct SuiteCase {
@@ -327,18 +327,5 @@ inline void check_compatible(const ModelSpec& model, const DatasetSpec& dataset,
   return w;
 }
 
-/// The I/O functions under pipeweaver::io (`pw::io::read_model(...)`).
-namespace io {
-using pipeweaver::check_compatible;
-using pipeweaver::parse_dataset;
-using pipeweaver::parse_model;
-using pipeweaver::parse_setup;
-using pipeweaver::parse_suite;
-using pipeweaver::read_case;
-using pipeweaver::read_dataset;
-using pipeweaver::read_model;
-using pipeweaver::read_setup;
-using pipeweaver::read_suite;
-}  // namespace io
 
-}  // namespace pipeweaver
+}  // namespace pipeweaver::io

@@ -29,7 +29,7 @@ namespace pw = pipeweaver;
 
 namespace {
 
-pw::Setup cpu_pp4() { return pw::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json"); }
+pw::Setup cpu_pp4() { return pw::io::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json"); }
 
 using test_plans::gradient_norm;
 using test_plans::max_relative_gradient_error;

@@ -45,7 +45,7 @@ struct UnitCost {
 };
 static_assert(pw::CostModel<UnitCost, pw::StageSpec, pw::SubMicrobatchSpec>);
 
-inline pw::ModelSpec tiny_vlm() { return pw::read_model(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/models/tiny-vlm.json"); }
+inline pw::ModelSpec tiny_vlm() { return pw::io::read_model(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/models/tiny-vlm.json"); }
 
 /// Module m cut into chunks of `layers_per_chunk[i]` layers placed on `ranks[i]`.
 inline pw::ModulePlacement placement(std::vector<int> layers_per_chunk, std::vector<int> ranks, std::int64_t items) {

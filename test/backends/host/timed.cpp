@@ -105,7 +105,7 @@ std::size_t compute_actions(const pw::Plan& plan, int r) {
 
 TEST_CASE("host timed run: measured step time tracks X times the emulated one, transfers included") {
   const pw::ModelSpec model = test_plans::tiny_vlm();
-  const pw::Setup setup = pw::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json");
+  const pw::Setup setup = pw::io::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json");
   pw::Batch batch;
   for (int mb = 0; mb < 3; ++mb) {
     pw::Microbatch m;

@@ -22,7 +22,10 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/model/validate.hpp"  // json_pointer_token
 
-namespace pipeweaver::detail {
+namespace pipeweaver::io::detail {
+
+using pipeweaver::detail::json_pointer_token;  // model/validate.hpp: the JSON paths of every check
+using pipeweaver::detail::module_names;
 
 [[nodiscard]] inline std::string json_type_name(const nlohmann::json& j) {
   switch (j.type()) {
@@ -235,4 +238,4 @@ class CheckedObject {
   std::string file_;
 };
 
-}  // namespace pipeweaver::detail
+}  // namespace pipeweaver::io::detail
