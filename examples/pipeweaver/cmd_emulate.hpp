@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
+#include <range/v3/view/enumerate.hpp>
 #include <nlohmann/json.hpp>
 
 #include "pipeweaver/core/error.hpp"
@@ -61,8 +62,7 @@ inline int run_emulate(const EmulateArgs& a, std::ostream& out = std::cout) {
       j["peak_memory_gib"] = pw::to_gib(r.peak_memory());
       j["fits_memory"] = r.fits_memory();
       j["ranks"] = nlohmann::ordered_json::array();
-      for (std::size_t i = 0; i < r.ranks.size(); ++i) {
-        const auto& s = r.ranks[i];
+      for (const auto& [i, s] : ranges::views::enumerate(r.ranks)) {
         j["ranks"].push_back({{"rank", i},
                               {"busy_ms", pw::to_ms(s.busy)},
                               {"idle_ms", pw::to_ms(s.idle)},
@@ -78,8 +78,7 @@ inline int run_emulate(const EmulateArgs& a, std::ostream& out = std::cout) {
                          pw::to_ms(r.step_time), pw::to_ms(lb), pw::to_gib(r.peak_memory()), pw::to_gib(r.memory_capacity),
                          r.fits_memory() ? "fits" : "DOES NOT FIT");
       out << fmt::format("  {:>4} {:>10} {:>10} {:>7} {:>11} {:>10}\n", "rank", "busy ms", "idle ms", "idle %", "static GiB", "peak GiB");
-      for (std::size_t i = 0; i < r.ranks.size(); ++i) {
-        const auto& s = r.ranks[i];
+      for (const auto& [i, s] : ranges::views::enumerate(r.ranks)) {
         out << fmt::format("  {:>4} {:>10.1f} {:>10.1f} {:>7.1f} {:>11.2f} {:>10.2f}{}\n", i, pw::to_ms(s.busy), pw::to_ms(s.idle),
                            r.step_time.count() > 0 ? 100.0 * static_cast<double>(s.idle.count()) / static_cast<double>(r.step_time.count()) : 0.0,
                            pw::to_gib(s.static_memory), pw::to_gib(s.peak_memory), s.fits_memory ? "" : "  (over)");
