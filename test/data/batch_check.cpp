@@ -64,7 +64,7 @@ TEST_CASE_FIXTURE(Fixture, "check_batch: each refused shape names microbatch, sa
        "/microbatches/1/1/images", "which no module"},
       {"negative text", batch_of({{sample(-5, {576})}}), "/microbatches/0/0/text", "-5 text tokens"},
       {"a 0-token image", batch_of({{sample(10, {576, 0})}}), "/microbatches/0/0/image/1", "item of 0 tokens"},
-      {"a sample with nothing for the backbone", batch_of({{sample(10), sample(0)}}), "/microbatches/0/1", "no tokens on backbone"},
+      {"an empty sample", batch_of({{sample(10), sample(0)}}), "/microbatches/0/1", "empty sample"},
       {"a modality listed twice", batch_of({{repeated}}), "/microbatches/0/0/image", "out of order or repeated"},
       {"an empty item list", batch_of({{empty_list}}), "/microbatches/0/0/image", "empty item list"},
       {"a microbatch over the token budget", batch_of({{sample(10)}, crowd}), "/microbatches/1", "over the setup's budget"},

@@ -7,7 +7,7 @@
 //
 //  * at least one microbatch, at most limits::max_microbatches_per_step; every microbatch has
 //    at least one sample and at most max_samples_per_microbatch;
-//  * a sample's text tokens are >= 0, and every sample puts at least one token on the backbone;
+//  * a sample's text tokens are >= 0, and no sample is empty (no text and no items);
 //  * item lists are sorted by modality, each modality once, none empty, every item >= 1 token
 //    (and at most limits::max_microbatch_tokens); every modality is consumed by a module of the model
 //    (an encoder or a generator): a typo would otherwise silently drop the items;
@@ -46,7 +46,7 @@ namespace detail {
   return found;
 }
 
-inline void check_sample(const ModelSpec& model, ModuleId backbone, const Sample& s, const std::string& at) {
+inline void check_sample(const ModelSpec& model, const Sample& s, const std::string& at) {
   if (s.text < 0)
     throw input_error("sample has " + std::to_string(s.text) + " text tokens", {.path = at + "/text", .expected = "an integer >= 0"});
   for (std::size_t k = 0; k < s.items.size(); ++k) {
@@ -66,9 +66,8 @@ inline void check_sample(const ModelSpec& model, ModuleId backbone, const Sample
         throw input_error("item of " + std::to_string(it.tokens[i]) + " tokens",
                           {.path = ip + "/" + std::to_string(i), .expected = "an integer in [1, " + std::to_string(limits::max_microbatch_tokens) + "]"});
   }
-  if (module_load(model, backbone, s).tokens < 1)
-    throw input_error("sample puts no tokens on backbone \"" + model.module(backbone).name + "\"",
-                      {.path = at, .expected = "text tokens or items of an encoder that feeds the backbone"});
+  if (s.text == 0 && s.items.empty())
+    throw input_error("empty sample: no text tokens and no items", {.path = at, .expected = "text tokens or items"});
 }
 
 inline void check_microbatch_budget(const ModelSpec& model, const Setup& setup, ModuleId budget, const Microbatch& mb, std::size_t m) {
@@ -95,7 +94,6 @@ inline void check_batch(const ModelSpec& model, const Setup& setup, const Batch&
     throw input_error("the batch has " + std::to_string(batch.microbatches.size()) + " microbatches",
                       {.path = "/microbatches", .expected = "at most " + std::to_string(limits::max_microbatches_per_step)});
   const ModuleId budget = budget_module(model, setup);
-  const ModuleId backbone = model.backbone();
   for (std::size_t m = 0; m < batch.microbatches.size(); ++m) {
     const Microbatch& mb = batch.microbatches[m];
     if (mb.samples.empty()) throw input_error("microbatch has no samples", {.path = detail::microbatch_path(m), .expected = "at least one sample"});
@@ -103,7 +101,7 @@ inline void check_batch(const ModelSpec& model, const Setup& setup, const Batch&
       throw input_error("microbatch has " + std::to_string(mb.samples.size()) + " samples",
                         {.path = detail::microbatch_path(m), .expected = "at most " + std::to_string(max_samples_per_microbatch)});
     for (std::size_t i = 0; i < mb.samples.size(); ++i)
-      detail::check_sample(model, backbone, mb.samples[i], detail::microbatch_path(m) + "/" + std::to_string(i));
+      detail::check_sample(model, mb.samples[i], detail::microbatch_path(m) + "/" + std::to_string(i));
     detail::check_microbatch_budget(model, setup, budget, mb, m);
   }
 }
