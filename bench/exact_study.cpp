@@ -6,13 +6,18 @@
 // the steps the solver proves optimal within its node limit:
 //   dip / optimum (geometric mean, worst, how many exactly optimal),
 //   tight bound / optimum and classic bound / optimum (how much of the gap the bounds explain),
-// and, for the steps it does not prove, dip / best found and dip / tight bound. Also whether each
+// and, for the steps it does not prove, dip / best found and dip / tight bound; over every step,
+// dip / optimum bracketed by dip / best found (<= it) and dip / max(tight bound, the solver's root
+// bound) (>= it, both bounds being <= the optimum), equal where proved. Also whether each
 // optimum fits memory (the solver ignores capacity: a relaxation, so dip / optimum is if anything
 // overstated) and which candidate the planner returned.
 //
 // Usage: bench_exact_study [--instances N] [--first-seed S] [--iterations I | --budget-ms T]
 //                          [--node-limit L] [--max-ranks P] [--max-microbatches M]
-//                          [--max-layers-per-rank K] [--csv FILE] [--verbose]
+//                          [--max-layers-per-rank K] [--max-stages S] [--target-proved K]
+//                          [--csv FILE] [--verbose] [--only I] [--dump]
+// --max-stages skips steps whose stage graph is larger (the solver rarely proves those); seeds
+// are tried in order until --instances are sampled or --target-proved are proved.
 // A plain program (no Google Benchmark timing): its output is the table of bench/README.md.
 #include <pipeweaver/cost/analytic.hpp>
 #include <pipeweaver/emulate/emulator.hpp>
@@ -55,7 +60,8 @@ struct Record {
   std::size_t stages = 0;
   int ranks = 0, microbatches = 0;
   double dip = 0, opt = 0, tight = 0, classic = 0;  // ns; opt = best found when not proved
-  bool proved = false, opt_fits = true;
+  double root = 0;  // ns: the solver's bound on the empty tuple, <= the optimum (proved or not)
+  bool proved = false, opt_fits = true, skipped = false;
   std::int64_t nodes = 0, dominated = 0;
   double solve_s = 0, plan_s = 0;
 };
@@ -68,7 +74,7 @@ double geomean(const std::vector<double>& v) {
 }
 
 Record study_one(std::uint64_t seed, const pwtest::SmallStepLimits& limits, const pw::PlannerOptions& options, std::int64_t node_limit,
-                 bool dump) {
+                 int max_stages, bool dump) {
   const pwtest::SmallStep st = pwtest::small_step(seed, limits);
   const pw::AnalyticCostModel cost(st.model, st.setup);
   Record rec;
@@ -79,6 +85,13 @@ Record study_one(std::uint64_t seed, const pwtest::SmallStepLimits& limits, cons
   const auto t1 = std::chrono::steady_clock::now();
   pw::StageCostCache<pw::AnalyticCostModel> cache(cost, st.model);
   const pwtest::PlanProblem pp = pwtest::plan_problem(r.plan, st.model, cache);
+  rec.stages = pp.graph->nodes.size();
+  rec.ranks = st.setup.pipeline_stages;
+  rec.microbatches = st.setup.microbatches_per_step;
+  if (max_stages > 0 && rec.stages > static_cast<std::size_t>(max_stages)) {
+    rec.skipped = true;
+    return rec;
+  }
   if (dump) {  // the plan's timeline per rank, for diagnosis
     const auto& g = *pp.graph;
     const pw::ScheduleTiming t = pw::emulate_schedule(g, pp.plan_schedule, std::span<const pw::Nanoseconds>(pp.problem.latency),
@@ -113,13 +126,11 @@ Record study_one(std::uint64_t seed, const pwtest::SmallStepLimits& limits, cons
   const pw::Plan best_plan = pw::lower(st.model, r.plan.partition, r.plan.sub_microbatches, *pp.graph, opt.schedule, cost, "exact", st.setup.name);
   const pw::EmulationResult e = pw::emulate(best_plan, st.model, st.setup, cost);
   rec.source = r.source;
-  rec.ranks = st.setup.pipeline_stages;
-  rec.microbatches = st.setup.microbatches_per_step;
-  rec.stages = pp.graph->nodes.size();
   rec.dip = static_cast<double>(r.step_time.count());
   rec.opt = static_cast<double>(opt.step_time.count());
   rec.tight = static_cast<double>(lb.tight.count());
   rec.classic = static_cast<double>(lb.value.count());
+  rec.root = static_cast<double>(opt.root_bound.count());
   rec.proved = opt.optimal;
   rec.opt_fits = e.fits_memory();
   rec.nodes = opt.nodes;
@@ -131,7 +142,8 @@ Record study_one(std::uint64_t seed, const pwtest::SmallStepLimits& limits, cons
 }
 
 void report(const std::vector<Record>& recs) {
-  std::vector<double> dip_opt, tight_opt, classic_opt, dip_best_unproved, dip_tight_unproved;
+  std::vector<double> dip_opt, tight_opt, classic_opt, dip_best_unproved, dip_tight_unproved, dip_bound_unproved, dip_best_all,
+      dip_bound_all;
   double worst = 0;
   std::string worst_label;
   int exact = 0, fits = 0, proved = 0;
@@ -139,9 +151,14 @@ void report(const std::vector<Record>& recs) {
   std::map<std::string, std::vector<double>> per_family;
   for (const Record& r : recs) {
     ++sources[r.source];
+    // dip / optimum lies in [dip / best found, dip / max(tight, root bound)]: both the same when proved
+    const double upper = r.proved ? r.dip / r.opt : r.dip / std::max(r.tight, r.root);
+    dip_best_all.push_back(r.dip / r.opt);
+    dip_bound_all.push_back(upper);
     if (!r.proved) {
       dip_best_unproved.push_back(r.dip / r.opt);
       dip_tight_unproved.push_back(r.dip / r.tight);
+      dip_bound_unproved.push_back(upper);
       continue;
     }
     ++proved;
@@ -171,9 +188,17 @@ void report(const std::vector<Record>& recs) {
       std::printf("  %s: %zu instances, dip / optimum geometric mean %.4f, worst %.4f\n", fam.c_str(), v.size(), geomean(v),
                   *std::max_element(v.begin(), v.end()));
   }
-  if (!dip_best_unproved.empty())
-    std::printf("over the %zu unproved instances: dip / best found geometric mean %.4f, dip / tight bound %.4f\n",
-                dip_best_unproved.size(), geomean(dip_best_unproved), geomean(dip_tight_unproved));
+  if (!dip_best_unproved.empty()) {
+    std::printf("over the %zu unproved instances: dip / best found geometric mean %.4f (worst %.4f), dip / tight bound %.4f,\n",
+                dip_best_unproved.size(), geomean(dip_best_unproved),
+                *std::max_element(dip_best_unproved.begin(), dip_best_unproved.end()), geomean(dip_tight_unproved));
+    std::printf("  dip / max(tight bound, solver root bound) %.4f (worst %.4f): dip / optimum lies between the two\n",
+                geomean(dip_bound_unproved), *std::max_element(dip_bound_unproved.begin(), dip_bound_unproved.end()));
+  }
+  if (!dip_best_all.empty())
+    std::printf("over all %zu instances: dip / optimum is at least %.4f and at most %.4f (geometric mean; worst at least %.4f)\n",
+                dip_best_all.size(), geomean(dip_best_all), geomean(dip_bound_all),
+                *std::max_element(dip_best_all.begin(), dip_best_all.end()));
   std::map<std::pair<int, int>, std::pair<int, int>> by_size;  // (P, M) -> (proved, instances)
   for (const Record& r : recs) {
     auto& c = by_size[{r.ranks, r.microbatches}];
@@ -208,6 +233,8 @@ int main(int argc, char** argv) try {
     options.iterations = std::stoll(arg(argc, argv, "--iterations", "100"));
   }
   const std::string csv = arg(argc, argv, "--csv", "");
+  const int max_stages = std::stoi(arg(argc, argv, "--max-stages", "0"));        // 0: no cap
+  const int target_proved = std::stoi(arg(argc, argv, "--target-proved", "0"));  // stop once this many are proved (0: all)
   const bool verbose = flag(argc, argv, "--verbose");
   std::printf("exact study: %d instances from seed %llu, P = 2..%d, M = 2..%d, backbone layers = P x 1..%d, dip %s, node limit %lld\n",
               instances, static_cast<unsigned long long>(first_seed), limits.max_ranks, limits.max_microbatches, limits.max_layers_per_rank,
@@ -215,25 +242,33 @@ int main(int argc, char** argv) try {
               static_cast<long long>(node_limit));
   std::vector<Record> recs;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < instances; ++i) {
+  int proved = 0, skipped = 0;
+  for (int i = 0; i < instances && (target_proved <= 0 || proved < target_proved); ++i) {
     if (only >= 0 && i != only) continue;
-    recs.push_back(study_one(first_seed + static_cast<std::uint64_t>(i), limits, options, node_limit, flag(argc, argv, "--dump")));
+    Record one = study_one(first_seed + static_cast<std::uint64_t>(i), limits, options, node_limit, max_stages, flag(argc, argv, "--dump"));
+    if (one.skipped) {
+      ++skipped;
+      continue;
+    }
+    recs.push_back(std::move(one));
     const Record& r = recs.back();
+    proved += r.proved ? 1 : 0;
     if (verbose)
       std::printf("  %3d %-44s %4zu stages  dip/opt %.4f  tight/opt %.4f  %s  %lld nodes (%lld dominated) %.2f s  (%s)\n", i,
                   r.label.c_str(), r.stages, r.dip / r.opt, r.tight / r.opt, r.proved ? "proved" : "NOT proved",
                   static_cast<long long>(r.nodes), static_cast<long long>(r.dominated), r.solve_s, r.source.c_str());
     std::fflush(stdout);
   }
+  std::printf("\nsampled %d seeds; %d skipped for more than %d stages\n", static_cast<int>(recs.size()) + skipped, skipped, max_stages);
   report(recs);
   std::printf("total %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   if (!csv.empty()) {
     std::ofstream f(csv);
-    f << "label,source,stages,dip_ns,opt_ns,tight_ns,classic_ns,proved,opt_fits,nodes,plan_s,solve_s\n";
+    f << "label,source,stages,dip_ns,opt_ns,tight_ns,classic_ns,root_ns,proved,opt_fits,nodes,plan_s,solve_s\n";
     for (const Record& r : recs)
       f << '"' << r.label << "\"," << r.source << ',' << r.stages << ',' << static_cast<std::int64_t>(r.dip) << ','
         << static_cast<std::int64_t>(r.opt) << ',' << static_cast<std::int64_t>(r.tight) << ',' << static_cast<std::int64_t>(r.classic)
-        << ',' << r.proved << ',' << r.opt_fits << ',' << r.nodes << ',' << r.plan_s << ',' << r.solve_s << '\n';
+        << ',' << static_cast<std::int64_t>(r.root) << ',' << r.proved << ',' << r.opt_fits << ',' << r.nodes << ',' << r.plan_s << ',' << r.solve_s << '\n';
   }
   return 0;
 } catch (const std::exception& e) {
