@@ -1,8 +1,9 @@
-// The lower bound that `compare` reports never exceeds any baseline plan's emulated step time,
+// The lower bounds that `compare` reports never exceed any baseline plan's emulated step time,
 // on every case of the reference suite (examples/workloads/suite.json), for several seeds and
-// steps. Independent of how the bound is assembled, it is also checked against each plan's own
-// per-graph bound recomputed from the lowered plan (emulate/lower_bound.hpp), which must be
-// valid for that plan.
+// steps: the tight one (the smallest per-graph tight bound) and the classic one (at most the
+// tight one and the partition-independent bound). Independent of how the bounds are assembled,
+// each plan's own tight bound, recomputed from the lowered plan (emulate/lower_bound.hpp), must
+// be valid for that plan and at least its classic bound.
 #include <doctest/doctest.h>
 
 #include <string>
@@ -31,13 +32,17 @@ TEST_CASE("suite: lower bound <= every baseline's emulated step time, several se
         CAPTURE(seed);
         CAPTURE(step);
         const StepComparison r = cmp.compare(sample_step(w.model, w.dataset, w.setup, seed, step), step);
-        CHECK(r.lower_bound > Nanoseconds{0});
-        CHECK(r.lower_bound <= partition_independent_lower_bound(w.model, w.setup, cost,
-                                                                 sample_step(w.model, w.dataset, w.setup, seed, step)));
+        CHECK(r.classic_lower_bound > Nanoseconds{0});
+        CHECK(r.classic_lower_bound <= partition_independent_lower_bound(w.model, w.setup, cost,
+                                                                         sample_step(w.model, w.dataset, w.setup, seed, step)));
+        CHECK(r.classic_lower_bound <= r.lower_bound);  // every graph's tight bound is at least its classic one
         for (const PlanComparison& p : r.plans) {
           CAPTURE(p.name);
           CHECK(r.lower_bound <= p.step_time);
-          CHECK(plan_lower_bound(p.plan, w.model, cost) <= p.step_time);
+          const LowerBound own = lower_bound(p.plan, w.model, cost);
+          CHECK(own.tight <= p.step_time);  // the tight bound, valid for this plan
+          CHECK(own.value <= own.tight);
+          CHECK(r.lower_bound <= own.tight);
           ++checked;
         }
       }

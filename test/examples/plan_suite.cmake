@@ -4,8 +4,9 @@
 #    `emulate` of the written plan reproduces plan's step time and peak memory;
 #  * plan with an iteration budget is reproducible: two runs (2 threads) write identical plans;
 #  * suite --format json on a one-case suite reports dip never slower than a baseline that fits,
-#    speedups >= 1 over every baseline that fits, dip / lower bound >= 1, and each baseline's
-#    ceiling (baseline / lower bound) >= 1 and >= dip's speedup over it.
+#    speedups >= 1 over every baseline that fits, dip / lower bound >= 1, dip / classic bound >=
+#    dip / lower bound, best seed / searched >= 1, and each baseline's ceiling (baseline / lower
+#    bound) >= 1 and >= dip's speedup over it.
 # Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads), BATCH (a batch file for
 # tiny-vlm), WORK (a scratch directory).
 cmake_minimum_required(VERSION 3.25)
@@ -88,7 +89,14 @@ string(JSON r GET "${sj}" geomean dip_over_lower_bound)
 if(NOT n EQUAL 1 OR NOT never OR NOT fits OR NOT steps EQUAL 2 OR r LESS 1)
   message(FATAL_ERROR "suite: ${sj}")
 endif()
-foreach(b gpipe 1f1b interleaved-1f1b nnscaler optimus)
+# The classic bound is at most the tight one, so dip / classic bound >= dip / tight bound; the
+# search scores its seed orders first, so its plan is never slower than the best of them.
+string(JSON rc GET "${sj}" geomean dip_over_classic_lower_bound)
+string(JSON gain GET "${sj}" geomean seed_over_search)
+if(rc LESS r OR gain LESS 1)
+  message(FATAL_ERROR "suite: dip / classic bound ${rc} below dip / tight bound ${r}, or seed / search ${gain} below 1")
+endif()
+foreach(b gpipe 1f1b interleaved-1f1b megatron optimus)
   string(JSON s GET "${sj}" geomean speedup ${b})
   if(s LESS 1)
     message(FATAL_ERROR "suite: dip slower than ${b} (speedup ${s})")

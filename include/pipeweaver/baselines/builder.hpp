@@ -57,7 +57,7 @@ enum class BaselineOrder : std::uint8_t {
 
 /// What a baseline fixes once per (model, dataset, setup).
 struct StaticBaseline {
-  std::string name{};              ///< "gpipe", "1f1b", "interleaved-1f1b", "nnscaler", "optimus"
+  std::string name{};              ///< "gpipe", "1f1b", "interleaved-1f1b", "megatron", "optimus"
   PipelineLayout layout{};         ///< partition (its name = `name`) and the range of each chunk
   std::vector<ModuleId> chain{};   ///< every module, in chain order (orders stages inside a unit)
   BaselineOrder order = BaselineOrder::one_f_one_b;
@@ -69,7 +69,7 @@ struct StaticBaseline {
 
 /// Knobs of the static search.
 struct BaselineOptions {
-  std::vector<int> virtual_stages{2, 4};  ///< v tried by interleaved-1f1b, nnscaler and optimus
+  std::vector<int> virtual_stages{2, 4};  ///< v tried by interleaved-1f1b and optimus (megatron: v = 1 or 2, its own rules)
   int refine_evaluations = 12;            ///< neighboring splits emulated per family (hill climb)
 };
 

@@ -5,14 +5,19 @@
 // the seed of the steps compared), then for every compared step each baseline's plan is built
 // (cheapest uniform recompute that fits), lowered and emulated.
 //
-// Lower bound reported per step: the minimum of
-//  * the partition-independent bound: emulate/lower_bound.hpp's max(⌈W/P⌉, longest chain) on the
-//    stage graph where every module is one chunk and every microbatch one sub-microbatch per
-//    module (merging chunks never adds work under a cost model whose stage latency is
-//    sub-additive in layers, so this bounds every partition's plans), and
-//  * the per-graph bound of every compared plan (valid for that plan whatever the cost model),
-// so it never exceeds any compared plan's emulated step time. A caller that compares further
-// plans (e.g. a searched one) takes the minimum with their own bounds (plan_lower_bound).
+// Lower bounds reported per step (emulate/lower_bound.hpp):
+//  * lower_bound, the tight one: the smallest of the tight bounds (per-rank relaxation with
+//    heads and tails) of every compared plan's graph. Each is valid for every plan over that
+//    plan's partition and sub-microbatches, so the minimum is valid for every plan over any of
+//    the compared partitions and never exceeds a compared plan's emulated step time. A caller
+//    that compares further plans (e.g. a searched one) takes the minimum with their own tight
+//    bounds (plan_lower_bound);
+//  * classic_lower_bound: the minimum of the partition-independent bound (max(⌈W/P⌉, longest
+//    chain) on the stage graph where every module is one chunk and every microbatch one
+//    sub-microbatch per module: merging chunks never adds work under a cost model whose stage
+//    latency is sub-additive in layers, so this bounds every partition's plans) and the classic
+//    bound of every compared plan. Always <= lower_bound (each graph's tight bound is at least
+//    its classic one).
 #include <array>
 #include <cstdint>
 #include <span>
@@ -34,7 +39,7 @@
 #include "pipeweaver/baselines/builder.hpp"
 #include "pipeweaver/baselines/gpipe.hpp"
 #include "pipeweaver/baselines/interleaved_1f1b.hpp"
-#include "pipeweaver/baselines/nnscaler.hpp"
+#include "pipeweaver/baselines/megatron.hpp"
 #include "pipeweaver/baselines/one_f_one_b.hpp"
 #include "pipeweaver/baselines/optimus.hpp"
 #include "pipeweaver/ir/plan.hpp"
@@ -42,7 +47,7 @@
 namespace pipeweaver {
 
 /// The baselines a comparison builds, in report order.
-inline constexpr std::array<std::string_view, 5> baseline_names{"gpipe", "1f1b", "interleaved-1f1b", "nnscaler", "optimus"};
+inline constexpr std::array<std::string_view, 5> baseline_names{"gpipe", "1f1b", "interleaved-1f1b", "megatron", "optimus"};
 
 struct CompareOptions {
   std::uint64_t profile_seed = 0;  ///< seed of the profile steps (fixed: static choices do not depend on the compared seed)
@@ -66,7 +71,8 @@ struct PlanComparison {
 struct StepComparison {
   int step = 0;
   int microbatches = 0;
-  Nanoseconds lower_bound{0};
+  Nanoseconds lower_bound{0};          ///< the tight bound (header comment)
+  Nanoseconds classic_lower_bound{0};  ///< the classic bound (header comment)
   std::vector<PlanComparison> plans{};  ///< in baseline_names order
 };
 
@@ -78,7 +84,7 @@ struct StepComparison {
   return out;
 }
 
-/// The partition-independent lower bound of a step (see the header comment).
+/// The partition-independent classic lower bound of a step (see the header comment).
 template <class C>
   requires CostModel<C, StageSpec, SubMicrobatchSpec>
 [[nodiscard]] Nanoseconds partition_independent_lower_bound(const ModelSpec& model, const Setup& setup, const C& cost,
@@ -87,11 +93,12 @@ template <class C>
   return lower_bound(model, whole, split(model, whole, batch), cost).value;
 }
 
-/// Bound valid for one plan (its own graph).
+/// The tight bound valid for every plan over `plan`'s partition and sub-microbatches (its own
+/// graph, split backward when the plan splits).
 template <class C>
   requires CostModel<C, StageSpec, SubMicrobatchSpec>
 [[nodiscard]] Nanoseconds plan_lower_bound(const Plan& plan, const ModelSpec& model, const C& cost) {
-  return lower_bound(plan, model, cost).value;
+  return lower_bound(plan, model, cost).tight;
 }
 
 /// Prepares every baseline once (constructor), then compares them on any number of steps.
@@ -107,10 +114,9 @@ class BaselineComparison {
     PreparedBaseline gpipe = prepare_gpipe(ctx_, profile, o);
     PreparedBaseline one = prepare_1f1b(ctx_, profile, o);
     PreparedBaseline inter = prepare_interleaved_1f1b(ctx_, profile, o);
-    const std::array<PreparedBaseline, 3> known{gpipe, one, inter};
-    PreparedBaseline nn = prepare_nnscaler(ctx_, profile, o, known);
+    PreparedBaseline mega = prepare_megatron(ctx_, profile, o);
     PreparedBaseline opt = prepare_optimus(ctx_, profile, o);
-    baselines_ = {std::move(gpipe), std::move(one), std::move(inter), std::move(nn), std::move(opt)};
+    baselines_ = {std::move(gpipe), std::move(one), std::move(inter), std::move(mega), std::move(opt)};
   }
 
   /// A comparison over baselines already prepared (e.g. a Planner's baselines(), so that a
@@ -130,14 +136,15 @@ class BaselineComparison {
     StepComparison out;
     out.step = step;
     out.microbatches = static_cast<int>(batch.microbatches.size());
-    out.lower_bound = partition_independent_lower_bound(ctx_.model(), ctx_.setup(), ctx_.cost(), batch);
+    out.classic_lower_bound = partition_independent_lower_bound(ctx_.model(), ctx_.setup(), ctx_.cost(), batch);
+    out.lower_bound = Nanoseconds::max();
     EmulateOptions eo;
     eo.record_timeline = options_.record_timeline;
     for (const PreparedBaseline& p : baselines_) {
       BaselinePlan b = build_baseline_plan(ctx_, p.baseline, batch, eo);
-      const Nanoseconds own =
-          lower_bound(b.graph, p.baseline.layout.partition, b.plan.sub_microbatches, ctx_.cache()).value;
-      out.lower_bound = std::min(out.lower_bound, own);
+      const LowerBound own = lower_bound(b.graph, p.baseline.layout.partition, b.plan.sub_microbatches, ctx_.cache());
+      out.classic_lower_bound = std::min(out.classic_lower_bound, own.value);
+      out.lower_bound = std::min(out.lower_bound, own.tight);
       PlanComparison pc;
       pc.name = p.baseline.name;
       pc.step_time = b.emulation.step_time;

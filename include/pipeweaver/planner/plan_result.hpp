@@ -14,7 +14,15 @@ namespace pipeweaver {
 struct PlanResult {
   Plan plan{};
   Nanoseconds step_time{0};    ///< emulated step time of `plan`
-  Nanoseconds lower_bound{0};  ///< a lower bound on any plan's step time for this batch
+  /// Lower bound on the step time of every plan over the partitions compared for this batch
+  /// (the searched one and each baseline's): the smallest of their tight bounds
+  /// (emulate/lower_bound.hpp), so never above `step_time`.
+  Nanoseconds lower_bound{0};
+  /// The classic bound max(⌈W/P⌉, longest chain), partition-independent (baselines/compare.hpp);
+  /// <= lower_bound.
+  Nanoseconds classic_lower_bound{0};
+  /// Emulated step time of the searched plan, whether or not it won (0 for a fallback).
+  Nanoseconds searched_step_time{0};
   Nanoseconds search_time{0};  ///< wall-clock time spent finding `plan`
   std::int64_t iterations = 0; ///< MCTS iterations (expansions, each with several rollouts); 0 for a baseline
   bool fallback = false;       ///< true when the searched plan was not ready and a fallback was used

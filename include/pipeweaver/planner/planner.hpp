@@ -142,7 +142,7 @@ class Planner {
   /// The searched candidate and what the search reports.
   struct Searched {
     Candidate candidate;
-    Nanoseconds bound{0};
+    LowerBound bound{};  ///< of the searched graph (classic and tight)
     std::int64_t iterations = 0;
     std::chrono::steady_clock::time_point search_end;
   };
@@ -150,9 +150,19 @@ class Planner {
   [[nodiscard]] ScheduleSearchOptions search_options(const SearchControl& control, std::chrono::steady_clock::time_point t0) const;
   [[nodiscard]] Searched search(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, const SearchControl& control,
                                 std::chrono::steady_clock::time_point t0) const;
+  /// The bounds reported with a plan: the smallest tight and classic bounds over the graphs of
+  /// the candidates compared (the classic one also over the partition-independent bound).
+  struct Bounds {
+    Nanoseconds tight = Nanoseconds::max();
+    Nanoseconds classic = Nanoseconds::max();
+    void add(const LowerBound& b) {
+      tight = std::min(tight, b.tight);
+      classic = std::min(classic, b.value);
+    }
+  };
   void add_baselines(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, std::vector<Candidate>& out,
-                     Nanoseconds& bound) const;
-  [[nodiscard]] PlanResult choose(std::vector<Candidate> candidates, Nanoseconds bound, const char* what) const;
+                     Bounds& bounds) const;
+  [[nodiscard]] PlanResult choose(std::vector<Candidate> candidates, const Bounds& bounds, const char* what) const;
 
   std::shared_ptr<State> s_;
 };
@@ -327,12 +337,15 @@ PlanResult Planner<C>::plan(const Batch& batch, const SearchControl& control) co
   const Prepared& p = s_->prepared(batch);
   Lease ws(*s_);
   std::vector<Candidate> candidates;
-  Nanoseconds bound = partition_independent_lower_bound(s_->model, s_->setup, s_->cost, batch);
-  if (s_->options.consider_baselines) add_baselines(p, ws->ctx, batch, candidates, bound);
+  Bounds bounds;
+  bounds.classic = partition_independent_lower_bound(s_->model, s_->setup, s_->cost, batch);
+  if (s_->options.consider_baselines) add_baselines(p, ws->ctx, batch, candidates, bounds);
   Searched searched = search(p, ws->ctx, batch, control, t0);
-  bound = std::min(bound, searched.bound);
+  bounds.add(searched.bound);
+  const Nanoseconds searched_time = searched.candidate.step_time;
   candidates.insert(candidates.begin(), std::move(searched.candidate));  // first: wins ties
-  PlanResult out = choose(std::move(candidates), bound, "plan");
+  PlanResult out = choose(std::move(candidates), bounds, "plan");
+  out.searched_step_time = searched_time;
   out.iterations = searched.iterations;
   out.search_time = detail::elapsed_since(t0);
   s_->finish_ns.store(
@@ -348,9 +361,10 @@ PlanResult Planner<C>::fallback(const Batch& batch) const {
   const Prepared& p = s_->prepared(batch);
   Lease ws(*s_);
   std::vector<Candidate> candidates;
-  Nanoseconds bound = partition_independent_lower_bound(s_->model, s_->setup, s_->cost, batch);
-  add_baselines(p, ws->ctx, batch, candidates, bound);
-  PlanResult out = choose(std::move(candidates), bound, "fallback");
+  Bounds bounds;
+  bounds.classic = partition_independent_lower_bound(s_->model, s_->setup, s_->cost, batch);
+  add_baselines(p, ws->ctx, batch, candidates, bounds);
+  PlanResult out = choose(std::move(candidates), bounds, "fallback");
   out.search_time = detail::elapsed_since(t0);
   return out;
 }
@@ -407,7 +421,7 @@ auto Planner<C>::search(const Prepared& p, BaselineContext<C>& ctx, const Batch&
   const ScheduleSearchResult res = search_schedule(model, s_->setup, partition, smbs, graph, ctx.cache(), so);
   Searched out;
   out.search_end = std::chrono::steady_clock::now();
-  out.bound = res.bound.value;
+  out.bound = res.bound;
   out.iterations = res.search.iterations;
   Candidate& c = out.candidate;
   c.plan = lower(model, partition, std::move(smbs), graph, res.schedule, s_->cost, "dip", s_->setup.name);
@@ -421,10 +435,10 @@ auto Planner<C>::search(const Prepared& p, BaselineContext<C>& ctx, const Batch&
 
 template <class C>
 void Planner<C>::add_baselines(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, std::vector<Candidate>& out,
-                               Nanoseconds& bound) const {
+                               Bounds& bounds) const {
   for (const PreparedBaseline& pb : p.baselines) {
     BaselinePlan b = build_baseline_plan(ctx, pb.baseline, batch);
-    bound = std::min(bound, lower_bound(b.graph, pb.baseline.layout.partition, b.plan.sub_microbatches, ctx.cache()).value);
+    bounds.add(lower_bound(b.graph, pb.baseline.layout.partition, b.plan.sub_microbatches, ctx.cache()));
     Candidate c;
     c.step_time = b.emulation.step_time;
     c.fits = b.fits_memory;
@@ -437,7 +451,7 @@ void Planner<C>::add_baselines(const Prepared& p, BaselineContext<C>& ctx, const
 
 /// The best candidate (fits first, then time; earlier wins ties), validated.
 template <class C>
-PlanResult Planner<C>::choose(std::vector<Candidate> candidates, Nanoseconds bound, const char* what) const {
+PlanResult Planner<C>::choose(std::vector<Candidate> candidates, const Bounds& bounds, const char* what) const {
   if (candidates.empty())
     throw input_error(std::string(what) + ": no candidate plans", {.path = "PlannerOptions::consider_baselines", .expected = "baselines to fall back on"});
   std::size_t best = 0;
@@ -457,7 +471,8 @@ PlanResult Planner<C>::choose(std::vector<Candidate> candidates, Nanoseconds bou
   PlanResult r;
   r.plan = std::move(c.plan);
   r.step_time = c.step_time;
-  r.lower_bound = bound;
+  r.lower_bound = bounds.tight;
+  r.classic_lower_bound = bounds.classic;
   r.source = std::move(c.source);
   return r;
 }
