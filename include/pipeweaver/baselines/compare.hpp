@@ -37,12 +37,13 @@
 #include "pipeweaver/baselines/nnscaler.hpp"
 #include "pipeweaver/baselines/one_f_one_b.hpp"
 #include "pipeweaver/baselines/optimus.hpp"
+#include "pipeweaver/baselines/zero_bubble.hpp"
 #include "pipeweaver/ir/plan.hpp"
 
 namespace pipeweaver {
 
 /// The baselines a comparison builds, in report order.
-inline constexpr std::array<std::string_view, 5> baseline_names{"gpipe", "1f1b", "interleaved-1f1b", "nnscaler", "optimus"};
+inline constexpr std::array<std::string_view, 6> baseline_names{"gpipe", "1f1b", "interleaved-1f1b", "nnscaler", "optimus", "zero-bubble"};
 
 struct CompareOptions {
   std::uint64_t profile_seed = 0;  ///< seed of the profile steps (fixed: static choices do not depend on the compared seed)
@@ -110,7 +111,8 @@ class BaselineComparison {
     const std::array<PreparedBaseline, 3> known{gpipe, one, inter};
     PreparedBaseline nn = prepare_nnscaler(ctx_, profile, o, known);
     PreparedBaseline opt = prepare_optimus(ctx_, profile, o);
-    baselines_ = {std::move(gpipe), std::move(one), std::move(inter), std::move(nn), std::move(opt)};
+    PreparedBaseline zb = prepare_zero_bubble(ctx_, profile, o);
+    baselines_ = {std::move(gpipe), std::move(one), std::move(inter), std::move(nn), std::move(opt), std::move(zb)};
   }
 
   /// A comparison over baselines already prepared (e.g. a Planner's baselines(), so that a
