@@ -53,11 +53,15 @@ enum class BaselineOrder : std::uint8_t {
   one_f_one_b,  ///< PipelineOrder::one_f_one_b
   interleaved,  ///< PipelineOrder::interleaved (Megatron's virtual pipeline)
   bubble_fill,  ///< interleaved order for ranged chunks, filler chunks (range -1) in its bubbles (Optimus)
+  zero_bubble,  ///< 1F1B order with split backwards, weight parts in the bubbles (ZB-H1, zero_bubble.hpp)
 };
+
+/// Whether a baseline's stage graph has split backwards (backward_input + backward_weight).
+[[nodiscard]] constexpr bool splits_backward(BaselineOrder order) noexcept { return order == BaselineOrder::zero_bubble; }
 
 /// What a baseline fixes once per (model, dataset, setup).
 struct StaticBaseline {
-  std::string name{};              ///< "gpipe", "1f1b", "interleaved-1f1b", "megatron", "optimus"
+  std::string name{};              ///< "gpipe", "1f1b", "interleaved-1f1b", "megatron", "optimus", "zero-bubble"
   PipelineLayout layout{};         ///< partition (its name = `name`) and the range of each chunk
   std::vector<ModuleId> chain{};   ///< every module, in chain order (orders stages inside a unit)
   BaselineOrder order = BaselineOrder::one_f_one_b;
@@ -388,6 +392,12 @@ template <class C>
 
 // --- one step -------------------------------------------------------------------------------------
 
+// The ZB-H1 order, defined in baselines/zero_bubble.hpp (included at the end of this header).
+template <class C>
+[[nodiscard]] Schedule zero_bubble_schedule(BaselineContext<C>& ctx, const PipelineLayout& layout, std::span<const ModuleId> chain,
+                                            const StageGraph& graph, std::span<const SubMicrobatchSpec> smbs,
+                                            UniformRecompute recompute);
+
 /// Per-rank order of a baseline for one step with a given uniform recompute setting.
 template <class C>
 [[nodiscard]] Schedule order_step(BaselineContext<C>& ctx, const StaticBaseline& b, const StageGraph& graph,
@@ -401,6 +411,8 @@ template <class C>
       return pipeline_schedule_checked(graph, smbs, b.layout, b.chain, PipelineOrder::interleaved, recompute);
     case BaselineOrder::bubble_fill:
       return bubble_fill_schedule(ctx, b.layout, b.chain, graph, smbs, recompute, b.filler_lookahead);
+    case BaselineOrder::zero_bubble:
+      return zero_bubble_schedule(ctx, b.layout, b.chain, graph, smbs, recompute);
   }
   throw input_error("unknown baseline order");
 }
@@ -421,7 +433,7 @@ template <class C>
 [[nodiscard]] StepSchedule schedule_step(BaselineContext<C>& ctx, const StaticBaseline& b, const Batch& batch) {
   StepSchedule s;
   s.sub_microbatches = split(ctx.model(), b.layout.partition, batch);
-  s.graph = build_stage_graph(ctx.model(), b.layout.partition, s.sub_microbatches);
+  s.graph = build_stage_graph(ctx.model(), b.layout.partition, s.sub_microbatches, {.split_backward = splits_backward(b.order)});
   for (UniformRecompute r : uniform_recompute_settings) {
     s.schedule = order_step(ctx, b, s.graph, s.sub_microbatches, r);
     s.recompute = r;
@@ -658,3 +670,6 @@ template <class C>
 }
 
 }  // namespace pipeweaver
+
+// The ZB-H1 order that order_step dispatches to (it includes this header first).
+#include "pipeweaver/baselines/zero_bubble.hpp"  // IWYU pragma: export

@@ -42,12 +42,13 @@
 #include "pipeweaver/baselines/megatron.hpp"
 #include "pipeweaver/baselines/one_f_one_b.hpp"
 #include "pipeweaver/baselines/optimus.hpp"
+#include "pipeweaver/baselines/zero_bubble.hpp"
 #include "pipeweaver/ir/plan.hpp"
 
 namespace pipeweaver {
 
 /// The baselines a comparison builds, in report order.
-inline constexpr std::array<std::string_view, 5> baseline_names{"gpipe", "1f1b", "interleaved-1f1b", "megatron", "optimus"};
+inline constexpr std::array<std::string_view, 6> baseline_names{"gpipe", "1f1b", "interleaved-1f1b", "megatron", "optimus", "zero-bubble"};
 
 struct CompareOptions {
   std::uint64_t profile_seed = 0;  ///< seed of the profile steps (fixed: static choices do not depend on the compared seed)
@@ -116,7 +117,8 @@ class BaselineComparison {
     PreparedBaseline inter = prepare_interleaved_1f1b(ctx_, profile, o);
     PreparedBaseline mega = prepare_megatron(ctx_, profile, o);
     PreparedBaseline opt = prepare_optimus(ctx_, profile, o);
-    baselines_ = {std::move(gpipe), std::move(one), std::move(inter), std::move(mega), std::move(opt)};
+    PreparedBaseline zb = prepare_zero_bubble(ctx_, profile, o);
+    baselines_ = {std::move(gpipe), std::move(one), std::move(inter), std::move(mega), std::move(opt), std::move(zb)};
   }
 
   /// A comparison over baselines already prepared (e.g. a Planner's baselines(), so that a

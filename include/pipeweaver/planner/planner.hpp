@@ -9,6 +9,18 @@
 // and every baseline's plan for the batch; the best candidate that fits memory (ties to the
 // searched plan) is validated and returned, so the planner is never slower than the best
 // baseline that fits. fallback(batch): the best baseline alone, for a late search.
+// Two options add searched candidates, each kept only when it is faster (ties to the plain one):
+//  * repack: the batch's samples regrouped into as many microbatches (planner/repacking.hpp) and
+//    searched; the result says which sample went where (PlanResult::sample_origin);
+//  * split_backward: zero-bubble's B/W split. The better of the searched batches is searched
+//    again over the stage graph with split backwards, seeded with its best order; the
+//    interleaver defers each weight part into a bubble of its rank, as far as memory allows.
+//    So the split is decided per stage by the interleaver (when its rank has nothing else ready,
+//    or when memory needs its activations back) and per step by the planner (split or not).
+//    A per-stage choice in the MCTS itself would double its branching at every unit, which the
+//    search cannot afford at hundreds of units per step.
+// With a time budget or deadline, the searches of a call share it equally (each gets its share
+// of what is left when it starts); with an iteration budget each gets the full budget.
 // Budgets: the search ends at the first of the iteration budget, the wall-clock budget (from the
 // start of the call), the control's deadline and its cancellation; only an iteration budget with
 // no clock involved is reproducible. The work after the search (lowering, emulation,
@@ -19,6 +31,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -50,6 +63,7 @@
 #include "pipeweaver/partition/splitter.hpp"
 #include "pipeweaver/planner/placement.hpp"
 #include "pipeweaver/planner/plan_result.hpp"
+#include "pipeweaver/planner/repacking.hpp"
 #include "pipeweaver/planner/search_control.hpp"
 #include "pipeweaver/schedule/lowering.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
@@ -73,6 +87,13 @@ struct PlannerOptions {
   /// Also score the baselines' static placements as placement candidates.
   bool baseline_placements = true;
   bool consider_baselines = true;  ///< take a baseline's plan when it beats the search
+  /// Also search the step with split backwards (weight parts deferred into bubbles) and keep
+  /// that plan when it is faster (see the header comment).
+  bool split_backward = false;
+  /// Also search the step with its samples regrouped into microbatches that even out every
+  /// module's cost (planner/repacking.hpp) and keep that plan when it is faster.
+  bool repack = false;
+  RepackOptions repacking{};
   DipOptions dip{};
   CompareOptions compare{};        ///< baseline static choices and profile steps
   ScheduleSearchOptions search{};  ///< its mcts seed/threads/budgets are replaced by the fields above
@@ -138,20 +159,11 @@ class Planner {
     Bytes peak{0};
     bool fits = false;
     std::string source;
+    std::vector<std::vector<SampleOrigin>> origin{};  ///< PlanResult::sample_origin
+    bool repacked = false;
   };
-  /// The searched candidate and what the search reports.
-  struct Searched {
-    Candidate candidate;
-    LowerBound bound{};  ///< of the searched graph (classic and tight)
-    std::int64_t iterations = 0;
-    std::chrono::steady_clock::time_point search_end;
-  };
-
-  [[nodiscard]] ScheduleSearchOptions search_options(const SearchControl& control, std::chrono::steady_clock::time_point t0) const;
-  [[nodiscard]] Searched search(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, const SearchControl& control,
-                                std::chrono::steady_clock::time_point t0) const;
   /// The bounds reported with a plan: the smallest tight and classic bounds over the graphs of
-  /// the candidates compared (the classic one also over the partition-independent bound).
+  /// the candidates compared (the classic one also over the step's candidate-independent bound).
   struct Bounds {
     Nanoseconds tight = Nanoseconds::max();
     Nanoseconds classic = Nanoseconds::max();
@@ -160,6 +172,36 @@ class Planner {
       classic = std::min(classic, b.value);
     }
   };
+  /// One search's candidate, its best unit order and what the search reports.
+  struct Searched {
+    Candidate candidate;
+    std::vector<std::int32_t> sequence{};
+    LowerBound bound{};  ///< of the searched graph (classic and tight)
+    std::int64_t iterations = 0;
+  };
+  /// The searched candidates of a call (the plain search first), in tie-breaking order.
+  struct SearchedAll {
+    std::vector<Candidate> candidates{};
+    Bounds bounds{};
+    std::int64_t iterations = 0;
+    std::chrono::steady_clock::time_point search_end{};
+  };
+  /// What one search of a call runs on.
+  struct SearchInput {
+    const Batch* batch = nullptr;
+    std::vector<std::vector<SampleOrigin>> origin{};
+    bool repacked = false;
+    bool split_backward = false;
+    std::vector<std::int32_t> seed{};  ///< an extra seed order (empty: none)
+  };
+
+  [[nodiscard]] ScheduleSearchOptions search_options(const SearchControl& control, std::chrono::steady_clock::time_point t0,
+                                                     int searches_left = 1) const;
+  [[nodiscard]] Nanoseconds step_bound(const Batch& batch) const;
+  [[nodiscard]] SearchedAll search_all(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, const SearchControl& control,
+                                       std::chrono::steady_clock::time_point t0) const;
+  [[nodiscard]] Searched search(const Prepared& p, BaselineContext<C>& ctx, SearchInput in, const SearchControl& control,
+                                std::chrono::steady_clock::time_point t0, int searches_left) const;
   void add_baselines(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, std::vector<Candidate>& out,
                      Bounds& bounds) const;
   [[nodiscard]] PlanResult choose(std::vector<Candidate> candidates, const Bounds& bounds, const char* what) const;
@@ -338,12 +380,15 @@ PlanResult Planner<C>::plan(const Batch& batch, const SearchControl& control) co
   Lease ws(*s_);
   std::vector<Candidate> candidates;
   Bounds bounds;
-  bounds.classic = partition_independent_lower_bound(s_->model, s_->setup, s_->cost, batch);
+  bounds.classic = step_bound(batch);
   if (s_->options.consider_baselines) add_baselines(p, ws->ctx, batch, candidates, bounds);
-  Searched searched = search(p, ws->ctx, batch, control, t0);
-  bounds.add(searched.bound);
-  const Nanoseconds searched_time = searched.candidate.step_time;
-  candidates.insert(candidates.begin(), std::move(searched.candidate));  // first: wins ties
+  SearchedAll searched = search_all(p, ws->ctx, batch, control, t0);
+  bounds.tight = std::min(bounds.tight, searched.bounds.tight);
+  bounds.classic = std::min(bounds.classic, searched.bounds.classic);
+  const Nanoseconds searched_time = searched.candidates.front().step_time;  // the plain search's
+  // The searched candidates first (they win ties), the plain search's first of all.
+  candidates.insert(candidates.begin(), std::make_move_iterator(searched.candidates.begin()),
+                    std::make_move_iterator(searched.candidates.end()));
   PlanResult out = choose(std::move(candidates), bounds, "plan");
   out.searched_step_time = searched_time;
   out.iterations = searched.iterations;
@@ -362,7 +407,7 @@ PlanResult Planner<C>::fallback(const Batch& batch) const {
   Lease ws(*s_);
   std::vector<Candidate> candidates;
   Bounds bounds;
-  bounds.classic = partition_independent_lower_bound(s_->model, s_->setup, s_->cost, batch);
+  bounds.classic = step_bound(batch);
   add_baselines(p, ws->ctx, batch, candidates, bounds);
   PlanResult out = choose(std::move(candidates), bounds, "fallback");
   out.search_time = detail::elapsed_since(t0);
@@ -383,11 +428,28 @@ StageCostCacheStats Planner<C>::cache_stats() const {
   return t;
 }
 
+/// The bound every candidate of `batch` is judged against before their own graphs' bounds join
+/// it: the partition-independent bound (over graphs with split backwards when the planner may
+/// split them: their chains are shorter, their work the same), and with re-packing the bound
+/// that holds for every packing of the samples (planner/repacking.hpp).
+template <class C>
+Nanoseconds Planner<C>::step_bound(const Batch& batch) const {
+  const ModelSpec& model = s_->model;
+  const bool split_bw = s_->options.split_backward;
+  const Partition whole = whole_module_partition(model, s_->setup.pipeline_stages);
+  Nanoseconds bound = lower_bound(model, whole, split(model, whole, batch), s_->cost,
+                                  LowerBoundOptions{.count_transfers = false, .split_backward = split_bw}).value;
+  if (s_->options.repack) bound = std::min(bound, packing_independent_lower_bound(model, s_->setup, s_->cost, batch, split_bw));
+  return bound;
+}
+
 /// The search's options for this call: the planner's seed and threads, the call's budgets
 /// (SearchControl first, then PlannerOptions) and an absolute deadline that leaves room for the
-/// work after the search.
+/// work after the search; with `searches_left` searches still to run in this call, this one
+/// ends at its equal share of the time left.
 template <class C>
-ScheduleSearchOptions Planner<C>::search_options(const SearchControl& control, std::chrono::steady_clock::time_point t0) const {
+ScheduleSearchOptions Planner<C>::search_options(const SearchControl& control, std::chrono::steady_clock::time_point t0,
+                                                 int searches_left) const {
   const PlannerOptions& o = s_->options;
   ScheduleSearchOptions so = o.search;
   so.mcts.seed = o.seed;
@@ -403,24 +465,64 @@ ScheduleSearchOptions Planner<C>::search_options(const SearchControl& control, s
     throw input_error("this plan() call has neither an iteration budget nor a time budget nor a deadline",
                       {.path = "SearchControl", .expected = "iterations > 0, budget > 0 or a deadline"});
   // An absolute deadline: the search's own set-up (tables, seed orders) counts against it.
-  if (deadline != SearchControl::clock::time_point::max())
-    so.mcts.deadline = deadline - std::chrono::nanoseconds{s_->finish_ns.load(std::memory_order_relaxed)};
+  if (deadline != SearchControl::clock::time_point::max()) {
+    const auto end = deadline - std::chrono::nanoseconds{s_->finish_ns.load(std::memory_order_relaxed)};
+    const auto now = SearchControl::clock::now();
+    so.mcts.deadline = searches_left <= 1 || end <= now ? end : now + (end - now) / searches_left;
+  }
   so.mcts.stop = [&control] { return control.stop_requested(); };
   return so;
 }
 
-/// The searched plan: split, stage graph, schedule search, lowering and its emulation.
+/// Every search of the call (see the header comment): the batch as given; with re-packing, the
+/// regrouped batch when it differs; with split backwards, the better of those again over the
+/// split graph, seeded with its best order.
 template <class C>
-auto Planner<C>::search(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, const SearchControl& control,
-                        std::chrono::steady_clock::time_point t0) const -> Searched {
+auto Planner<C>::search_all(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, const SearchControl& control,
+                            std::chrono::steady_clock::time_point t0) const -> SearchedAll {
+  const PlannerOptions& o = s_->options;
+  int left = 1 + (o.repack ? 1 : 0) + (o.split_backward ? 1 : 0);
+  std::vector<Searched> runs;
+  runs.push_back(search(p, ctx, SearchInput{&batch, identity_sample_origin(batch), false, false, {}}, control, t0, left--));
+  Repacking repacked;
+  if (o.repack) {
+    repacked = repack(s_->model, s_->setup, s_->cost, batch, o.repacking);
+    if (repacked.changed) {
+      check_batch(s_->model, s_->setup, repacked.batch);  // within budget by construction
+      runs.push_back(search(p, ctx, SearchInput{&repacked.batch, repacked.origin, true, false, {}}, control, t0, left));
+    }
+    --left;
+  }
+  if (o.split_backward) {
+    const bool better = runs.size() > 1 && ((runs[1].candidate.fits && !runs[0].candidate.fits) ||
+                                            (runs[1].candidate.fits == runs[0].candidate.fits && runs[1].candidate.step_time < runs[0].candidate.step_time));
+    const Searched& base = runs[better ? 1 : 0];
+    SearchInput in{better ? &repacked.batch : &batch, base.candidate.origin, better, true, base.sequence};
+    runs.push_back(search(p, ctx, std::move(in), control, t0, left));
+  }
+  SearchedAll out;
+  out.search_end = std::chrono::steady_clock::now();
+  for (Searched& r : runs) {
+    out.bounds.add(r.bound);
+    out.iterations += r.iterations;
+    out.candidates.push_back(std::move(r.candidate));
+  }
+  return out;
+}
+
+/// One searched plan: split, stage graph, schedule search, lowering and its emulation.
+template <class C>
+auto Planner<C>::search(const Prepared& p, BaselineContext<C>& ctx, SearchInput in, const SearchControl& control,
+                        std::chrono::steady_clock::time_point t0, int searches_left) const -> Searched {
   const ModelSpec& model = s_->model;
   const Partition& partition = p.placement.partition;
-  std::vector<SubMicrobatchSpec> smbs = split(model, partition, batch);
-  const StageGraph graph = build_stage_graph(model, partition, smbs);
-  const ScheduleSearchOptions so = search_options(control, t0);
+  std::vector<SubMicrobatchSpec> smbs = split(model, partition, *in.batch);
+  const StageGraph graph = build_stage_graph(model, partition, smbs, {.split_backward = in.split_backward});
+  ScheduleSearchOptions so = search_options(control, t0, searches_left);
+  if (!in.seed.empty()) so.seeds.push_back(std::move(in.seed));
   const ScheduleSearchResult res = search_schedule(model, s_->setup, partition, smbs, graph, ctx.cache(), so);
   Searched out;
-  out.search_end = std::chrono::steady_clock::now();
+  out.sequence = res.search.best_sequence;
   out.bound = res.bound;
   out.iterations = res.search.iterations;
   Candidate& c = out.candidate;
@@ -430,6 +532,8 @@ auto Planner<C>::search(const Prepared& p, BaselineContext<C>& ctx, const Batch&
   c.fits = e.fits_memory();
   c.peak = e.peak_memory();
   c.source = "dip";
+  c.origin = std::move(in.origin);
+  c.repacked = in.repacked;
   return out;
 }
 
@@ -445,6 +549,7 @@ void Planner<C>::add_baselines(const Prepared& p, BaselineContext<C>& ctx, const
     c.peak = b.emulation.peak_memory();
     c.source = pb.baseline.name;
     c.plan = std::move(b.plan);
+    c.origin = identity_sample_origin(batch);
     out.push_back(std::move(c));
   }
 }
@@ -474,6 +579,8 @@ PlanResult Planner<C>::choose(std::vector<Candidate> candidates, const Bounds& b
   r.lower_bound = bounds.tight;
   r.classic_lower_bound = bounds.classic;
   r.source = std::move(c.source);
+  r.sample_origin = std::move(c.origin);
+  r.repacked = c.repacked;
   return r;
 }
 

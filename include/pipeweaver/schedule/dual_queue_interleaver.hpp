@@ -21,6 +21,15 @@
 //     rank is nevertheless stalled by forwards that do not fit, the forward that can start
 //     earliest runs anyway and the result reports memory_respected = false (the caller treats
 //     that as infeasible or retries with more frugal strategies).
+// Deferred weight gradients (InterleaveInput::defer_weight, for a graph with split backwards):
+// the backward_weight parts go to a third queue, per rank, that is served only when the rank
+// has neither a forward that fits nor an input-gradient backward ready by its start: the weight
+// parts fill the bubbles the pipeline leaves (zero-bubble's B/W split), highest priority first.
+// A deferred weight part keeps its forward's activations (it is the node that frees them), so
+// when no ready forward fits, the rank runs a weight part instead of pausing: memory bounds how
+// far they are deferred. Whatever the order, each stays after its input part (its only input).
+// Without defer_weight a weight part runs as soon as it is ready, i.e. right after its input
+// part, as the second half of a whole backward (but the input gradient leaves the rank earlier).
 // Because the rank with the smallest possible start is always served, every stage that could be
 // ready by that start is already queued: it is a true list scheduler (no lookahead needed).
 // O(n·(P + log n)) per call when forwards fit (plus a scan of the ready forwards when the
@@ -48,11 +57,14 @@ struct InterleaveInput {
   std::span<const std::int64_t> priority{};     ///< per node, higher runs first
   std::span<const Nanoseconds> latency{};       ///< per node
   std::span<const Bytes> activation_bytes{};    ///< per node (read for forwards); empty: no memory limit
-  std::span<const Bytes> memory_budget;       ///< per rank, static memory already subtracted; empty: unlimited
+  std::span<const Bytes> memory_budget{};     ///< per rank, static memory already subtracted; empty: unlimited
   std::span<const MemoryStrategy> strategy{};   ///< per node, copied into the schedule; empty: none
   /// Per node, an admission group >= 0 (e.g. its microbatch); empty: every forward on its own.
   /// See "admission control" below: groups keep memory pausing from deadlocking.
   std::span<const std::int32_t> group{};
+  /// backward_weight parts wait in their own queue and fill bubbles (see the header comment);
+  /// false: each runs right after its backward_input part.
+  bool defer_weight = false;
 };
 
 struct InterleaveResult {
@@ -110,8 +122,9 @@ class DualQueueInterleaver {
   static constexpr std::int64_t kInf = std::numeric_limits<std::int64_t>::max();
   static constexpr std::size_t kNone = static_cast<std::size_t>(-1);
 
-  /// A rank's two queues of stages.
-  enum class Queue : std::uint8_t { forward, backward };
+  /// A rank's queues of stages: forwards, backwards (whole or input parts), and weight parts.
+  enum class Queue : std::uint8_t { forward, backward, weight };
+  static constexpr std::size_t kQueues = 3;
 
   struct Entry {
     std::int64_t ready;
@@ -130,8 +143,8 @@ class DualQueueInterleaver {
     return a.node > b.node;
   }
   struct RankState {
-    std::vector<Entry> pend_[2];  ///< per queue: stages not yet ready by the rank's clock (a heap)
-    std::vector<Entry> rdy_[2];   ///< per queue: stages ready by it (a heap)
+    std::vector<Entry> pend_[kQueues];  ///< per queue: stages not yet ready by the rank's clock (a heap)
+    std::vector<Entry> rdy_[kQueues];   ///< per queue: stages ready by it (a heap)
     std::int64_t t_last = 0;
     std::int64_t mem = 0;       ///< activation bytes held now
     std::int64_t reserved = 0;  ///< bytes held + promised to admitted groups' later forwards
@@ -175,7 +188,7 @@ class DualQueueInterleaver {
     ranks_.resize(Pu);
     for (std::size_t r = 0; r < Pu; ++r) {
       RankState& rs = ranks_[r];
-      for (Queue q : {Queue::forward, Queue::backward})
+      for (Queue q : {Queue::forward, Queue::backward, Queue::weight})
         for (auto* heap : {&rs.pending(q), &rs.ready(q)}) {
           heap->clear();
           heap->reserve(per_rank_[r]);
@@ -191,6 +204,7 @@ class DualQueueInterleaver {
 
     next_.assign(Pu, kInf);
     dirty_.assign(Pu, 1);
+    defer_weight_ = in.defer_weight;
     tracked_ = !in.activation_bytes.empty();
     limited_ = tracked_ && !in.memory_budget.empty();
     prepare_groups(graph, in, Pu);
@@ -218,17 +232,21 @@ class DualQueueInterleaver {
     return best;
   }
 
-  // The picked rank's stage, taken off its queue: alternate F and B from the type run last when
-  // both have a ready stage, else the one that has; the forward is the highest-priority ready
-  // one that fits. -1 (and the forward queue paused) when nothing can run.
+  // The picked rank's stage, taken off its queue: a ready weight part first unless they are
+  // deferred; else alternate F and B from the type run last when both have a ready stage, else
+  // the one that has; the forward is the highest-priority ready one that fits; a deferred weight
+  // part when neither is there. -1 (and the forward queue paused) when nothing can run.
   NodeIndex take_stage(const StageGraph& graph, const InterleaveInput& in, const Pick& pick) {
     RankState& rs = ranks_[pick.rank];
     dirty_[pick.rank] = 1;
     promote(rs, Queue::forward, pick.start);
     promote(rs, Queue::backward, pick.start);
+    promote(rs, Queue::weight, pick.start);
     const std::size_t f_pos = fitting_forward(graph, in, rs, pick.rank, pick.force);
     const bool f_ok = f_pos != kNone;
     const bool b_ok = !rs.ready(Queue::backward).empty();
+    const bool w_ok = !rs.ready(Queue::weight).empty();
+    if (w_ok && (!defer_weight_ || (!f_ok && !b_ok))) return take(rs.ready(Queue::weight), 0);
     if (!f_ok && !b_ok) {
       // Nothing fits now: pause the forward queue until a backward releases memory or a
       // forward that fits arrives.
@@ -305,7 +323,7 @@ class DualQueueInterleaver {
   static std::int64_t next_start(const RankState& rs) {
     const std::int64_t f = rs.paused ? (rs.paused_next == kInf ? kInf : std::max(rs.t_last, rs.paused_next))
                                      : queue_start(rs, Queue::forward);
-    return std::min(f, queue_start(rs, Queue::backward));
+    return std::min({f, queue_start(rs, Queue::backward), queue_start(rs, Queue::weight)});
   }
   static std::int64_t any_forward_start(const RankState& rs) { return queue_start(rs, Queue::forward); }
 
@@ -376,7 +394,8 @@ class DualQueueInterleaver {
     auto& rs = ranks_[r];
     dirty_[r] = 1;
     const bool forward = forward_[vu] != 0;
-    auto& pend = rs.pending(forward ? Queue::forward : Queue::backward);
+    const Queue q = forward ? Queue::forward : weight_[vu] ? Queue::weight : Queue::backward;
+    auto& pend = rs.pending(q);
     pend.push_back({ready_[vu], in.priority[vu], v});
     std::push_heap(pend.begin(), pend.end(), pend_after);
     if (forward && rs.paused && fits(g, in, rs, r, v)) rs.paused_next = std::min(rs.paused_next, ready_[vu]);
@@ -395,11 +414,13 @@ class DualQueueInterleaver {
       if (release_[v] >= 0) holder_[static_cast<std::size_t>(release_[v])] = static_cast<NodeIndex>(v);
     rank_.resize(n);
     forward_.resize(n);
+    weight_.resize(n);
     max_rank_ = -1;
     for (std::size_t v = 0; v < n; ++v) {
       rank_[v] = g.nodes[v].rank.value();
       max_rank_ = std::max(max_rank_, rank_[v]);
       forward_[v] = g.nodes[v].stage.pass == Pass::forward ? 1 : 0;
+      weight_[v] = g.nodes[v].stage.pass == Pass::backward_weight ? 1 : 0;
     }
   }
 
@@ -467,9 +488,10 @@ class DualQueueInterleaver {
   std::vector<std::int32_t> rank_;  ///< per node (prepared with release_)
   std::int32_t max_rank_ = -1;
   std::vector<char> forward_;       ///< per node: a forward stage
+  std::vector<char> weight_;        ///< per node: a backward_weight part
   std::vector<std::int64_t> group_bytes_;  ///< [group * P + rank]: bytes of the group's forwards on the rank
   std::vector<char> admitted_;             ///< [group * P + rank]
-  bool tracked_ = false, limited_ = false;
+  bool tracked_ = false, limited_ = false, defer_weight_ = false;
 };
 
 }  // namespace pipeweaver

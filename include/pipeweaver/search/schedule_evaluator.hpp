@@ -189,6 +189,10 @@ template <class C>
 struct ScheduleEvaluatorOptions {
   bool optimize_memory = true;  ///< run the per-rank memory optimizer (off: base strategies stay)
   bool try_both_bases = true;   ///< interleave at the most frugal and at the fastest strategies
+  /// On a graph with split backwards: the interleaver defers the weight parts into bubbles
+  /// (InterleaveInput::defer_weight) at the fastest base, or at the frugal base when it is the
+  /// only one. No effect on a graph without them.
+  bool defer_weight = true;
   /// Per rollout the branch-and-bound gets a small node budget: the greedy warm start is
   /// usually within the gap already, and a rollout must stay cheap.
   MemoryOptimizerOptions memory{.gap = 0.05, .node_limit = 2000};
@@ -370,7 +374,10 @@ class ScheduleEvaluator {
   bool run_base(BaseStrategy base, const Transfer& transfer, Nanoseconds beat = Nanoseconds::max()) {
     const StepTables& t = *t_;
     const BaseTables& b = base_[static_cast<std::size_t>(base)];
-    InterleaveInput in{node_prio_, b.latency, b.bytes, t.activation_budget, b.strategy, t.microbatch_of_node};
+    // Weight parts are deferred at the fastest base only (or at the only base): at the frugal
+    // base, deferring them would hold the memory the optimizer buys time back with.
+    const bool defer = opt_.defer_weight && (base == BaseStrategy::fastest || !opt_.try_both_bases);
+    InterleaveInput in{node_prio_, b.latency, b.bytes, t.activation_budget, b.strategy, t.microbatch_of_node, defer};
     dq_.run(*t.graph, in, transfer, inter_);
     if (!inter_.complete) return false;
     if (beat != Nanoseconds::max()) {

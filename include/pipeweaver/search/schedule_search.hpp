@@ -1,9 +1,14 @@
 #pragma once
 // One step's schedule search: decision units and seed orders of the stage graph,
 // the step tables, MCTS over unit orders scored by ScheduleEvaluator (one per worker thread),
-// and the best order's schedule. The seeds (1F1B-like, interleaved-like, encoder-in-bubbles)
-// are always scored, so the result is never worse than the best of them under the same
-// partition.
+// and the best order's schedule. The seeds (1F1B-like, interleaved-like, encoder-in-bubbles,
+// then the caller's own) are always scored, so the result is never worse than the best of them
+// under the same partition.
+//
+// A graph with split backwards (StageGraphOptions::split_backward) has the same units as the
+// graph without (a backward's two parts belong to one unit), so an order found on one is an
+// order of the other: the Planner seeds its split search with the best order of its unsplit
+// one (ScheduleSearchOptions::seeds).
 #include <cstdint>
 #include <span>
 #include <string>
@@ -11,6 +16,7 @@
 #include <vector>
 
 #include "pipeweaver/core/concepts.hpp"
+#include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/units.hpp"
 #include "pipeweaver/emulate/lower_bound.hpp"
 #include "pipeweaver/emulate/stage_cost_cache.hpp"
@@ -29,6 +35,9 @@ struct ScheduleSearchOptions {
   MctsOptions mcts{};
   ScheduleEvaluatorOptions evaluator{};
   StepTablesOptions tables{};
+  /// Further seed orders, scored after the built-in ones (found_by "given"). Each must be a
+  /// topological order of the step's units (segments.hpp); one that is not is Error{input}.
+  std::vector<std::vector<std::int32_t>> seeds{};
 };
 
 struct ScheduleSearchResult {
@@ -49,7 +58,13 @@ template <class C>
                                                    StageCostCache<C>& cache, const ScheduleSearchOptions& options = {}) {
   const SegmentUnits units = segment_units(graph, smbs, partition.ranks);
   const StepTables tables = build_step_tables(model, setup, partition, smbs, graph, units, cache, options.tables);
-  const std::vector<SeedOrder> seeds = seed_orders(model, units, partition.ranks);
+  std::vector<SeedOrder> seeds = seed_orders(model, units, partition.ranks);
+  for (std::size_t i = 0; i < options.seeds.size(); ++i) {
+    if (!is_topological(units, options.seeds[i]))
+      throw input_error("given seed order " + std::to_string(i) + " is not an order of this step's units",
+                        {.path = "ScheduleSearchOptions::seeds", .expected = "a topological order of the " + std::to_string(units.size()) + " segment units"});
+    seeds.push_back({"given", options.seeds[i]});
+  }
   std::vector<std::vector<std::int32_t>> seed_sequences;
   for (const auto& s : seeds) seed_sequences.push_back(s.sequence);
   const UnitDag dag{units.successors, units.indegree};
