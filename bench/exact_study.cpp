@@ -121,6 +121,27 @@ Record study_one(std::uint64_t seed, const pwtest::SmallStepLimits& limits, cons
   }
   const pwtest::ExactResult opt = pwtest::solve_exact(pp.problem, {.node_limit = node_limit, .incumbent = pp.plan_schedule});
   const auto t2 = std::chrono::steady_clock::now();
+  if (dump) {  // the best schedule found, same format as dip's above
+    const auto& g = *pp.graph;
+    const pw::ScheduleTiming t = pw::emulate_schedule(g, opt.schedule, std::span<const pw::Nanoseconds>(pp.problem.latency),
+                                                      [&](pw::NodeIndex u, pw::NodeIndex v) {
+                                                        const auto& outs = g.nodes[static_cast<std::size_t>(u)].outputs;
+                                                        for (std::size_t k = 0; k < outs.size(); ++k)
+                                                          if (outs[k] == v) return pp.problem.out_transfer[static_cast<std::size_t>(u)][k];
+                                                        return pw::Nanoseconds{0};
+                                                      });
+    std::printf("best found (%s):\n", opt.optimal ? "optimal" : "not proved");
+    for (std::size_t rk = 0; rk < opt.schedule.ranks.size(); ++rk) {
+      std::printf("rank %zu (busy %.2f ms):", rk, pw::to_ms(t.busy[rk]));
+      for (const auto& x : opt.schedule.ranks[rk]) {
+        const auto n = static_cast<std::size_t>(x.node);
+        const auto& sr = g.nodes[n].stage;
+        std::printf(" [m%d c%d s%d %c %.2f-%.2f]", sr.module.value(), sr.chunk, sr.sub_microbatch.value(),
+                    sr.pass == pw::Pass::forward ? 'F' : 'B', pw::to_ms(t.start[n]), pw::to_ms(t.end[n]));
+      }
+      std::printf("\n");
+    }
+  }
   const pw::LowerBound lb = pw::lower_bound(r.plan, st.model, cost);
   // Does the optimal order fit memory? Lower it like a plan and emulate it.
   const pw::Plan best_plan = pw::lower(st.model, r.plan.partition, r.plan.sub_microbatches, *pp.graph, opt.schedule, cost, "exact", st.setup.name);

@@ -96,6 +96,12 @@ string(JSON gain GET "${sj}" geomean seed_over_search)
 if(rc LESS r OR gain LESS 1)
   message(FATAL_ERROR "suite: dip / classic bound ${rc} below dip / tight bound ${r}, or seed / search ${gain} below 1")
 endif()
+# dip's own partition's tight bound is valid for dip's plan and at least the smallest bound over
+# every partition compared: 1 <= dip / own bound <= dip / bound.
+string(JSON ro GET "${sj}" geomean dip_over_own_lower_bound)
+if(ro LESS 1 OR ro GREATER r)
+  message(FATAL_ERROR "suite: dip / own bound ${ro} below 1 or above dip / bound ${r}")
+endif()
 foreach(b gpipe 1f1b interleaved-1f1b megatron optimus)
   string(JSON s GET "${sj}" geomean speedup ${b})
   if(s LESS 1)
