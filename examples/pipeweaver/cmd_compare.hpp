@@ -6,11 +6,14 @@
 // the best of the search and the baselines; its placement is chosen on the same profile steps)
 // on steps 0..K-1 of the dataset under `seed`. The baselines' static choices are made once on
 // profile steps (fixed profile seed). JSON output is one object:
-//   {"model", "dataset", "setup", "seed", "steps": [{"step", "microbatches", "lower_bound_ms",
-//     "classic_lower_bound_ms", "plans": {"<name>": {"step_ms", "peak_memory_gib", "fits_memory", "search_ms"}}}]}
+//   {"model", "dataset", "setup", "seed", "unavailable": {"<name>": "why"},
+//    "steps": [{"step", "microbatches", "lower_bound_ms", "classic_lower_bound_ms",
+//     "plans": {"<name>": {"step_ms", "peak_memory_gib", "fits_memory", "search_ms"}}}]}
 // (lower_bound_ms: the tight bound over every compared partition, emulate/lower_bound.hpp;
 // classic_lower_bound_ms: max(work / P, longest chain), partition-independent.)
-// (search_ms: wall-clock of dip's planner call; 0 for a baseline, which is not searched).
+// (search_ms: wall-clock of dip's planner call; 0 for a baseline, which is not searched;
+// unavailable: the baselines that cannot place this model on this setup, e.g. optimus with fewer
+// backbone layers than pipeline stages: the others and dip still run).
 // (peak_memory_gib: maximum over ranks). --trace-dir DIR writes, per step k and plan p,
 // DIR/step<k>-<p>.trace.json (Chrome trace, opens in Perfetto), DIR/step<k>-<p>.svg (timeline)
 // and DIR/step<k>-<p>.plan.json (the plan, for `pipeweaver emulate`).
@@ -37,6 +40,8 @@
 #include "pipeweaver/baselines/compare.hpp"
 #include "pipeweaver/planner/planner.hpp"
 
+#include "options.hpp"
+#include "common.hpp"
 #include "search_options.hpp"
 
 namespace pwcli {
@@ -73,35 +78,40 @@ inline int run_compare(const CompareArgs& a, std::ostream& out = std::cout) {
     const pw::AnalyticCostModel cost(model, setup);
     pw::CompareOptions options;
     options.record_timeline = !a.trace_dir.empty();
-    const auto profile = pw::profile_batches(model, dataset, setup, options);
+    const auto profile = attributed(a.setup, a.setup, [&] { return pw::profile_batches(model, dataset, setup, options); });
     planner_opts.compare = options;
-    const pw::Planner<pw::AnalyticCostModel> planner(model, setup, cost, profile, planner_opts);
-    // The planner chose the baselines' static splits on the same profile: reuse them.
-    pw::BaselineComparison cmp(model, setup, cost, planner.baselines(), options);
+    const pw::Planner<pw::AnalyticCostModel> planner =
+        attributed(a.dataset, a.setup, [&] { return pw::Planner<pw::AnalyticCostModel>(model, setup, cost, profile, planner_opts); });
+    // The planner chose the baselines' static splits on the same profile: reuse them (a baseline
+    // that cannot place this model is reported, and the others run).
+    pw::BaselineComparison cmp(model, setup, cost, planner.baselines(), options, planner.unavailable_baselines());
 
     nlohmann::ordered_json j;
     j["model"] = model.name;
     j["dataset"] = dataset.name;
     j["setup"] = setup.name;
     j["seed"] = a.seed;
+    j["unavailable"] = nlohmann::ordered_json::object();
+    for (const auto& u : cmp.unavailable()) j["unavailable"][u.name] = u.reason;
     j["steps"] = nlohmann::ordered_json::array();
     if (a.format == "table") {
       out << fmt::format("{} · {} · {} · seed {}\n", model.name, dataset.name, setup.name, a.seed);
       for (const auto& b : cmp.baselines())
         out << fmt::format("  {:<17} {}\n", b.baseline.name, b.baseline.description);
+      for (const auto& u : cmp.unavailable()) out << fmt::format("  {:<17} cannot place the model: {}\n", u.name, u.reason);
     }
     for (int step = 0; step < a.steps; ++step) {
-      const pw::Batch batch = pw::sample_step(model, dataset, setup, a.seed, step);
+      const pw::Batch batch = attributed(a.setup, a.setup, [&] { return pw::sample_step(model, dataset, setup, a.seed, step); });
       std::map<std::string, double> search_ms;
       std::string dip_source;
-      pw::StepComparison r = cmp.compare(batch, step);
+      pw::StepComparison r = attributed(a.dataset, a.setup, [&] { return cmp.compare(batch, step); });
       {  // dip: the planner's plan for the step
-        const pw::PlanResult d = planner.plan(batch);
+        const pw::PlanResult d = attributed(a.dataset, a.setup, [&] { return planner.plan(batch); });
         pw::EmulateOptions eo;
         eo.record_timeline = options.record_timeline;
         pw::PlanComparison pc;
         pc.name = "dip";
-        pc.emulation = pw::emulate(d.plan, model, setup, cost, eo);
+        pc.emulation = attributed(a.dataset, a.setup, [&] { return pw::emulate(d.plan, model, setup, cost, eo); });
         pc.step_time = d.step_time;
         pc.peak_memory = pc.emulation.peak_memory();
         pc.fits_memory = pc.emulation.fits_memory();
@@ -154,8 +164,8 @@ inline CLI::App* add_compare(CLI::App& app, CompareArgs& args) {
   cmd->add_option("--model", args.model, "model JSON file")->required();
   cmd->add_option("--dataset", args.dataset, "dataset JSON file")->required();
   cmd->add_option("--setup", args.setup, "setup JSON file")->required();
-  cmd->add_option("--seed", args.seed, "sampling seed (default 0)");
-  cmd->add_option("--steps", args.steps, "steps to compare (default 1)");
+  add_seed_option(*cmd, "--seed", args.seed, "sampling seed (default 0)");
+  add_integer_option(*cmd, "--steps", args.steps, 1, 100000, "steps to compare (default 1)");
   cmd->add_option("--format", args.format, "table or json (default table)");
   cmd->add_option("--trace-dir", args.trace_dir, "write a Chrome trace, an SVG timeline and the plan per plan and step here");
   add_search_options(*cmd, args.search);

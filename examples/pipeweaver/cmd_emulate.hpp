@@ -44,14 +44,18 @@ inline int run_emulate(const EmulateArgs& a, std::ostream& out = std::cout) {
       throw pw::input_error("the plan was built for model '" + plan.model + "'", {.file = a.plan, .path = "/model", .expected = "'" + model.name + "' (the model of --model)"});
     if (plan.setup != setup.name)
       throw pw::input_error("the plan was built for setup '" + plan.setup + "'", {.file = a.plan, .path = "/setup", .expected = "'" + setup.name + "' (the setup of --setup)"});
+    // Everything below reads the plan's numbers: an error without a file (a broken rule, a
+    // strategy, token counts whose times leave 64 bits) is the plan file's.
+    const pw::AnalyticCostModel cost(model, setup);
+    pw::EmulationResult r;
+    pw::Nanoseconds lb{0};
     try {
       pw::validate(plan, model);
+      r = pw::emulate(plan, model, setup, cost);
+      lb = pw::lower_bound(plan, model, cost).value;
     } catch (const pw::Error& e) {
-      throw pw::Error(e.kind(), e.what(), {.file = a.plan, .path = {}, .expected = {}});
+      throw pw::in_file(e, a.plan);
     }
-    const pw::AnalyticCostModel cost(model, setup);
-    const pw::EmulationResult r = pw::emulate(plan, model, setup, cost);
-    const pw::Nanoseconds lb = pw::lower_bound(plan, model, cost).value;
     if (a.format == "json") {
       nlohmann::ordered_json j;
       j["plan"] = plan.name;

@@ -18,6 +18,7 @@
 #include <pipeweaver/model/memory.hpp>
 
 #include "common.hpp"
+#include "options.hpp"
 
 namespace pwcli {
 
@@ -32,9 +33,8 @@ inline CLI::App* add_inspect(CLI::App& app, InspectOptions& o) {
   auto* cmd = app.add_subcommand("inspect", "Parameters, FLOPs per token and memory of a model under a setup");
   cmd->add_option("--model", o.model, "Model file (models/*.json)")->required();
   cmd->add_option("--setup", o.setup, "Setup file (setups/*.json)")->required();
-  cmd->add_option("--seq-len", o.seq_len, "Tokens per item at which FLOPs and activations per token are given")
-      ->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24))
-      ->capture_default_str();
+  add_integer_option(*cmd, "--seq-len", o.seq_len, 1, std::int64_t{1} << 24,
+                     "Tokens per item at which FLOPs and activations per token are given (default 4096)");
   add_format_option(*cmd, o.format);
   return cmd;
 }

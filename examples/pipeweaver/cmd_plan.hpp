@@ -37,6 +37,7 @@
 #include "pipeweaver/planner/planner.hpp"
 
 #include "common.hpp"
+#include "options.hpp"
 #include "search_options.hpp"
 
 namespace pwcli {
@@ -68,30 +69,29 @@ inline int run_plan(const PlanArgs& a, std::ostream& out = std::cout) {
   pw::Batch batch;
   std::optional<pw::Planner<pw::AnalyticCostModel>> planner;
   std::chrono::steady_clock::duration setup_time{};
+  // Errors without a file: the data's (dataset or batch) or, when the machines cannot do it,
+  // the setup's (common.hpp, attributed).
+  const std::string& data = a.dataset.empty() ? a.batch : a.dataset;
   if (!a.dataset.empty()) {
     const pw::DatasetSpec dataset = pw::io::read_dataset(a.dataset);
     pw::io::check_compatible(model, dataset, a.dataset);
-    batch = pw::sample_step(model, dataset, setup, a.seed, a.step);
+    // Packing under the budget: what goes wrong is the setup's budget (as in `sample`).
+    batch = attributed(a.setup, a.setup, [&] { return pw::sample_step(model, dataset, setup, a.seed, a.step); });
     const auto start = std::chrono::steady_clock::now();
-    planner.emplace(model, setup, cost, dataset, options);
+    attributed(data, a.setup, [&] { planner.emplace(model, setup, cost, dataset, options); });
     setup_time = std::chrono::steady_clock::now() - start;
   } else {
     batch = pw::io::read_batch(a.batch);
     pw::io::check_batch(model, setup, batch, a.batch);
-    try {
-      const auto start = std::chrono::steady_clock::now();
-      planner.emplace(model, setup, cost, std::vector<pw::Batch>{batch}, options);
-      setup_time = std::chrono::steady_clock::now() - start;
-    } catch (const pw::Error& e) {
-      if (e.kind() != pw::ErrorKind::input) throw;
-      throw pipeweaver::in_file(e, a.batch);  // e.g. a sample over the microbatch budget
-    }
+    const auto start = std::chrono::steady_clock::now();
+    attributed(data, a.setup, [&] { planner.emplace(model, setup, cost, std::vector<pw::Batch>{batch}, options); });
+    setup_time = std::chrono::steady_clock::now() - start;
   }
   const double setup_ms = std::chrono::duration<double, std::milli>(setup_time).count();
-  const pw::PlanResult r = planner->plan(batch);
+  const pw::PlanResult r = attributed(data, a.setup, [&] { return planner->plan(batch); });
   pw::EmulateOptions eo;
   eo.record_timeline = !a.trace.empty() || !a.svg.empty();
-  const pw::EmulationResult e = pw::emulate(r.plan, model, setup, cost, eo);
+  const pw::EmulationResult e = attributed(data, a.setup, [&] { return pw::emulate(r.plan, model, setup, cost, eo); });
   if (!a.out.empty()) pw::io::write_plan(a.out, r.plan);
   if (!a.trace.empty()) pw::io::write_chrome_trace(a.trace, r.plan, model, e);
   if (!a.svg.empty()) pw::io::write_svg_timeline(a.svg, r.plan, model, e);
@@ -135,8 +135,8 @@ inline CLI::App* add_plan(CLI::App& app, PlanArgs& args) {
   auto* ds = cmd->add_option("--dataset", args.dataset, "dataset JSON file (with --seed and --step)");
   auto* bt = cmd->add_option("--batch", args.batch, "batch JSON file: {\"microbatches\": [[sample, ...], ...]}");
   ds->excludes(bt);
-  cmd->add_option("--seed", args.seed, "sampling seed (default 0)")->needs(ds);
-  cmd->add_option("--step", args.step, "step of the dataset (default 0)")->needs(ds);
+  add_seed_option(*cmd, "--seed", args.seed, "sampling seed (default 0)")->needs(ds);
+  add_integer_option(*cmd, "--step", args.step, 0, 1 << 30, "step of the dataset (default 0)")->needs(ds);
   add_search_options(*cmd, args.search);
   cmd->add_option("--out", args.out, "write the plan (JSON) here");
   cmd->add_option("--trace", args.trace, "write a Chrome trace (Perfetto) of the plan's emulation here");

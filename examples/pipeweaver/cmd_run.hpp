@@ -57,6 +57,7 @@
 #include "pipeweaver/ir/plan_binary.hpp"
 
 #include "common.hpp"
+#include "options.hpp"
 #include "search_options.hpp"
 
 namespace pwcli {
@@ -168,7 +169,8 @@ inline int run_run(const RunArgs& a, std::ostream& out = std::cout) {
     }
   }
   // Placement and baselines chosen on the dataset's profile steps, before training starts.
-  const pw::Planner<pw::AnalyticCostModel> planner(model, setup, cost, dataset, options);
+  const pw::Planner<pw::AnalyticCostModel> planner =
+      attributed(a.dataset, a.setup, [&] { return pw::Planner<pw::AnalyticCostModel>(model, setup, cost, dataset, options); });
   const RunReport rep = execute_timed_steps(planner, batches, a.time_scale, a.lookahead,
                                             std::chrono::nanoseconds{static_cast<std::int64_t>(a.grace_ms * 1e6)}, a.realtime);
 
@@ -238,12 +240,12 @@ inline CLI::App* add_run(CLI::App& app, RunArgs& args) {
   cmd->add_option("--model", args.model, "model JSON file")->required();
   cmd->add_option("--setup", args.setup, "setup JSON file")->required();
   cmd->add_option("--dataset", args.dataset, "dataset JSON file")->required();
-  cmd->add_option("--seed", args.seed, "sampling seed (default 0)");
-  cmd->add_option("--steps", args.steps, "steps to execute (default 10)");
-  cmd->add_option("--time-scale", args.time_scale, "wall-clock seconds per emulated second (e.g. 0.1)")->required();
+  add_seed_option(*cmd, "--seed", args.seed, "sampling seed (default 0)");
+  add_integer_option(*cmd, "--steps", args.steps, 1, 100000, "steps to execute (default 10)");
+  add_number_option(*cmd, "--time-scale", args.time_scale, 0, 1000, true, "wall-clock seconds per emulated second (e.g. 0.1)")->required();
   add_search_options(*cmd, args.search);
-  cmd->add_option("--lookahead", args.lookahead, "steps planned ahead by the asynchronous planner (default 2)");
-  cmd->add_option("--grace-ms", args.grace_ms, "wait at most this long for a late plan, then use the fallback (default 100)");
+  add_integer_option(*cmd, "--lookahead", args.lookahead, 1, 64, "steps planned ahead by the asynchronous planner (default 2)");
+  add_number_option(*cmd, "--grace-ms", args.grace_ms, 0, 3.6e6, false, "wait at most this long for a late plan, then use the fallback (default 100)");
   cmd->add_flag("--realtime", args.realtime,
                 "run the rank threads under SCHED_FIFO (Linux, CAP_SYS_NICE), so that the planner and other processes do not delay them");
   cmd->add_option("--format", args.format, "table or json (default table)");

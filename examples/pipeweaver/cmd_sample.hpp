@@ -25,6 +25,7 @@
 #include <pipeweaver/ir/stage.hpp>
 
 #include "common.hpp"
+#include "options.hpp"
 
 namespace pwcli {
 
@@ -43,11 +44,9 @@ inline CLI::App* add_sample(CLI::App& app, SampleOptions& o) {
   cmd->add_option("--dataset", o.dataset, "Dataset file (datasets/*.json)")->required();
   cmd->add_option("--setup", o.setup, "Setup file (setups/*.json): the microbatch budget")->required();
   cmd->add_option("--model", o.model, "Model file (models/*.json): which modules get which tokens")->required();
-  cmd->add_option("--seed", o.seed, "Seed of the sample stream")->capture_default_str();
-  cmd->add_option("--steps", o.steps, "Number of steps")->check(CLI::Range(1, 100000))->capture_default_str();
-  cmd->add_option("--first-step", o.first_step, "First step (each step has its own stream)")
-      ->check(CLI::Range(0, 1 << 30))
-      ->capture_default_str();
+  add_seed_option(*cmd, "--seed", o.seed, "Seed of the sample stream (default 0)");
+  add_integer_option(*cmd, "--steps", o.steps, 1, 100000, "Number of steps (default 1)");
+  add_integer_option(*cmd, "--first-step", o.first_step, 0, 1 << 30, "First step (each step has its own stream; default 0)");
   add_format_option(*cmd, o.format);
   return cmd;
 }
@@ -88,17 +87,21 @@ inline int run_sample(const SampleOptions& o) {
     } catch (const Error& e) {
       throw pipeweaver::in_file(e, o.setup);  // budget problems are the setup's (with this dataset)
     }
-    const auto smbs = split(model, whole, batch);
-    std::vector<std::vector<ModuleCell>> cells(batch.microbatches.size(), std::vector<ModuleCell>(n_modules));
-    for (const SubMicrobatchSpec& smb : smbs) {
-      const ModuleSpec& m = model.module(smb.module());
-      const StageSpec fwd{smb.module(), 0, RankId{0}, Pass::forward, 0, m.layers};
-      const StageSpec bwd{smb.module(), 0, RankId{0}, Pass::backward, 0, m.layers};
-      ModuleCell& c = cells[smb.microbatch().index()][smb.module().index()];
-      c.tokens += smb.total_tokens();
-      c.items += static_cast<std::int64_t>(smb.item_tokens().size());
-      c.time += cost.latency(fwd, smb, MemoryStrategy{}) + cost.latency(bwd, smb, MemoryStrategy{});
-    }
+    // Costs of the step's token counts: an error is the dataset's (a time beyond 64 bits).
+    const auto cells = attributed(o.dataset, o.setup, [&] {
+      const auto smbs = split(model, whole, batch);
+      std::vector<std::vector<ModuleCell>> cells(batch.microbatches.size(), std::vector<ModuleCell>(n_modules));
+      for (const SubMicrobatchSpec& smb : smbs) {
+        const ModuleSpec& m = model.module(smb.module());
+        const StageSpec fwd{smb.module(), 0, RankId{0}, Pass::forward, 0, m.layers};
+        const StageSpec bwd{smb.module(), 0, RankId{0}, Pass::backward, 0, m.layers};
+        ModuleCell& c = cells[smb.microbatch().index()][smb.module().index()];
+        c.tokens += smb.total_tokens();
+        c.items += static_cast<std::int64_t>(smb.item_tokens().size());
+        c.time += cost.latency(fwd, smb, MemoryStrategy{}) + cost.latency(bwd, smb, MemoryStrategy{});
+      }
+      return cells;
+    });
     std::vector<double> mb_ms;
     nlohmann::json mbs = nlohmann::json::array();
     for (std::size_t i = 0; i < batch.microbatches.size(); ++i) {

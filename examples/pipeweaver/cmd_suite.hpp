@@ -64,6 +64,7 @@
 #include "pipeweaver/search/segments.hpp"
 
 #include "cmd_plan.hpp"
+#include "options.hpp"
 
 namespace pwcli {
 
@@ -138,7 +139,9 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     const pw::io::SuiteCase& c = suite.cases[ci];
     const pw::io::Workload& w = workloads[ci];
     const pw::AnalyticCostModel cost(w.model, w.setup);
-    const pw::Planner<pw::AnalyticCostModel> planner(w.model, w.setup, cost, w.dataset, options);
+    const std::string dataset_file = c.dataset.string(), setup_file = c.setup.string();
+    const pw::Planner<pw::AnalyticCostModel> planner = attributed(
+        dataset_file, setup_file, [&] { return pw::Planner<pw::AnalyticCostModel>(w.model, w.setup, cost, w.dataset, options); });
     pw::BaselineContext<pw::AnalyticCostModel> ctx(w.model, w.setup, cost);
     std::map<std::string, std::vector<double>> speedups, ceilings;
     std::vector<double> lb_ratio, classic_ratio, own_ratio, seed_ratio;
@@ -149,13 +152,15 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     nlohmann::ordered_json step_records = nlohmann::ordered_json::array();
     for (int seed = 1; seed <= a.seeds; ++seed)
       for (int step = 0; step < a.steps; ++step) {
-        const pw::Batch batch = pw::sample_step(w.model, w.dataset, w.setup, static_cast<std::uint64_t>(seed), step);
-        const pw::PlanResult r = planner.plan(batch);
+        const pw::Batch batch = attributed(setup_file, setup_file, [&] {
+          return pw::sample_step(w.model, w.dataset, w.setup, static_cast<std::uint64_t>(seed), step);
+        });
+        const pw::PlanResult r = attributed(dataset_file, setup_file, [&] { return planner.plan(batch); });
         const double dip = static_cast<double>(r.step_time.count());
         pw::Nanoseconds lb = r.lower_bound, classic = r.classic_lower_bound;
         std::vector<std::pair<std::string, double>> baseline_ms;
         for (const pw::PreparedBaseline& pb : planner.baselines()) {
-          const pw::BaselinePlan b = pw::build_baseline_plan(ctx, pb.baseline, batch);
+          const pw::BaselinePlan b = attributed(dataset_file, setup_file, [&] { return pw::build_baseline_plan(ctx, pb.baseline, batch); });
           const pw::LowerBound own = pw::lower_bound(b.graph, pb.baseline.layout.partition, b.plan.sub_microbatches, ctx.cache());
           lb = std::min(lb, own.tight);
           classic = std::min(classic, own.value);
@@ -292,8 +297,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
 inline CLI::App* add_suite(CLI::App& app, SuiteArgs& args) {
   CLI::App* cmd = app.add_subcommand("suite", "Compare dip with every baseline over a suite of cases: per-case and geometric-mean ratios");
   cmd->add_option("--suite", args.suite, "suite JSON file (e.g. examples/workloads/suite.json)")->required();
-  cmd->add_option("--steps", args.steps, "steps per seed (default 4)");
-  cmd->add_option("--seeds", args.seeds, "sampling seeds 1..N (default 3)");
+  add_integer_option(*cmd, "--steps", args.steps, 1, 10000, "steps per seed (default 4)");
+  add_integer_option(*cmd, "--seeds", args.seeds, 1, 10000, "sampling seeds 1..N (default 3)");
   add_search_options(*cmd, args.search);
   cmd->add_option("--format", args.format, "table or json (default table)");
   return cmd;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -22,6 +23,19 @@ inline void add_format_option(CLI::App& cmd, Format& format) {
          "--format", [&format](const std::string& s) { format = s == "json" ? Format::json : Format::table; },
          "Output format: table (default) or json")
       ->check(CLI::IsMember({"table", "json"}));
+}
+
+/// Runs `f`; an Error that names no file is given one: `setup` for what the machines cannot do
+/// (Error(infeasible): memory, a budget below one item), `data` for the rest (the token counts
+/// of a dataset's steps, a batch or a plan: a time or size beyond 64 bits, a sample the model
+/// cannot take). The error keeps its kind, path and expectation.
+template <class F>
+decltype(auto) attributed(const std::string& data, const std::string& setup, F&& f) {
+  try {
+    return std::forward<F>(f)();
+  } catch (const pipeweaver::Error& e) {
+    throw pipeweaver::in_file(e, e.kind() == pipeweaver::ErrorKind::infeasible ? setup : data);
+  }
 }
 
 /// 8030261248 -> "8.03B"

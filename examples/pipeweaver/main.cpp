@@ -17,12 +17,10 @@
 #include "cmd_suite.hpp"
 
 namespace {
-/// Errors are printed on one line, whatever their text holds.
-std::string one_line(std::string s) {
-  for (char& c : s)
-    if (c == '\n' || c == '\r') c = ' ';
-  return s;
-}
+/// Errors are printed on one line, whatever their text holds: control characters (line breaks
+/// included) and bytes that are not UTF-8 are written as \xNN (pipeweaver::Error's what() is
+/// already printable; CLI11's and the standard library's messages may echo raw arguments).
+std::string one_line(const std::string& s) { return pipeweaver::printable_text(s); }
 }  // namespace
 
 int main(int argc, char** argv) {

@@ -12,7 +12,13 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/planner/planner.hpp"
 
+#include "options.hpp"
+
 namespace pwcli {
+
+/// Largest --iterations and --budget-ms: a billion MCTS iterations or an hour per step.
+inline constexpr std::int64_t max_iterations = 1'000'000'000;
+inline constexpr double max_budget_ms = 3.6e6;
 
 /// Search options shared by `plan`, `compare` and `suite`.
 struct SearchArgs {
@@ -24,11 +30,13 @@ struct SearchArgs {
 
 /// Registers --budget-ms / --iterations (mutually exclusive), --threads and --search-seed.
 inline void add_search_options(CLI::App& cmd, SearchArgs& a) {
-  auto* b = cmd.add_option("--budget-ms", a.budget_ms, "search budget per step in milliseconds of wall-clock (default 1000)");
-  auto* i = cmd.add_option("--iterations", a.iterations, "search exactly this many MCTS iterations per step (reproducible)");
+  auto* b = add_number_option(cmd, "--budget-ms", a.budget_ms, 0, max_budget_ms, true,
+                              "search budget per step in milliseconds of wall-clock (default 1000)");
+  auto* i = add_integer_option(cmd, "--iterations", a.iterations, 1, max_iterations,
+                               "search exactly this many MCTS iterations per step (reproducible)");
   b->excludes(i);
-  cmd.add_option("--threads", a.threads, "search worker threads (default 1)");
-  cmd.add_option("--search-seed", a.search_seed, "seed of the search (default 0)");
+  add_integer_option(cmd, "--threads", a.threads, 1, 256, "search worker threads (default 1)");
+  add_seed_option(cmd, "--search-seed", a.search_seed, "seed of the search (default 0)");
 }
 
 /// PlannerOptions from the search options; Error(input) on out-of-range values.
@@ -40,13 +48,13 @@ inline pipeweaver::PlannerOptions planner_options(const SearchArgs& a) {
   o.threads = a.threads;
   o.seed = a.search_seed;
   if (a.iterations) {
-    if (*a.iterations < 1)
-      throw pw::input_error("--iterations is " + std::to_string(*a.iterations), {.path = "--iterations", .expected = "an integer >= 1"});
+    if (*a.iterations < 1 || *a.iterations > max_iterations)
+      throw pw::input_error("--iterations is " + std::to_string(*a.iterations), {.path = "--iterations", .expected = "an integer in [1, 1000000000]"});
     o.iterations = *a.iterations;
     o.budget = std::chrono::nanoseconds{0};
   } else {
     const double ms = a.budget_ms.value_or(1000.0);
-    if (!(ms > 0 && ms <= 3.6e6))
+    if (!(ms > 0 && ms <= max_budget_ms))
       throw pw::input_error("--budget-ms is " + fmt::format("{}", ms), {.path = "--budget-ms", .expected = "a number of milliseconds in (0, 3600000]"});
     o.budget = std::chrono::nanoseconds{static_cast<std::int64_t>(ms * 1e6)};
   }

@@ -1,9 +1,10 @@
 #pragma once
 // Umbrella header for ir/: the plan IR: Plan, Partition, stage and sub-microbatch specs, labels
-// and the binary form.
+// the binary form and the bounds of a plan's fields.
 #include "pipeweaver/ir/labels.hpp"
 #include "pipeweaver/ir/partition.hpp"
 #include "pipeweaver/ir/plan.hpp"
 #include "pipeweaver/ir/plan_binary.hpp"
+#include "pipeweaver/ir/plan_limits.hpp"
 #include "pipeweaver/ir/stage.hpp"
 #include "pipeweaver/ir/sub_microbatch_index.hpp"

@@ -1,10 +1,14 @@
 // Binary plan form: round trips give back an equal Plan; truncated, corrupted or forged data is
-// rejected with Error{input}, never read past its end.
+// rejected with Error{input}, never read past its end; fields beyond the bounds of
+// ir/plan_limits.hpp are refused at their JSON path, as the JSON reader refuses them.
 #include <doctest/doctest.h>
 
 #include <pipeweaver/ir/plan_binary.hpp>
+#include <pipeweaver/ir/plan_limits.hpp>
 
 #include <cstddef>
+#include <cstdint>
+#include <variant>
 #include <vector>
 
 #include "support/plan_ir_support.hpp"
@@ -29,6 +33,29 @@ pw::Plan odd_plan() {  // fields lowering never sets: negative ids, empty names,
   return p;
 }
 
+pw::Plan edge_plan() {  // every field at the edge of what ir/plan_limits.hpp accepts
+  namespace lim = pw::limits;
+  pw::Plan p;
+  p.name = "edge";
+  p.microbatches = static_cast<int>(lim::max_microbatches_per_step);
+  p.partition.name = "edge";
+  p.partition.ranks = static_cast<int>(lim::max_ranks);
+  p.partition.modules.push_back({{pw::Chunk{static_cast<int>(lim::max_layers), 0, pw::RankId{static_cast<int>(lim::max_ranks - 1)}}},
+                                 lim::max_items_per_sub_microbatch});
+  p.sub_microbatches.emplace_back(pw::ModuleId{0}, pw::MicrobatchId{static_cast<int>(lim::max_microbatches_per_step - 1)},
+                                  std::vector<std::int64_t>{lim::max_item_tokens, 1}, std::vector<std::int64_t>{0, lim::max_item_tokens},
+                                  std::vector<pw::ItemRef>{{0, -1}, {static_cast<int>(lim::max_samples_per_microbatch - 1), static_cast<int>(lim::max_items_per_sample - 1)}});
+  p.transfers.push_back({pw::RankId{0}, pw::RankId{static_cast<int>(lim::max_ranks - 1)},
+                         {pw::ModuleId{0}, 0, pw::SubMicrobatchId{0}, pw::Pass::backward_weight},
+                         {pw::ModuleId{static_cast<int>(lim::max_modules - 1)}, static_cast<int>(lim::max_chunks_per_module - 1),
+                          pw::SubMicrobatchId{static_cast<int>(lim::max_sub_microbatches - 1)}, pw::Pass::forward},
+                         pw::Bytes{lim::max_transfer_bytes}});
+  p.ranks = {{pw::Forward{pw::ModuleId{0}, 0, pw::SubMicrobatchId{0}, pw::MemoryStrategy{0, 32767, 0}},
+              pw::Backward{pw::ModuleId{0}, 0, pw::SubMicrobatchId{0}, {}, pw::Pass::backward_input}, pw::Send{pw::TransferId{0}}},
+             {}, {pw::Recv{pw::TransferId{0}}, pw::Wait{pw::TransferId{static_cast<int>(lim::max_transfers - 1)}}}};
+  return p;
+}
+
 std::vector<std::byte> with_checksum(std::vector<std::byte> body) {  // body includes magic + version
   const auto sum = pw::detail::fnv1a64(body);
   for (int i = 0; i < 8; ++i) body.push_back(static_cast<std::byte>((sum >> (8 * i)) & 0xff));
@@ -44,9 +71,44 @@ TEST_CASE("binary round trip gives back an equal plan") {
     CHECK(pw::plan_from_binary(bytes) == plan);
     CHECK(pw::to_binary(pw::plan_from_binary(bytes)) == bytes);
   }
-  const auto odd = odd_plan();
-  CHECK(pw::plan_from_binary(pw::to_binary(odd)) == odd);
   CHECK(pw::plan_from_binary(pw::to_binary(pw::Plan{})) == pw::Plan{});
+  // Every field at the edge of ir/plan_limits.hpp survives the round trip.
+  const auto edge = edge_plan();
+  CHECK_NOTHROW(pw::check_plan_limits(edge));
+  CHECK(pw::plan_from_binary(pw::to_binary(edge)) == edge);
+}
+
+TEST_CASE("decoding refuses fields beyond the plan's bounds, as the JSON reader does, at the field's JSON path") {
+  // Each field of odd_plan() alone, on the edge plan: the error names exactly that field.
+  struct Case {
+    const char* path;
+    void (*spoil)(pw::Plan&);
+  };
+  const Case cases[] = {
+      {"/sub_microbatches/0/item_tokens/0", [](pw::Plan& p) { p.sub_microbatches[0] = pw::SubMicrobatchSpec(pw::ModuleId{0}, pw::MicrobatchId{0}, {INT64_MAX}); }},
+      {"/sub_microbatches/0/item_tokens/1", [](pw::Plan& p) { p.sub_microbatches[0] = pw::SubMicrobatchSpec(pw::ModuleId{0}, pw::MicrobatchId{0}, {1, 0}); }},
+      {"/sub_microbatches/0/items/0/0", [](pw::Plan& p) { p.sub_microbatches[0] = pw::SubMicrobatchSpec(pw::ModuleId{0}, pw::MicrobatchId{0}, {1}, {}, {{-4, 0}}); }},
+      {"/sub_microbatches/0/items", [](pw::Plan& p) { p.sub_microbatches[0] = pw::SubMicrobatchSpec(pw::ModuleId{0}, pw::MicrobatchId{0}, {1}, {}, {{0, 0}, {1, 0}}); }},
+      {"/sub_microbatches/0/microbatch", [](pw::Plan& p) { p.microbatches = 0; }},
+      {"/transfers/0/bytes", [](pw::Plan& p) { p.transfers[0].bytes = pw::Bytes{-3}; }},
+      {"/transfers/0/consumer/module", [](pw::Plan& p) { p.transfers[0].consumer.module = pw::ModuleId{-1}; }},
+      {"/ranks/0/0/strategy/full_recompute", [](pw::Plan& p) { std::get<pw::Forward>(p.ranks[0][0]).strategy.full_recompute = -1; }},
+      {"/partition/ranks", [](pw::Plan& p) { p.partition.ranks = 5000; }},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.path);
+    pw::Plan plan = edge_plan();
+    c.spoil(plan);
+    try {
+      (void)pw::plan_from_binary(pw::to_binary(plan));
+      FAIL("decoded");
+    } catch (const pw::Error& e) {
+      CHECK(e.kind() == pw::ErrorKind::input);
+      CHECK(e.context().path == c.path);
+    }
+  }
+  // The plan with all of them at once is refused too (it was accepted before plans were bounded).
+  CHECK_THROWS_AS((void)pw::plan_from_binary(pw::to_binary(odd_plan())), pw::Error);
 }
 
 TEST_CASE("the encoding is explicit little-endian") {

@@ -18,6 +18,8 @@
 //    latency is sub-additive in layers, so this bounds every partition's plans) and the classic
 //    bound of every compared plan. Always <= lower_bound (each graph's tight bound is at least
 //    its classic one).
+// A baseline that cannot be prepared (e.g. fewer backbone layers than pipeline stages for
+// optimus) is left out and listed with its reason (unavailable()); the others still run.
 #include <array>
 #include <cstdint>
 #include <span>
@@ -55,6 +57,12 @@ struct CompareOptions {
   int profile_steps = 2;           ///< profile steps the static choices are made on
   BaselineOptions baselines{};
   bool record_timeline = false;    ///< keep each plan's emulated timeline (for pictures)
+};
+
+/// A baseline that cannot be prepared for a model and setup, and the error that says why.
+struct UnavailableBaseline {
+  std::string name{};
+  std::string reason{};
 };
 
 /// One plan of one step.
@@ -108,29 +116,39 @@ template <class C>
   requires CostModel<C, StageSpec, SubMicrobatchSpec>
 class BaselineComparison {
  public:
+  /// Prepares every baseline; one that cannot be prepared for this model and setup (fewer
+  /// layers than pipeline stages, ...) is left out and listed in unavailable(), so the others
+  /// still run. Cancellation is never swallowed.
   BaselineComparison(const ModelSpec& model, const Setup& setup, const C& cost, std::span<const Batch> profile,
                      CompareOptions options = {})
       : ctx_(model, setup, cost), options_(std::move(options)) {
     const auto& o = options_.baselines;
-    PreparedBaseline gpipe = prepare_gpipe(ctx_, profile, o);
-    PreparedBaseline one = prepare_1f1b(ctx_, profile, o);
-    PreparedBaseline inter = prepare_interleaved_1f1b(ctx_, profile, o);
-    PreparedBaseline mega = prepare_megatron(ctx_, profile, o);
-    PreparedBaseline opt = prepare_optimus(ctx_, profile, o);
-    PreparedBaseline zb = prepare_zero_bubble(ctx_, profile, o);
-    baselines_ = {std::move(gpipe), std::move(one), std::move(inter), std::move(mega), std::move(opt), std::move(zb)};
+    const auto attempt = [&](std::string_view name, auto&& prepare) {
+      try {
+        baselines_.push_back(prepare());
+      } catch (const Error& e) {
+        if (e.kind() == ErrorKind::cancelled) throw;
+        unavailable_.push_back(UnavailableBaseline{std::string(name), e.what()});
+      }
+    };
+    attempt("gpipe", [&] { return prepare_gpipe(ctx_, profile, o); });
+    attempt("1f1b", [&] { return prepare_1f1b(ctx_, profile, o); });
+    attempt("interleaved-1f1b", [&] { return prepare_interleaved_1f1b(ctx_, profile, o); });
+    attempt("megatron", [&] { return prepare_megatron(ctx_, profile, o); });
+    attempt("optimus", [&] { return prepare_optimus(ctx_, profile, o); });
+    attempt("zero-bubble", [&] { return prepare_zero_bubble(ctx_, profile, o); });
   }
 
   /// A comparison over baselines already prepared (e.g. a Planner's baselines(), so that a
-  /// caller that has a planner does not choose the static splits a second time).
+  /// caller that has a planner does not choose the static splits a second time); none at all
+  /// is allowed (every baseline unavailable): compare() then reports the lower bound alone.
   BaselineComparison(const ModelSpec& model, const Setup& setup, const C& cost, std::vector<PreparedBaseline> baselines,
-                     CompareOptions options = {})
-      : ctx_(model, setup, cost), options_(std::move(options)), baselines_(std::move(baselines)) {
-    if (baselines_.empty())
-      throw input_error("a baseline comparison was given no baselines", {.path = "baselines", .expected = "at least one prepared baseline"});
-  }
+                     CompareOptions options = {}, std::vector<UnavailableBaseline> unavailable = {})
+      : ctx_(model, setup, cost), options_(std::move(options)), baselines_(std::move(baselines)), unavailable_(std::move(unavailable)) {}
 
   [[nodiscard]] const std::vector<PreparedBaseline>& baselines() const noexcept { return baselines_; }
+  /// The baselines that could not be prepared, each with the error that says why.
+  [[nodiscard]] const std::vector<UnavailableBaseline>& unavailable() const noexcept { return unavailable_; }
   [[nodiscard]] BaselineContext<C>& context() noexcept { return ctx_; }
 
   /// Builds, lowers and emulates every baseline on `batch`.
@@ -164,6 +182,7 @@ class BaselineComparison {
   BaselineContext<C> ctx_;
   CompareOptions options_;
   std::vector<PreparedBaseline> baselines_;
+  std::vector<UnavailableBaseline> unavailable_;
 };
 
 }  // namespace pipeweaver

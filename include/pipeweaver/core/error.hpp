@@ -7,6 +7,8 @@
 //   throw input_error("layers is 0", {.file = path, .path = "/modules/1/layers", .expected = ">= 1"});
 //   throw invalid_plan_error(label + ": sent twice", {.path = "rank 2, action 17", .expected = "one Send"});
 // and in_file(e, file) to add the file to an error raised where the file was not known.
+// what() is printable: control characters and bytes that are not UTF-8 (input echoed into a
+// message) are written as \xNN.
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -40,6 +42,47 @@ struct ErrorContext {
   std::string expected{};  ///< what would have been accepted
 };
 
+/// `s` with control characters and bytes that are not UTF-8 written as \xNN, so that input
+/// echoed into a message can neither drive a terminal nor break a log line.
+[[nodiscard]] inline std::string printable_text(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  const auto hex = [&out](unsigned char b) {
+    constexpr char digits[] = "0123456789abcdef";
+    out += "\\x";
+    out += digits[b >> 4];
+    out += digits[b & 15];
+  };
+  for (std::size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    if (b < 0x80) {
+      if (b < 0x20 || b == 0x7f) hex(b);
+      else out += s[i];
+      ++i;
+      continue;
+    }
+    // A well-formed UTF-8 sequence (no overlongs, no surrogates, at most U+10FFFF) is kept.
+    const std::size_t n = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 0;
+    bool ok = n >= 2 && b >= 0xc2 && b <= 0xf4 && i + n <= s.size();
+    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+    if (ok && n >= 3) {
+      const auto b1 = static_cast<unsigned char>(s[i + 1]);
+      if (b == 0xe0 && b1 < 0xa0) ok = false;
+      if (b == 0xed && b1 >= 0xa0) ok = false;
+      if (b == 0xf0 && b1 < 0x90) ok = false;
+      if (b == 0xf4 && b1 >= 0x90) ok = false;
+    }
+    if (!ok) {
+      hex(b);
+      ++i;
+      continue;
+    }
+    out.append(s, i, n);
+    i += n;
+  }
+  return out;
+}
+
 class Error : public std::runtime_error {
  public:
   Error(ErrorKind kind, std::string message, ErrorContext context = {})
@@ -61,8 +104,9 @@ class Error : public std::runtime_error {
     s += message;
     if (!c.expected.empty()) s += " (expected " + c.expected + ")";
     if (s.empty()) s = to_string(kind);
-    return s;
+    return printable_text(s);
   }
+
 
   ErrorKind kind_;
   std::string message_;

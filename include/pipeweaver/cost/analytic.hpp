@@ -192,7 +192,7 @@ class AnalyticCostModel {
   }
 
   /// latency_us + bytes / gb_per_s of the pipeline link.
-  [[nodiscard]] Nanoseconds transfer_time(Bytes bytes) const noexcept {
+  [[nodiscard]] Nanoseconds transfer_time(Bytes bytes) const {
     return round_ns(setup_.pipeline_link.latency_us * 1e3 +
                     static_cast<double>(bytes.count()) / setup_.pipeline_link.gb_per_s);
   }

@@ -123,7 +123,7 @@ class TableCostModel {
     return stage_output_bytes(model_, stage.module(), stage.first_layer(), stage.layer_count(), smb.item_tokens(),
                               smb.context_tokens());
   }
-  [[nodiscard]] Nanoseconds transfer_time(Bytes bytes) const noexcept {
+  [[nodiscard]] Nanoseconds transfer_time(Bytes bytes) const {
     return round_ns(setup_.pipeline_link.latency_us * 1e3 +
                     static_cast<double>(bytes.count()) / setup_.pipeline_link.gb_per_s);
   }

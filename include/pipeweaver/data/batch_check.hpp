@@ -7,13 +7,16 @@
 //
 //  * at least one microbatch, at most limits::max_microbatches_per_step; every microbatch has
 //    at least one sample and at most max_samples_per_microbatch;
-//  * a sample's text tokens are >= 0, and no sample is empty (no text and no items);
-//  * item lists are sorted by modality, each modality once, none empty, every item >= 1 token
-//    (and at most limits::max_microbatch_tokens); every modality is consumed by a module of the model
+//  * a sample's text tokens are in [0, limits::max_item_tokens], and no sample is empty (no text
+//    and no items);
+//  * item lists are sorted by modality, each modality once, none empty, at most
+//    limits::max_items_per_sample items each, every item >= 1 token (and at most
+//    limits::max_item_tokens); every modality is consumed by a module of the model
 //    (an encoder or a generator): a typo would otherwise silently drop the items;
 //  * every microbatch stays within the setup's microbatch budget: at most max_tokens tokens of
 //    the budget module and, when max_items is given, at most max_items of its items. pack()
-//    (data/packing.hpp) is the way from samples to microbatches that always satisfies this.
+//    (data/packing.hpp) is the way from samples to microbatches that always satisfies this;
+//  * every module gets at most limits::max_module_tokens_per_microbatch tokens of a microbatch.
 // Accepted by design: a microbatch count other than the setup's microbatches_per_step (the last
 // step of an epoch is often shorter; the plan is for the batch given), and samples that do not
 // fill a microbatch.
@@ -22,6 +25,7 @@
 #include <string>
 
 #include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/limits.hpp"
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/data/packing.hpp"
 #include "pipeweaver/model/model_spec.hpp"
@@ -47,8 +51,9 @@ namespace detail {
 }
 
 inline void check_sample(const ModelSpec& model, const Sample& s, const std::string& at) {
-  if (s.text < 0)
-    throw input_error("sample has " + std::to_string(s.text) + " text tokens", {.path = at + "/text", .expected = "an integer >= 0"});
+  if (s.text < 0 || s.text > limits::max_item_tokens)
+    throw input_error("sample has " + std::to_string(s.text) + " text tokens",
+                      {.path = at + "/text", .expected = "an integer in [0, " + std::to_string(limits::max_item_tokens) + "]"});
   for (std::size_t k = 0; k < s.items.size(); ++k) {
     const SampleItems& it = s.items[k];
     const std::string ip = at + "/" + json_pointer_token(it.modality);
@@ -61,13 +66,26 @@ inline void check_sample(const ModelSpec& model, const Sample& s, const std::str
       throw input_error("item lists out of order or repeated (\"" + s.items[k - 1].modality + "\" before \"" + it.modality + "\")",
                         {.path = ip, .expected = "one list per modality, sorted by modality name"});
     if (it.tokens.empty()) throw input_error("an empty item list", {.path = ip, .expected = "at least one item, or no list"});
+    if (static_cast<std::int64_t>(it.tokens.size()) > limits::max_items_per_sample)
+      throw input_error(std::to_string(it.tokens.size()) + " items", {.path = ip, .expected = "at most " + std::to_string(limits::max_items_per_sample) + " per modality and sample"});
     for (std::size_t i = 0; i < it.tokens.size(); ++i)
-      if (it.tokens[i] < 1 || it.tokens[i] > limits::max_microbatch_tokens)
+      if (it.tokens[i] < 1 || it.tokens[i] > limits::max_item_tokens)
         throw input_error("item of " + std::to_string(it.tokens[i]) + " tokens",
-                          {.path = ip + "/" + std::to_string(i), .expected = "an integer in [1, " + std::to_string(limits::max_microbatch_tokens) + "]"});
+                          {.path = ip + "/" + std::to_string(i), .expected = "an integer in [1, " + std::to_string(limits::max_item_tokens) + "]"});
   }
   if (s.text == 0 && s.items.empty())
     throw input_error("empty sample: no text tokens and no items", {.path = at, .expected = "text tokens or items"});
+}
+
+/// Every module's tokens in the microbatch within limits::max_module_tokens_per_microbatch (the
+/// backbone also gets the encoders' outputs, which no budget counts).
+inline void check_module_tokens(const ModelSpec& model, const Microbatch& mb, std::size_t m) {
+  for (std::size_t i = 0; i < model.modules.size(); ++i) {
+    const ModuleLoad load = module_load(model, ModuleId{static_cast<ModuleId::rep>(i)}, mb);
+    if (load.tokens > limits::max_module_tokens_per_microbatch)
+      throw input_error("microbatch puts " + std::to_string(load.tokens) + " tokens on module \"" + model.modules[i].name + "\"",
+                        {.path = microbatch_path(m), .expected = "at most " + std::to_string(limits::max_module_tokens_per_microbatch) + " per module"});
+  }
 }
 
 inline void check_microbatch_budget(const ModelSpec& model, const Setup& setup, ModuleId budget, const Microbatch& mb, std::size_t m) {
@@ -103,6 +121,7 @@ inline void check_batch(const ModelSpec& model, const Setup& setup, const Batch&
     for (std::size_t i = 0; i < mb.samples.size(); ++i)
       detail::check_sample(model, mb.samples[i], detail::microbatch_path(m) + "/" + std::to_string(i));
     detail::check_microbatch_budget(model, setup, budget, mb, m);
+    detail::check_module_tokens(model, mb, m);
   }
 }
 

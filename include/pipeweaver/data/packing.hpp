@@ -26,6 +26,7 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/core/limits.hpp"
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/data/dataset_spec.hpp"
 #include "pipeweaver/data/random.hpp"
@@ -38,7 +39,7 @@ namespace pipeweaver {
 
 /// A microbatch with more samples than this means the budget module gets (almost) no tokens
 /// from the data: Error(infeasible) rather than packing forever.
-inline constexpr std::size_t max_samples_per_microbatch = 65536;
+inline constexpr std::size_t max_samples_per_microbatch = static_cast<std::size_t>(limits::max_samples_per_microbatch);
 
 /// Tokens an encoder hands to the module it feeds for an item of `item_tokens` tokens:
 /// ceil(item_tokens x output_tokens_per_input_token), computed in double exactly as the
@@ -66,7 +67,18 @@ struct ModuleLoad {
   friend bool operator==(const ModuleLoad&, const ModuleLoad&) = default;
 };
 
-/// Tokens and items a sample puts on module `m` (see the header comment).
+namespace detail {
+/// a + b for non-negative counts, held at 2^62: loads are only compared with budgets far below
+/// it, and a batch read from a file could otherwise sum past int64 (its counts are not yet checked).
+[[nodiscard]] constexpr std::int64_t load_add(std::int64_t a, std::int64_t b) noexcept {
+  constexpr std::int64_t cap = std::int64_t{1} << 62;
+  a = a < 0 ? 0 : a > cap ? cap : a;
+  b = b < 0 ? 0 : b > cap ? cap : b;
+  return a > cap - b ? cap : a + b;
+}
+}  // namespace detail
+
+/// Tokens and items a sample puts on module `m` (see the header comment). Sums are held at 2^62.
 [[nodiscard]] inline ModuleLoad module_load(const ModelSpec& model, ModuleId m, const Sample& s) {
   const ModuleSpec& mod = model.module(m);
   ModuleLoad load;
@@ -75,20 +87,20 @@ struct ModuleLoad {
     load.items = 1;
   }
   for (const SampleItems& it : s.items) {
-    for (std::int64_t t : it.tokens) load.tokens += item_contribution(model, m, it.modality, t);
+    for (std::int64_t t : it.tokens) load.tokens = detail::load_add(load.tokens, item_contribution(model, m, it.modality, t));
     if (mod.role != ModuleRole::backbone && it.modality == mod.modality)
       load.items += static_cast<std::int64_t>(it.tokens.size());
   }
   return load;
 }
 
-/// Tokens and items a microbatch puts on module `m`.
+/// Tokens and items a microbatch puts on module `m`. Sums are held at 2^62.
 [[nodiscard]] inline ModuleLoad module_load(const ModelSpec& model, ModuleId m, const Microbatch& mb) {
   ModuleLoad sum;
   for (const Sample& s : mb.samples) {
     const ModuleLoad l = module_load(model, m, s);
-    sum.tokens += l.tokens;
-    sum.items += l.items;
+    sum.tokens = detail::load_add(sum.tokens, l.tokens);
+    sum.items = detail::load_add(sum.items, l.items);
   }
   return sum;
 }
@@ -225,6 +237,8 @@ class Packer {
 /// The samples of training step `step` (>= 0) packed into setup.microbatches_per_step
 /// microbatches: samples are drawn from the step's own stream (seeded by step_seed(seed, step))
 /// until that many microbatches are full; the sample that would open one more is discarded.
+/// Error(infeasible) when the step would hold more than limits::max_samples_per_step samples or
+/// limits::max_items_per_step items (so its memory is bounded whatever the dataset draws).
 [[nodiscard]] inline Batch sample_step(const ModelSpec& model, const DatasetSpec& dataset, const Setup& setup,
                                        std::uint64_t seed, int step) {
   if (step < 0)
@@ -236,8 +250,18 @@ class Packer {
   Batch batch;
   const auto want = static_cast<std::size_t>(setup.microbatches_per_step);
   batch.microbatches.reserve(want);
+  std::int64_t samples = 0, items = 0;
   while (batch.microbatches.size() < want) {
-    if (auto closed = packer.add(sampler.next())) {
+    Sample s = sampler.next();
+    for (const SampleItems& it : s.items) items += static_cast<std::int64_t>(it.tokens.size());
+    if (++samples > limits::max_samples_per_step || items > limits::max_items_per_step)
+      throw infeasible_error("step " + std::to_string(step) + " needs more than " +
+                                 (samples > limits::max_samples_per_step ? std::to_string(limits::max_samples_per_step) + " samples"
+                                                                         : std::to_string(limits::max_items_per_step) + " items") +
+                                 " to fill " + std::to_string(want) + " microbatches",
+                             {.path = "/microbatches_per_step",
+                              .expected = "fewer microbatches per step, a smaller microbatch budget, or a budget module the data gives more tokens"});
+    if (auto closed = packer.add(std::move(s))) {
       batch.microbatches.push_back(std::move(closed->microbatch));
       batch.truncated_samples += closed->truncated_samples;
     }

@@ -13,6 +13,7 @@
 #include <variant>
 
 #include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/limits.hpp"
 #include "pipeweaver/data/dataset_spec.hpp"
 #include "pipeweaver/data/detail/portable_math.hpp"
 #include "pipeweaver/model/validate.hpp"
@@ -192,7 +193,7 @@ inline constexpr double max_draw = 1e9;
 /// Checks a distribution; `path` is its JSON path (e.g. "/mixture/0/text"). Throws
 /// Error(input) naming the field: fixed value finite >= 0; uniform 0 <= lo <= hi; lognormal
 /// median finite > 0 and sigma finite >= 0; poisson mean finite in [0, max_draw]; choice with
-/// values (finite >= 0) and, if given, as many weights (finite >= 0, positive sum); scale finite
+/// at most limits::max_choice_values values (finite >= 0) and, if given, as many weights (finite >= 0, positive sum); scale finite
 /// > 0; min, max finite >= 0 with min <= max.
 inline void validate(const Distribution& d, const std::string& path) {
   using detail::check_positive;
@@ -216,6 +217,9 @@ inline void validate(const Distribution& d, const std::string& path) {
         } else {
           if (k.values.empty())
             throw input_error("choice has no values", {.path = path + "/choice/values", .expected = "a non-empty array of numbers"});
+          if (static_cast<std::int64_t>(k.values.size()) > limits::max_choice_values)
+            throw input_error("choice has " + std::to_string(k.values.size()) + " values",
+                              {.path = path + "/choice/values", .expected = "at most " + std::to_string(limits::max_choice_values) + " values"});
           for (std::size_t i = 0; i < k.values.size(); ++i)
             check_positive(k.values[i], true, "choice value", path + "/choice/values/" + std::to_string(i));
           if (!k.weights.empty()) {

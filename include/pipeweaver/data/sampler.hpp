@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/limits.hpp"
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/data/dataset_spec.hpp"
 #include "pipeweaver/data/random.hpp"
@@ -19,18 +20,26 @@ namespace pipeweaver {
 
 /// Items of one modality per sample are clamped to this many, so that no draw can allocate
 /// without bound.
-inline constexpr std::int64_t max_items_per_sample = 65536;
+inline constexpr std::int64_t max_items_per_sample = limits::max_items_per_sample;
 
-/// Checks a dataset: a non-empty mixture; weights finite >= 0 with a positive sum; every
-/// distribution valid; item modalities non-empty, not "text" (the sample's own field) and
-/// unique within a source. Paths follow the JSON layout ("/mixture/1/items/image/count").
+/// Checks a dataset: a non-empty mixture of at most limits::max_mixture_sources sources; weights
+/// finite >= 0 with a positive sum; every distribution valid; at most
+/// limits::max_source_modalities item modalities per source, each non-empty, not "text" (the
+/// sample's own field) and unique within the source. Paths follow the JSON layout
+/// ("/mixture/1/items/image/count").
 inline void validate(const DatasetSpec& d) {
   if (d.mixture.empty())
     throw input_error("the dataset has no sources", {.path = "/mixture", .expected = "a non-empty array of sources"});
+  if (static_cast<std::int64_t>(d.mixture.size()) > limits::max_mixture_sources)
+    throw input_error("the dataset has " + std::to_string(d.mixture.size()) + " sources",
+                      {.path = "/mixture", .expected = "at most " + std::to_string(limits::max_mixture_sources)});
   double total = 0;
   for (std::size_t i = 0; i < d.mixture.size(); ++i) {
     const SourceSpec& s = d.mixture[i];
     const std::string at = "/mixture/" + std::to_string(i);
+    if (static_cast<std::int64_t>(s.items.size()) > limits::max_source_modalities)
+      throw input_error("the source has items of " + std::to_string(s.items.size()) + " modalities",
+                        {.path = at + "/items", .expected = "at most " + std::to_string(limits::max_source_modalities)});
     if (!(std::isfinite(s.weight) && s.weight >= 0))
       throw input_error("source weight is " + detail::number_text(s.weight), {.path = at + "/weight", .expected = "a finite number >= 0"});
     total += s.weight;

@@ -133,8 +133,8 @@ struct OneMachineJob {
       ready.emplace(jobs[next].tail, next);
     }
     const std::size_t j = ready.top().second;
-    const Nanoseconds until = next < jobs.size() ? jobs[next].release : Nanoseconds::max();
-    const Nanoseconds run = std::min(left[j], until - t);
+    // Run j until it finishes or the next release preempts it (no release left: to the end).
+    const Nanoseconds run = next < jobs.size() ? std::min(left[j], jobs[next].release - t) : left[j];
     t += run;
     left[j] -= run;
     if (left[j] == Nanoseconds{0}) {

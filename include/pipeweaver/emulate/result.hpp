@@ -60,7 +60,7 @@ struct EmulationResult {
   [[nodiscard]] bool fits_memory() const noexcept {
     return std::all_of(ranks.begin(), ranks.end(), [](const RankStats& r) { return r.fits_memory; });
   }
-  [[nodiscard]] Nanoseconds total_busy() const noexcept {
+  [[nodiscard]] Nanoseconds total_busy() const {
     Nanoseconds t{0};
     for (const auto& r : ranks) t += r.busy;
     return t;

@@ -16,7 +16,8 @@
 // (vocabulary head) differ, as the Stage concept documents. This is what makes identical chunks
 // on different ranks share an entry (spatial reuse). A cost model whose layers differ must turn
 // uniform_layers off; one that depends on the rank (heterogeneous devices) must disable the cache.
-// When the cost model changes (online calibration), call clear().
+// When the cost model changes (online calibration), call clear(). A long-lived cache is kept
+// within caps by trim() between uses (the Planner trims each workspace it lends).
 //
 // Not thread-safe: give each search worker its own cache. std-only.
 #include <cstddef>
@@ -50,6 +51,7 @@ struct StageCostCacheStats {
   std::uint64_t misses = 0;  ///< lookups that evaluated the cost model (every lookup when disabled)
   std::size_t entries = 0;   ///< distinct stage keys stored
   std::size_t shapes = 0;    ///< distinct shapes interned
+  std::uint64_t trims = 0;   ///< times trim() emptied the cache (it passed its caps)
   [[nodiscard]] double hit_rate() const noexcept {
     const auto n = hits + misses;
     return n == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(n);
@@ -105,6 +107,10 @@ struct StageKeyHash {
 struct StageCostCacheOptions {
   bool enabled = true;        ///< false: every lookup evaluates the cost model (the benchmark's "cache off")
   bool uniform_layers = true; ///< key chunks by (layer count, first?, last?) rather than the exact range
+  /// Caps checked by trim(), between uses (a long-lived cache, e.g. a Planner's across steps,
+  /// is emptied when it passes either): stage entries, and token counts held by interned shapes.
+  std::size_t max_entries = std::size_t{1} << 20;
+  std::size_t max_shape_values = std::size_t{1} << 22;
 };
 
 /// Memoises a cost model's stage latencies and activation bytes (see the header comment).
@@ -114,7 +120,11 @@ template <class C>
 class StageCostCache {
  public:
   StageCostCache(const C& cost, const ModelSpec& model, StageCostCacheOptions options = {})
-      : cost_(&cost), enabled_(options.enabled), uniform_layers_(options.uniform_layers) {
+      : cost_(&cost),
+        enabled_(options.enabled),
+        uniform_layers_(options.uniform_layers),
+        max_entries_(options.max_entries),
+        max_shape_values_(options.max_shape_values) {
     module_layers_.reserve(model.modules.size());
     for (const auto& m : model.modules) module_layers_.push_back(m.layers);
   }
@@ -138,6 +148,7 @@ class StageCostCache {
     if (it != shapes_.end()) return it->second;
     const auto id = static_cast<ShapeId>(shapes_.size());
     shapes_.emplace(scratch_, id);
+    shape_values_ += scratch_.size();
     return id;
   }
 
@@ -168,17 +179,27 @@ class StageCostCache {
   }
 
   [[nodiscard]] StageCostCacheStats stats() const noexcept {
-    return {hits_, misses_, entries_.size(), shapes_.size()};
+    return {hits_, misses_, entries_.size(), shapes_.size(), trims_};
   }
   [[nodiscard]] std::uint64_t hits() const noexcept { return hits_; }
   [[nodiscard]] std::uint64_t misses() const noexcept { return misses_; }
   void reset_stats() noexcept { hits_ = misses_ = 0; }
   /// Forgets every entry and shape (call after the cost model changed) and resets the counters.
   void clear() {
-    entries_.clear();
-    shapes_.clear();
+    forget();
     reset_stats();
   }
+  /// Empties the cache when it holds more than its caps (StageCostCacheOptions); the counters
+  /// stay. Only between uses: shape ids handed out before are invalid afterwards. Returns
+  /// whether it emptied the cache.
+  bool trim() {
+    if (entries_.size() <= max_entries_ && shape_values_ <= max_shape_values_) return false;
+    forget();
+    ++trims_;
+    return true;
+  }
+  /// How many times trim() emptied the cache.
+  [[nodiscard]] std::uint64_t trims() const noexcept { return trims_; }
 
  private:
   /// The exact first layer, or with uniform_layers its position class: 0 (holds layer 0),
@@ -198,9 +219,19 @@ class StageCostCache {
     return c;
   }
 
+  void forget() {
+    entries_.clear();
+    shapes_.clear();
+    shape_values_ = 0;
+  }
+
   const C* cost_;
   bool enabled_;
   bool uniform_layers_;
+  std::size_t max_entries_;
+  std::size_t max_shape_values_;
+  std::size_t shape_values_ = 0;
+  std::uint64_t trims_ = 0;
   std::vector<int> module_layers_;
   std::uint64_t hits_ = 0;
   std::uint64_t misses_ = 0;

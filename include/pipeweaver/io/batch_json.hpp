@@ -6,10 +6,13 @@
 //                     [{"text": 1024, "video": [2048]}]],
 //    "truncated_samples": 0}
 //
-// A sample has "text" (its text tokens, an integer >= 0) and, per modality with items, a
-// non-empty array of the items' token counts (integers >= 1); "truncated_samples" is optional
-// (default 0). Every microbatch holds at least one sample. Unknown top-level keys are errors;
-// errors are Error(input) naming the file, the JSON path and what was expected.
+// A sample has "text" (its text tokens, an integer in [0, limits::max_item_tokens]) and, per
+// modality with items, a non-empty array of at most limits::max_items_per_sample token counts
+// (integers in [1, limits::max_item_tokens]); "truncated_samples" is optional (default 0). Every
+// microbatch holds at least one sample and at most limits::max_samples_per_microbatch; a batch
+// at most limits::max_microbatches_per_step microbatches. Unknown top-level keys are errors;
+// errors are Error(input) naming the file, the JSON path and what was expected. Reading is
+// linear in the file (a path is built only for an error).
 // check_batch(model, setup, batch, source) checks a batch read from a file against the model
 // and the setup (data/batch_check.hpp), naming the file in its errors.
 #include <algorithm>
@@ -24,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/limits.hpp"
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/data/batch_check.hpp"
 #include "pipeweaver/io/detail/json_reader.hpp"
@@ -54,7 +58,7 @@ namespace pipeweaver::io {
 
 namespace detail {
 
-inline constexpr std::int64_t max_batch_tokens = std::int64_t{1} << 40;
+inline constexpr std::int64_t max_batch_tokens = limits::max_item_tokens;
 
 inline Sample sample_from_json(const nlohmann::json& j, const std::string& path, const std::string& file) {
   const auto fail = [&](const std::string& p, std::string message, std::string expected) {
@@ -76,10 +80,19 @@ inline Sample sample_from_json(const nlohmann::json& j, const std::string& path,
     if (key.empty()) fail(p, "empty modality name", "\"text\" or a modality name");
     if (!value.is_array()) fail(p, "found " + json_type_name(value), "an array of item token counts");
     if (value.empty()) fail(p, "empty item list", "at least one item (leave the key out when the sample has none)");
+    if (value.size() > static_cast<std::size_t>(limits::max_items_per_sample))
+      fail(p, std::to_string(value.size()) + " items", "at most " + std::to_string(limits::max_items_per_sample) + " per modality and sample");
     SampleItems items;
     items.modality = key;
-    for (std::size_t i = 0; i < value.size(); ++i)
-      items.tokens.push_back(reader.integer_value(value[i], p + "/" + std::to_string(i), 1, max_batch_tokens));
+    items.tokens.reserve(value.size());
+    for (std::size_t i = 0; i < value.size(); ++i) {
+      // The common case without building the element's path; the reader's error otherwise.
+      const auto& v = value[i];
+      if (v.is_number_unsigned() && v.get<std::uint64_t>() >= 1 && v.get<std::uint64_t>() <= static_cast<std::uint64_t>(max_batch_tokens))
+        items.tokens.push_back(static_cast<std::int64_t>(v.get<std::uint64_t>()));
+      else
+        items.tokens.push_back(reader.integer_value(v, p + "/" + std::to_string(i), 1, max_batch_tokens));
+    }
     s.items.push_back(std::move(items));
   }
   if (!has_text) fail(path + "/text", "missing required key \"text\"", "the sample's text tokens, an integer >= 0");
@@ -92,12 +105,18 @@ inline Batch batch_from_json_impl(const nlohmann::json& j, std::string_view sour
   const CheckedObject root(j, "", file, {"microbatches", "truncated_samples"}, "a batch (a JSON object)");
   Batch b;
   const auto& mbs = root.array("microbatches", /*non_empty=*/true);
+  if (mbs.size() > static_cast<std::size_t>(limits::max_microbatches_per_step))
+    root.fail("microbatches", std::to_string(mbs.size()) + " microbatches", "at most " + std::to_string(limits::max_microbatches_per_step));
+  b.microbatches.reserve(mbs.size());
   for (std::size_t m = 0; m < mbs.size(); ++m) {
     const std::string mp = "/microbatches/" + std::to_string(m);
     if (!mbs[m].is_array())
       root.fail_at(mp, "found " + json_type_name(mbs[m]), "a microbatch: an array of samples");
     if (mbs[m].empty()) root.fail_at(mp, "empty microbatch", "at least one sample");
+    if (mbs[m].size() > static_cast<std::size_t>(limits::max_samples_per_microbatch))
+      root.fail_at(mp, std::to_string(mbs[m].size()) + " samples", "at most " + std::to_string(limits::max_samples_per_microbatch));
     Microbatch mb;
+    mb.samples.reserve(mbs[m].size());
     for (std::size_t i = 0; i < mbs[m].size(); ++i)
       mb.samples.push_back(sample_from_json(mbs[m][i], mp + "/" + std::to_string(i), file));
     b.microbatches.push_back(std::move(mb));

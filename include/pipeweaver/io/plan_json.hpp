@@ -16,7 +16,8 @@
 // "context_tokens", "items" and "strategy" (and each of its three counts) may be left out when
 // empty or zero. An action's "op" is forward, backward, backward_input, backward_weight, send,
 // recv or wait. Reading rejects unknown keys, wrong types, out-of-range numbers and another
-// "version" with Error{input} naming the source and the JSON path. write_plan writes one
+// "version" with Error{input} naming the source and the JSON path, and so do the bounds of
+// ir/plan_limits.hpp (checked on every plan read, JSON or binary). write_plan writes one
 // sub-microbatch, transfer or action per line; read_plan also accepts the binary form
 // (schedule/plan_binary.hpp), recognized by its magic.
 #include <cstdint>
@@ -38,6 +39,7 @@
 #include "pipeweaver/io/detail/json_reader.hpp"
 #include "pipeweaver/ir/plan.hpp"
 #include "pipeweaver/ir/plan_binary.hpp"
+#include "pipeweaver/ir/plan_limits.hpp"
 
 namespace pipeweaver::io {
 
@@ -271,6 +273,11 @@ inline Action action_from_json(const nlohmann::json& j, const std::string& path,
     actions.reserve(list.size());
     for (std::size_t a = 0; a < list.size(); ++a) actions.push_back(detail::action_from_json(list[a], rp + "/" + std::to_string(a), file));
     plan.ranks.push_back(std::move(actions));
+  }
+  try {
+    check_plan_limits(plan);
+  } catch (const Error& e) {
+    throw in_file(e, file);
   }
   return plan;
 }

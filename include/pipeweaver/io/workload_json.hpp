@@ -17,6 +17,7 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/core/limits.hpp"
 #include "pipeweaver/data/dataset_spec.hpp"
 #include "pipeweaver/data/sampler.hpp"
 #include "pipeweaver/io/detail/json_reader.hpp"
@@ -78,6 +79,8 @@ inline ModelSpec model_from_json(const nlohmann::json& j, std::string_view sourc
   model.name = root.string("name");
   model.description = root.string_or("description", "");
   const auto& mods = root.array("modules", /*non_empty=*/true);
+  if (mods.size() > static_cast<std::size_t>(limits::max_modules))  // before the by-name lookups below
+    root.fail("modules", std::to_string(mods.size()) + " modules", "at most " + std::to_string(limits::max_modules));
   std::vector<std::optional<std::string>> feeds(mods.size());
   for (std::size_t i = 0; i < mods.size(); ++i) {
     CheckedObject o(mods[i], "/modules/" + std::to_string(i), file,
@@ -257,6 +260,8 @@ inline Suite suite_from_json(const nlohmann::json& j, std::string_view source) {
   suite.name = root.string("name");
   suite.description = root.string_or("description", "");
   const auto& cases = root.array("cases", /*non_empty=*/true);
+  if (cases.size() > static_cast<std::size_t>(limits::max_suite_cases))  // before the duplicate-name checks below
+    root.fail("cases", std::to_string(cases.size()) + " cases", "at most " + std::to_string(limits::max_suite_cases));
   for (std::size_t i = 0; i < cases.size(); ++i) {
     CheckedObject c(cases[i], "/cases/" + std::to_string(i), file, {"name", "model", "dataset", "setup"}, "a case (a JSON object)");
     SuiteCase sc;

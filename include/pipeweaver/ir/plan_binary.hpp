@@ -9,8 +9,10 @@
 // (0 Forward, 1 Backward, 2 Send, 3 Recv, 4 Wait) + its fields. Field order follows plan.hpp.
 // plan_from_binary checks everything before trusting it: magic, version, checksum, every read
 // bounds-checked (it never reads past the end), counts larger than the remaining bytes could
-// hold are rejected before allocating, enum values range-checked, no trailing bytes. Any
-// failure is Error{input} with the byte offset. Semantic checks are the validator's job.
+// hold are rejected before allocating, enum values range-checked, strings valid UTF-8, no
+// trailing bytes. Any failure is Error{input} with the byte offset. Then the decoded plan is held
+// to the bounds of ir/plan_limits.hpp, as the JSON form is (errors at the JSON path of the
+// field). Semantic checks are the validator's job.
 // std-only (nvcc).
 #include <array>
 #include <cstddef>
@@ -28,6 +30,7 @@
 #include "pipeweaver/core/units.hpp"
 #include "pipeweaver/ir/partition.hpp"
 #include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/plan_limits.hpp"
 #include "pipeweaver/ir/stage.hpp"
 
 namespace pipeweaver {
@@ -102,11 +105,31 @@ class BinaryReader {
     return n;
   }
   std::string str(const char* what) {
+    const std::size_t at = pos_;
     const std::size_t n = count(what, 1);
     std::string s(n, '\0');
     for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>(data_[pos_ + i]);
     pos_ += n;
+    if (!valid_utf8(s)) fail(std::string(what) + " is not valid UTF-8", at, "a UTF-8 string");
     return s;
+  }
+  /// Whether `s` is well-formed UTF-8 (no overlong forms, no surrogates, at most U+10FFFF).
+  [[nodiscard]] static bool valid_utf8(const std::string& s) noexcept {
+    for (std::size_t i = 0; i < s.size();) {
+      const auto b = static_cast<unsigned char>(s[i]);
+      if (b < 0x80) {
+        ++i;
+        continue;
+      }
+      const std::size_t n = b >= 0xf0 ? 4 : b >= 0xe0 ? 3 : b >= 0xc0 ? 2 : 0;
+      if (n == 0 || b < 0xc2 || b > 0xf4 || i + n > s.size()) return false;
+      for (std::size_t k = 1; k < n; ++k)
+        if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+      const auto b1 = static_cast<unsigned char>(s[i + 1]);
+      if ((b == 0xe0 && b1 < 0xa0) || (b == 0xed && b1 >= 0xa0) || (b == 0xf0 && b1 < 0x90) || (b == 0xf4 && b1 >= 0x90)) return false;
+      i += n;
+    }
+    return true;
   }
 
  private:
@@ -320,6 +343,7 @@ inline MemoryStrategy read_strategy(BinaryReader& r) {
     }
   }
   if (r.left() != 0) fail(std::to_string(r.left()) + " trailing bytes after the plan", r.pos(), "the checksum right after the last rank");
+  check_plan_limits(plan);
   return plan;
 }
 

@@ -2,6 +2,7 @@
 // Per microbatch and module, the ids of that module's sub-microbatches (in id order). The
 // splitter emits sub-microbatches grouped this way; builders, the stage graph and the
 // emulator look them up here instead of scanning the whole list. std-only (nvcc).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -10,6 +11,7 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/core/limits.hpp"
 #include "pipeweaver/ir/stage.hpp"
 
 namespace pipeweaver {
@@ -19,17 +21,22 @@ class SubMicrobatchIndex {
   SubMicrobatchIndex() = default;
   /// `microbatches` < 0: one more than the largest microbatch id present (0 if none).
   /// Throws Error{invalid_plan} when a sub-microbatch names a module >= `modules` or a negative
-  /// microbatch / one >= an explicit `microbatches`.
+  /// microbatch / one >= an explicit `microbatches`, or when there would be more than
+  /// limits::max_microbatches_per_step microbatches or limits::max_modules modules.
   SubMicrobatchIndex(std::span<const SubMicrobatchSpec> sub_microbatches, int modules, int microbatches = -1)
       : modules_(modules) {
     if (modules < 0) throw invalid_plan_error("negative module count");
-    int mbs = microbatches;
+    std::int64_t mbs = microbatches;
     if (mbs < 0) {
       mbs = 0;
-      for (const auto& s : sub_microbatches)
-        if (s.microbatch().value() + 1 > mbs) mbs = s.microbatch().value() + 1;
+      for (const auto& s : sub_microbatches) mbs = std::max<std::int64_t>(mbs, std::int64_t{s.microbatch().value()} + 1);
     }
-    microbatches_ = mbs;
+    // Cells are microbatches x modules: bounded before they are allocated.
+    if (mbs > limits::max_microbatches_per_step || modules > limits::max_modules)
+      throw invalid_plan_error("sub-microbatches of " + std::to_string(mbs) + " microbatches and " + std::to_string(modules) + " modules",
+                               {.path = "sub-microbatches", .expected = "at most " + std::to_string(limits::max_microbatches_per_step) +
+                                                                        " microbatches and " + std::to_string(limits::max_modules) + " modules"});
+    microbatches_ = static_cast<int>(mbs);
     const std::size_t cells = static_cast<std::size_t>(mbs) * static_cast<std::size_t>(modules);
     std::vector<std::int32_t> counts(cells, 0);
     for (std::size_t i = 0; i < sub_microbatches.size(); ++i) {

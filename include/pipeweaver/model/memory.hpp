@@ -36,7 +36,7 @@ namespace pipeweaver {
 }
 
 /// Memory a plan may use on one device: (memory_gib − reserved_gib) GiB.
-[[nodiscard]] inline Bytes memory_capacity(const Setup& setup) noexcept {
+[[nodiscard]] inline Bytes memory_capacity(const Setup& setup) {
   return from_gib(setup.device.memory_gib - setup.device.reserved_gib);
 }
 
@@ -81,7 +81,7 @@ inline std::int64_t token_total(std::span<const std::int64_t> tokens) noexcept {
     total += ceil_bytes((4.0 * static_cast<double>(T) * static_cast<double>(m.hidden) +
                          4.0 * static_cast<double>(T) * static_cast<double>(*m.vocab)) / t);
   if (m.cross_attention && layer_count > 0)
-    total += Bytes{2 * M * context_hidden(model, id)};
+    total += Bytes{M} * (2 * context_hidden(model, id));
   return total;
 }
 
@@ -100,18 +100,20 @@ inline std::int64_t token_total(std::span<const std::int64_t> tokens) noexcept {
   detail::check_context(m, item_tokens, context_tokens);
   const std::int64_t T = detail::token_total(item_tokens);
   if (first_layer + layer_count < m.layers) {
-    std::int64_t b = 2 * T * m.hidden;
-    if (m.cross_attention) b += 2 * detail::token_total(context_tokens) * context_hidden(model, id);
-    return Bytes{b};
+    // Checked products (core/units.hpp): token counts are bounded, their products with hidden sizes
+    // are checked.
+    Bytes b = Bytes{T} * (2 * m.hidden);
+    if (m.cross_attention) b += Bytes{detail::token_total(context_tokens)} * (2 * context_hidden(model, id));
+    return b;
   }
   if (!m.feeds) return Bytes{0};
   if (m.role == ModuleRole::encoder) {
     std::int64_t out_tokens = 0;
     for (auto n : item_tokens)
       out_tokens += static_cast<std::int64_t>(std::ceil(static_cast<double>(n) * m.output_tokens_per_input_token));
-    return Bytes{2 * out_tokens * fed_hidden(model, id)};
+    return Bytes{out_tokens} * (2 * fed_hidden(model, id));
   }
-  return Bytes{2 * T * m.hidden};
+  return Bytes{T} * (2 * m.hidden);
 }
 
 }  // namespace pipeweaver

@@ -12,26 +12,12 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/core/limits.hpp"  // the bounds every check below refers to
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
 
 namespace pipeweaver {
 
-/// Bounds on sizes. Far above any real model or cluster; they keep every product the library
-/// forms (parameters, tokens x hidden, FLOPs) inside int64 / double range.
-namespace limits {
-inline constexpr std::int64_t max_layers = 32767;  // MemoryStrategy counts layers in int16
-inline constexpr std::int64_t max_hidden = std::int64_t{1} << 20;
-inline constexpr std::int64_t max_heads = std::int64_t{1} << 16;
-inline constexpr std::int64_t max_vocab = std::int64_t{1} << 24;
-inline constexpr double max_output_tokens_per_input_token = 1024;
-inline constexpr std::int64_t max_pipeline_stages = 1024;
-inline constexpr std::int64_t max_tensor_parallel = 1024;
-inline constexpr std::int64_t max_data_parallel = std::int64_t{1} << 20;
-inline constexpr std::int64_t max_microbatches_per_step = std::int64_t{1} << 16;
-inline constexpr std::int64_t max_microbatch_tokens = std::int64_t{1} << 30;
-inline constexpr std::int64_t max_microbatch_items = std::int64_t{1} << 20;
-}  // namespace limits
 
 namespace detail {
 
@@ -71,6 +57,12 @@ inline void check_positive(double v, bool allow_zero, const std::string& what, c
     throw input_error(what + " is " + number_text(v), {.path = path, .expected = allow_zero ? "a finite number >= 0" : "a finite number > 0"});
 }
 
+/// A finite number in [lo, hi].
+inline void check_number_range(double v, double lo, double hi, const std::string& what, const std::string& path) {
+  if (!(std::isfinite(v) && v >= lo && v <= hi))
+    throw input_error(what + " is " + number_text(v), {.path = path, .expected = "a number in [" + number_text(lo) + ", " + number_text(hi) + "]"});
+}
+
 [[nodiscard]] inline std::string module_names(const ModelSpec& m) {
   std::string s;
   for (const auto& mod : m.modules) {
@@ -91,6 +83,9 @@ inline void validate(const ModelSpec& model) {
   using detail::check_int_range;
   if (model.modules.empty())
     throw input_error("the model has no modules", {.path = "/modules", .expected = "a non-empty array of modules"});
+  if (static_cast<std::int64_t>(model.modules.size()) > limits::max_modules)
+    throw input_error("the model has " + std::to_string(model.modules.size()) + " modules",
+                      {.path = "/modules", .expected = "at most " + std::to_string(limits::max_modules)});
   const auto n = model.modules.size();
   int backbones = 0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -169,18 +164,21 @@ inline void validate(const Setup& s) {
   check_int_range(s.pipeline_stages, 1, limits::max_pipeline_stages, "pipeline_stages", "/pipeline_stages");
   check_int_range(s.tensor_parallel, 1, limits::max_tensor_parallel, "tensor_parallel", "/tensor_parallel");
   check_int_range(s.data_parallel, 1, limits::max_data_parallel, "data_parallel", "/data_parallel");
-  check_positive(s.device.bf16_tflops, false, "bf16_tflops", "/device/bf16_tflops");
-  check_positive(s.device.hbm_gb_per_s, false, "hbm_gb_per_s", "/device/hbm_gb_per_s");
+  using detail::check_number_range;
+  check_number_range(s.device.bf16_tflops, limits::min_device_rate, limits::max_device_rate, "bf16_tflops", "/device/bf16_tflops");
+  check_number_range(s.device.hbm_gb_per_s, limits::min_device_rate, limits::max_device_rate, "hbm_gb_per_s", "/device/hbm_gb_per_s");
   check_positive(s.device.memory_gib, false, "memory_gib", "/device/memory_gib");
+  check_number_range(s.device.memory_gib, 0, limits::max_memory_gib, "memory_gib", "/device/memory_gib");
   check_positive(s.device.reserved_gib, true, "reserved_gib", "/device/reserved_gib");
   if (!(s.device.reserved_gib < s.device.memory_gib))
     throw input_error("reserved_gib " + detail::number_text(s.device.reserved_gib) + " leaves no memory of memory_gib " +
                     detail::number_text(s.device.memory_gib), {.path = "/device/reserved_gib", .expected = "less than memory_gib"});
-  check_positive(s.pipeline_link.gb_per_s, false, "gb_per_s", "/links/pipeline/gb_per_s");
-  check_positive(s.pipeline_link.latency_us, true, "latency_us", "/links/pipeline/latency_us");
+  check_number_range(s.pipeline_link.gb_per_s, limits::min_device_rate, limits::max_device_rate, "gb_per_s", "/links/pipeline/gb_per_s");
+  check_number_range(s.pipeline_link.latency_us, 0, limits::max_link_latency_us, "latency_us", "/links/pipeline/latency_us");
   if (s.tensor_parallel_link) {
-    check_positive(s.tensor_parallel_link->gb_per_s, false, "gb_per_s", "/links/tensor_parallel/gb_per_s");
-    check_positive(s.tensor_parallel_link->latency_us, true, "latency_us", "/links/tensor_parallel/latency_us");
+    check_number_range(s.tensor_parallel_link->gb_per_s, limits::min_device_rate, limits::max_device_rate, "gb_per_s",
+                       "/links/tensor_parallel/gb_per_s");
+    check_number_range(s.tensor_parallel_link->latency_us, 0, limits::max_link_latency_us, "latency_us", "/links/tensor_parallel/latency_us");
   } else if (s.tensor_parallel > 1) {
     throw input_error("tensor_parallel is " + std::to_string(s.tensor_parallel) + " but links.tensor_parallel is missing", {.path = "/links/tensor_parallel", .expected = "{\"gb_per_s\": ..., \"latency_us\": ...} when tensor_parallel > 1"});
   }
@@ -192,13 +190,38 @@ inline void validate(const Setup& s) {
   check_int_range(s.microbatches_per_step, 1, limits::max_microbatches_per_step, "microbatches_per_step",
                   "/microbatches_per_step");
   if (!(std::isfinite(s.optimizer_bytes_per_param) && s.optimizer_bytes_per_param > 0 &&
-        s.optimizer_bytes_per_param <= 1024))
+        s.optimizer_bytes_per_param <= limits::max_optimizer_bytes_per_param))
     throw input_error("optimizer_bytes_per_param is " + detail::number_text(s.optimizer_bytes_per_param), {.path = "/optimizer_bytes_per_param", .expected = "a number in (0, 1024]"});
 }
 
-/// Checks that a setup fits a model: the microbatch budget's module exists, and max_items is
+namespace detail {
+/// Every module splits evenly over the tensor-parallel group: its weight matrices by rows or
+/// columns (hidden and ffn_hidden divisible by tensor_parallel) and at least one attention head
+/// per rank. Heads that do not divide evenly are modeled as an even split of the attention work
+/// (as with padded heads).
+inline void check_tensor_parallel_split(const ModelSpec& model, const Setup& setup) {
+  const std::int64_t t = setup.tensor_parallel;
+  if (t <= 1) return;
+  for (const ModuleSpec& m : model.modules) {
+    const std::string why = "module \"" + m.name + "\" of model \"" + model.name + "\" has ";
+    const std::string expected = "a tensor_parallel that divides every module's hidden and ffn_hidden and is at most its heads";
+    if (m.hidden % t != 0)
+      throw input_error(why + "hidden " + std::to_string(m.hidden) + ", which tensor_parallel " + std::to_string(t) + " does not divide",
+                        {.path = "/tensor_parallel", .expected = expected});
+    if (m.ffn_hidden % t != 0)
+      throw input_error(why + "ffn_hidden " + std::to_string(m.ffn_hidden) + ", which tensor_parallel " + std::to_string(t) + " does not divide",
+                        {.path = "/tensor_parallel", .expected = expected});
+    if (m.heads < t)
+      throw input_error(why + std::to_string(m.heads) + " heads, fewer than tensor_parallel " + std::to_string(t),
+                        {.path = "/tensor_parallel", .expected = expected});
+  }
+}
+}  // namespace detail
+
+/// Checks that a setup fits a model: the microbatch budget's module exists, max_items is
 /// given only for a module that consumes items (an encoder or a generator; the backbone
-/// consumes text plus encoder outputs). Paths refer to the setup file.
+/// consumes text plus encoder outputs), and every module splits evenly over tensor_parallel
+/// (detail::check_tensor_parallel_split). Paths refer to the setup file.
 inline void check_compatible(const ModelSpec& model, const Setup& setup) {
   const auto id = model.find(setup.microbatch.module);
   if (!id)
@@ -206,6 +229,7 @@ inline void check_compatible(const ModelSpec& model, const Setup& setup) {
   const ModuleSpec& m = model.module(*id);
   if (setup.microbatch.max_items && m.role == ModuleRole::backbone)
     throw input_error("max_items is given but budget module \"" + m.name + "\" is the backbone, which consumes no items", {.path = "/microbatch/max_items", .expected = "no max_items, or an encoder or generator as microbatch.module"});
+  detail::check_tensor_parallel_split(model, setup);
 }
 
 }  // namespace pipeweaver

@@ -18,6 +18,9 @@
 // original order. The one with the smaller largest bin cost is kept (ties: the greedy), then
 // improved by pairwise swaps between the largest bin and another bin while a swap lowers the
 // larger of the two below the current maximum. So the result is never worse than round-robin.
+// Cost: O(n log n) for LPT (a heap of open bins) and round-robin; the swap rounds examine at most
+// max_swap_pairs (item, item) pairs per call, so splitting a microbatch is near-linear in its
+// items whatever their number.
 // Items inside a sub-microbatch keep their original order; a module's sub-microbatches of one
 // microbatch are ordered by their first item. Everything is deterministic.
 //
@@ -30,6 +33,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <queue>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -103,6 +107,10 @@ inline std::vector<double> bin_loads(std::span<const double> costs, const std::v
 
 }  // namespace detail
 
+/// Pairs the swap improvement of balance_items examines at most (per call): beyond it, the
+/// result is the better of LPT and round-robin as improved so far.
+inline constexpr std::int64_t max_swap_pairs = std::int64_t{1} << 24;
+
 /// Splits items with the given costs into `bins` groups whose counts differ by at most one,
 /// balanced by cost (see the header comment). Returns, per bin, the item indices ascending;
 /// bins are ordered by their first item. `bins` is clamped to [1, costs.size()] (no empty bin
@@ -113,22 +121,29 @@ inline std::vector<double> bin_loads(std::span<const double> costs, const std::v
   bins = std::clamp<std::size_t>(bins, 1, n);
   const std::size_t q = n / bins, rem = n % bins;
 
-  // (1) cardinality-limited LPT.
+  // (1) cardinality-limited LPT. The least-loaded bin that may still take an item comes off a
+  // heap ordered by (load, bin): a bin that may not take one now never may again (a bin with
+  // q + 1 items is closed; one with q is closed once rem bins hold q + 1), so it is dropped.
   std::vector<std::size_t> order(n);
   for (std::size_t i = 0; i < n; ++i) order[i] = i;
   std::stable_sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return costs[a] > costs[b]; });
   std::vector<std::size_t> lpt(n), count(bins, 0);
   std::vector<double> load(bins, 0.0);
   std::size_t full = 0;  // bins holding q + 1 items
+  using Entry = std::pair<double, std::size_t>;
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> open;
+  for (std::size_t b = 0; b < bins; ++b) open.emplace(0.0, b);
   for (std::size_t i : order) {
     std::size_t best = bins;
-    for (std::size_t b = 0; b < bins; ++b) {
-      const bool may_take = count[b] < q || (count[b] == q && full < rem);
-      if (may_take && (best == bins || load[b] < load[best])) best = b;
+    while (best == bins) {
+      const std::size_t b = open.top().second;
+      open.pop();
+      if (count[b] < q || (count[b] == q && full < rem)) best = b;
     }
     lpt[i] = best;
     load[best] += costs[i];
     if (++count[best] == q + 1) ++full;
+    if (count[best] <= q) open.emplace(load[best], best);
   }
   // (2) round-robin in the original order (bins 0..rem-1 get the extra item, as in LPT's limits).
   std::vector<std::size_t> rr(n);
@@ -136,16 +151,23 @@ inline std::vector<double> bin_loads(std::span<const double> costs, const std::v
   std::vector<std::size_t> bin_of =
       detail::max_load(detail::bin_loads(costs, rr, bins)) < detail::max_load(detail::bin_loads(costs, lpt, bins)) ? rr : lpt;
 
-  // Swap improvement: strictly lowers the sorted load vector, so it terminates; capped anyway.
-  for (std::size_t iter = 0; iter < 4 * n + 16; ++iter) {
+  // Swap improvement: strictly lowers the sorted load vector, so it terminates; capped anyway,
+  // by rounds and by pairs examined (max_swap_pairs), so it stays bounded on huge microbatches.
+  std::int64_t pairs_left = max_swap_pairs;
+  std::vector<std::size_t> members;
+  for (std::size_t iter = 0; bins > 1 && iter < 4 * n + 16; ++iter) {
     const auto loads = detail::bin_loads(costs, bin_of, bins);
     std::size_t h = 0;
     for (std::size_t b = 1; b < bins; ++b)
       if (loads[b] > loads[h]) h = b;
+    members.clear();
+    for (std::size_t a = 0; a < n; ++a)
+      if (bin_of[a] == h) members.push_back(a);
+    pairs_left -= static_cast<std::int64_t>(members.size()) * static_cast<std::int64_t>(n);
+    if (pairs_left < 0) break;
     double best_max = loads[h];
     std::size_t sa = n, sb = n;
-    for (std::size_t a = 0; a < n; ++a) {
-      if (bin_of[a] != h) continue;
+    for (std::size_t a : members) {
       for (std::size_t b = 0; b < n; ++b) {
         if (bin_of[b] == h || !(costs[a] > costs[b])) continue;
         const std::size_t o = bin_of[b];

@@ -8,7 +8,8 @@
 // schedule search on the first profile steps; the best (fits memory on every scored step, then
 // the least total step time; ties to the earlier candidate) is kept. Every score is
 // deterministic, so the choice is too. Static memory that cannot fit anywhere is an
-// Error{infeasible} naming the rank, its bytes and the capacity.
+// Error{infeasible} naming the rank, its bytes and the capacity. When DIP's partition cannot be
+// made (a module with fewer layers than ranks), the baselines' placements are the candidates.
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
@@ -63,14 +64,17 @@ struct PlacementChoice {
 namespace detail {
 
 /// Appends each distinct baseline placement (one with the same chunks and B_i as an earlier
-/// candidate is skipped), as it is and with DIP's B_i (cands.front() is DIP's own partition).
+/// candidate is skipped), as it is and with DIP's B_i (cands.front() is DIP's own partition;
+/// when cands is empty, DIP's partition could not be made and the placements come as they are).
 inline void add_baseline_placements(const ModelSpec& model, const Setup& setup, std::span<const PreparedBaseline> baselines,
                                     std::vector<Partition>& cands) {
   const auto known = [&](const Partition& x) {
     return std::any_of(cands.begin(), cands.end(), [&](const Partition& c) { return c.ranks == x.ranks && c.modules == x.modules; });
   };
+  const bool have_dip = !cands.empty();
   std::vector<std::int64_t> dip_b;  // a copy: pushing to cands may reallocate it
-  for (const auto& m : cands.front().modules) dip_b.push_back(m.sub_microbatch_items);
+  if (have_dip)
+    for (const auto& m : cands.front().modules) dip_b.push_back(m.sub_microbatch_items);
   for (const PreparedBaseline& pb : baselines) {
     Partition own = pb.baseline.layout.partition;
     if (own.ranks != setup.pipeline_stages || own.modules.size() != model.size()) continue;
@@ -79,9 +83,10 @@ inline void add_baseline_placements(const ModelSpec& model, const Setup& setup, 
     own.name = "baseline " + pb.baseline.name;
     Partition sub = own;
     sub.name += " with DIP's B";
-    for (std::size_t i = 0; i < sub.modules.size(); ++i) sub.modules[i].sub_microbatch_items = dip_b[i];
-    for (Partition* x : {&own, &sub})
-      if (!known(*x)) cands.push_back(std::move(*x));
+    if (have_dip)
+      for (std::size_t i = 0; i < sub.modules.size(); ++i) sub.modules[i].sub_microbatch_items = dip_b[i];
+    if (!known(own)) cands.push_back(std::move(own));
+    if (have_dip && !known(sub)) cands.push_back(std::move(sub));
   }
 }
 
@@ -128,9 +133,20 @@ template <class C>
 [[nodiscard]] PlacementChoice choose_placement(const ModelSpec& model, const Setup& setup, const C& cost, std::span<const Batch> profile,
                                                std::span<const PreparedBaseline> baselines, const DipOptions& dip,
                                                StageCostCache<C>& cache, PlacementScoring scoring) {
-  std::vector<Partition> cands = candidate_partitions(model, setup, cost, profile.front(), dip);
+  // DIP's partition cannot be made when a module has fewer layers than ranks: then the
+  // baselines' placements are the candidates (the search still plans on the best of them), and
+  // without any, DIP's error stands.
+  std::vector<Partition> cands;
+  std::optional<Error> dip_error;
+  try {
+    cands = candidate_partitions(model, setup, cost, profile.front(), dip);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::infeasible) throw;
+    dip_error = e;
+  }
   scoring.steps = std::min(scoring.steps, profile.size());
-  if (scoring.steps > 0) detail::add_baseline_placements(model, setup, baselines, cands);
+  if (scoring.steps > 0 || dip_error) detail::add_baseline_placements(model, setup, baselines, cands);
+  if (cands.empty()) throw *dip_error;
   PlacementChoice out;
   if (scoring.steps == 0 || cands.size() == 1) {
     check_static_memory(model, setup, cands.front());

@@ -26,7 +26,8 @@
 // no clock involved is reproducible. The work after the search (lowering, emulation,
 // validation) is reserved out of a deadline, as long as it took in the previous call.
 // Thread safety: plan() and fallback() may run concurrently; each borrows a stage-cost cache
-// from a pool kept across steps (temporal reuse). Copies share everything (cheap to copy).
+// from a pool kept across steps (temporal reuse), emptied when it passes its caps
+// (StageCostCacheOptions). Copies share everything (cheap to copy).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -97,6 +98,7 @@ struct PlannerOptions {
   DipOptions dip{};
   CompareOptions compare{};        ///< baseline static choices and profile steps
   ScheduleSearchOptions search{};  ///< its mcts seed/threads/budgets are replaced by the fields above
+  StageCostCacheOptions cache{};   ///< the stage-cost caches kept across steps, and their caps
 };
 
 /// C: the cost model, any type satisfying CostModel<C, StageSpec, SubMicrobatchSpec> (checked
@@ -137,6 +139,9 @@ class Planner {
   [[nodiscard]] const std::vector<PlacementScore>& placement_scores() const { return s_->get().placement.scores; }
   /// The baselines' static choices.
   [[nodiscard]] const std::vector<PreparedBaseline>& baselines() const { return s_->get().baselines; }
+  /// The baselines that could not be prepared for this model and setup, with the reason (they
+  /// take no part in planning; the others and the search still do).
+  [[nodiscard]] const std::vector<UnavailableBaseline>& unavailable_baselines() const { return s_->get().unavailable; }
   /// Stage-cost cache counters summed over the pool's workspaces (temporal reuse). Call it
   /// while no plan() or fallback() runs (it reads the caches' counters unsynchronized).
   [[nodiscard]] StageCostCacheStats cache_stats() const;
@@ -145,9 +150,10 @@ class Planner {
   struct Prepared {
     PlacementChoice placement;
     std::vector<PreparedBaseline> baselines;
+    std::vector<UnavailableBaseline> unavailable;
   };
   struct Workspace {
-    Workspace(const ModelSpec& m, const Setup& s, const C& c) : ctx(m, s, c) {}
+    Workspace(const ModelSpec& m, const Setup& s, const C& c, const StageCostCacheOptions& o) : ctx(m, s, c, o) {}
     BaselineContext<C> ctx;  // its StageCostCache serves the search and every emulation too
   };
   struct State;
@@ -258,12 +264,13 @@ class Planner<C>::Lease {
   explicit Lease(State& s) : s_(&s) {
     std::lock_guard lk(s.pool_mu);
     if (s.idle.empty()) {
-      s.all.push_back(std::make_unique<Workspace>(s.model, s.setup, s.cost));
+      s.all.push_back(std::make_unique<Workspace>(s.model, s.setup, s.cost, s.options.cache));
       w_ = s.all.back().get();
     } else {
       w_ = s.idle.back();
       s.idle.pop_back();
     }
+    w_->ctx.cache().trim();  // a cache kept across steps stays within its caps
   }
   ~Lease() {
     std::lock_guard lk(s_->pool_mu);
@@ -331,6 +338,7 @@ void Planner<C>::State::prepare(std::vector<Batch> profile, bool score_placement
     {
       BaselineComparison<C> cmp(model, setup, cost, profile, options.compare);
       p.baselines = cmp.baselines();
+      p.unavailable = cmp.unavailable();
     }
     PlacementScoring scoring;
     scoring.search = options.search;
@@ -424,6 +432,7 @@ StageCostCacheStats Planner<C>::cache_stats() const {
     t.misses += st.misses;
     t.entries += st.entries;
     t.shapes += st.shapes;
+    t.trims += st.trims;
   }
   return t;
 }

@@ -21,16 +21,22 @@
 //    chunks); backward_weight(m, c, s) needs only backward_input(m, c, s) and feeds nothing. A
 //    frozen module has no weight gradient: only its backward_input nodes exist;
 //  * nodes are ordered by (sub-microbatch, pass, chunk); inputs and outputs ascending.
+// Size: the node count is computed before anything is allocated and refused above
+// limits::max_stages_per_step (Error{invalid_plan}); the feeding links of a microbatch are found
+// through an index sample -> sub-microbatches, so building costs O(nodes + links) up to a log
+// factor, never the product of the feeding and fed sub-microbatch counts.
 // std-only (compiles under nvcc).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/core/limits.hpp"
 #include "pipeweaver/core/memory_strategy.hpp"
 #include "pipeweaver/core/pass.hpp"
 #include "pipeweaver/model/model_spec.hpp"
@@ -58,7 +64,7 @@ struct StageGraph {
   /// without it falls back to a linear scan): sub-microbatch s owns the slots
   /// [lookup_offsets[s], lookup_offsets[s+1]) = 4 passes x its module's chunks, slot
   /// offset + pass * chunks + chunk holding the node index or -1.
-  std::vector<std::int32_t> lookup_offsets{};
+  std::vector<std::int64_t> lookup_offsets{};
   std::vector<NodeIndex> lookup{};
   /// Index of a stage's node, or -1 if the step has no such stage.
   [[nodiscard]] NodeIndex find(const StageRef& s) const noexcept;
@@ -71,7 +77,8 @@ struct StageGraphOptions {
 };
 
 /// Builds the graph. Throws Error{invalid_plan} if the partition does not cover every layer of
-/// every module exactly once, or a sub-microbatch names a module the model lacks.
+/// every module exactly once, a sub-microbatch names a module the model lacks, or the graph
+/// would have more than limits::max_stages_per_step nodes.
 [[nodiscard]] inline StageGraph build_stage_graph(const ModelSpec& model, const Partition& partition,
                                                   std::span<const SubMicrobatchSpec> sub_microbatches,
                                                   const StageGraphOptions& options = {});
@@ -104,9 +111,9 @@ inline NodeIndex StageGraph::find(const StageRef& s) const noexcept {
   }
   const auto smb = s.sub_microbatch.value();
   if (smb < 0 || static_cast<std::size_t>(smb) + 1 >= lookup_offsets.size()) return -1;
-  const auto first = lookup_offsets[static_cast<std::size_t>(smb)];
-  const auto chunks = (lookup_offsets[static_cast<std::size_t>(smb) + 1] - first) / 4;
-  const auto pass = static_cast<std::int32_t>(s.pass);
+  const std::int64_t first = lookup_offsets[static_cast<std::size_t>(smb)];
+  const std::int64_t chunks = (lookup_offsets[static_cast<std::size_t>(smb) + 1] - first) / 4;
+  const auto pass = static_cast<std::int64_t>(s.pass);
   if (s.chunk < 0 || s.chunk >= chunks || pass < 0 || pass > 3) return -1;
   const NodeIndex n = lookup[static_cast<std::size_t>(first + pass * chunks + s.chunk)];
   if (n < 0 || !(nodes[static_cast<std::size_t>(n)].stage == s)) return -1;  // e.g. another module
@@ -194,15 +201,77 @@ inline std::vector<std::int32_t> samples_of(const SubMicrobatchSpec& s) {
   return out;
 }
 
-inline bool shares_sample(const std::vector<std::int32_t>& a, const std::vector<std::int32_t>& b) {
-  if (a.empty() || b.empty()) return true;  // origins unknown: the whole microbatch
-  std::size_t i = 0, j = 0;
-  while (i < a.size() && j < b.size()) {
-    if (a[i] == b[j]) return true;
-    if (a[i] < b[j]) ++i;
-    else ++j;
+/// Passes a module's stages have: forward, then backward (or backward_input), then
+/// backward_weight when the backward is split and the module is trainable.
+[[nodiscard]] inline int stage_passes(const ModelSpec& model, ModuleId m, const std::vector<char>& with_backward, bool split) {
+  if (!with_backward[m.index()]) return 1;
+  return split && model.module(m).trainable ? 3 : 2;
+}
+
+/// Nodes of the graph (checked against limits::max_stages_per_step before anything is allocated).
+inline std::int64_t count_stage_nodes(const ModelSpec& model, const Partition& partition, std::span<const SubMicrobatchSpec> smbs,
+                                      const std::vector<char>& with_backward, bool split) {
+  std::int64_t nodes = 0;
+  for (std::size_t i = 0; i < smbs.size(); ++i) {
+    const SubMicrobatchSpec& s = smbs[i];
+    if (!s.module().valid() || s.module().index() >= model.modules.size())
+      throw invalid_plan_error("sub-microbatch names module " + std::to_string(s.module().value()),
+                               {.path = "sub-microbatch " + std::to_string(i), .expected = "a module id below " + std::to_string(model.modules.size())});
+    nodes += static_cast<std::int64_t>(partition.chunk_count(s.module())) * stage_passes(model, s.module(), with_backward, split);
+    if (nodes > limits::max_stages_per_step)
+      throw invalid_plan_error("the step has more than " + std::to_string(limits::max_stages_per_step) + " stages (" +
+                                   std::to_string(smbs.size()) + " sub-microbatches over the partition's chunks)",
+                               {.path = "partition '" + partition.name + "'",
+                                .expected = "at most " + std::to_string(limits::max_stages_per_step) + " stages per step: fewer chunks or sub-microbatches"});
   }
-  return false;
+  return nodes;
+}
+
+/// Per sub-microbatch b, the sub-microbatches that feed it: those of the same microbatch whose
+/// module feeds b's module, sharing a sample with b (or either without item origins: the whole
+/// microbatch), ascending. Per microbatch and feeding pair of modules, an index of
+/// (sample, feeder) pairs is searched for each of b's samples.
+inline std::vector<std::vector<SubMicrobatchId>> feeding_links(const ModelSpec& model, std::span<const SubMicrobatchSpec> smbs,
+                                                               const SubMicrobatchIndex& index,
+                                                               const std::vector<std::vector<std::int32_t>>& samples) {
+  std::vector<std::vector<SubMicrobatchId>> links(smbs.size());
+  std::vector<std::pair<std::int32_t, SubMicrobatchId>> by_sample;
+  std::vector<SubMicrobatchId> whole;  // feeders without origins: linked to every fed one
+  for (int mb = 0; mb < index.microbatches(); ++mb) {
+    const MicrobatchId mid{static_cast<MicrobatchId::rep>(mb)};
+    for (std::size_t mi = 0; mi < model.modules.size(); ++mi) {
+      const ModuleId m{static_cast<ModuleId::rep>(mi)};
+      const auto fed = index.of(mid, m);
+      if (fed.empty()) continue;
+      for (ModuleId f : model.feeders(m)) {
+        const auto feeders = index.of(mid, f);
+        if (feeders.empty()) continue;
+        by_sample.clear();
+        whole.clear();
+        for (SubMicrobatchId a : feeders) {
+          if (samples[a.index()].empty()) whole.push_back(a);
+          for (std::int32_t x : samples[a.index()]) by_sample.emplace_back(x, a);
+        }
+        std::sort(by_sample.begin(), by_sample.end());
+        for (SubMicrobatchId b : fed) {
+          auto& out = links[b.index()];
+          const std::size_t first = out.size();
+          if (samples[b.index()].empty()) {
+            out.insert(out.end(), feeders.begin(), feeders.end());
+          } else {
+            out.insert(out.end(), whole.begin(), whole.end());
+            for (std::int32_t x : samples[b.index()]) {
+              auto it = std::lower_bound(by_sample.begin(), by_sample.end(), std::pair<std::int32_t, SubMicrobatchId>{x, SubMicrobatchId{-1}});
+              for (; it != by_sample.end() && it->first == x; ++it) out.push_back(it->second);
+            }
+          }
+          std::sort(out.begin() + static_cast<std::ptrdiff_t>(first), out.end());
+          out.erase(std::unique(out.begin() + static_cast<std::ptrdiff_t>(first), out.end()), out.end());
+        }
+      }
+    }
+  }
+  return links;
 }
 
 }  // namespace detail
@@ -210,22 +279,26 @@ inline bool shares_sample(const std::vector<std::int32_t>& a, const std::vector<
 inline StageGraph build_stage_graph(const ModelSpec& model, const Partition& partition,
                                     std::span<const SubMicrobatchSpec> sub_microbatches, const StageGraphOptions& options) {
   check_partition(model, partition);
-  const SubMicrobatchIndex index(sub_microbatches, static_cast<int>(model.modules.size()));
   const auto with_backward = detail::modules_with_backward(model);
+  const std::int64_t node_count = detail::count_stage_nodes(model, partition, sub_microbatches, with_backward, options.split_backward);
+  const SubMicrobatchIndex index(sub_microbatches, static_cast<int>(model.modules.size()));
   const Pass bwd = options.split_backward ? Pass::backward_input : Pass::backward;
 
   StageGraph g;
   const std::size_t S = sub_microbatches.size();
+  g.nodes.reserve(static_cast<std::size_t>(node_count));
   g.lookup_offsets.assign(S + 1, 0);
   for (std::size_t s = 0; s < S; ++s)
-    g.lookup_offsets[s + 1] = g.lookup_offsets[s] + 4 * partition.chunk_count(sub_microbatches[s].module());
+    g.lookup_offsets[s + 1] = g.lookup_offsets[s] + 4 * std::int64_t{partition.chunk_count(sub_microbatches[s].module())};
   g.lookup.assign(static_cast<std::size_t>(g.lookup_offsets[S]), -1);
 
+  auto slot = [&](std::size_t s, ModuleId m, int c, Pass p) {
+    return static_cast<std::size_t>(g.lookup_offsets[s] + static_cast<std::int64_t>(p) * partition.chunk_count(m) + c);
+  };
   auto add = [&](std::size_t s, ModuleId m, int c, Pass p) {
     const auto id = static_cast<NodeIndex>(g.nodes.size());
     g.nodes.push_back(StageNode{StageRef{m, c, SubMicrobatchId{static_cast<SubMicrobatchId::rep>(s)}, p}, partition.chunk(m, c).rank, {}, {}});
-    const auto chunks = partition.chunk_count(m);
-    g.lookup[static_cast<std::size_t>(g.lookup_offsets[s] + static_cast<std::int32_t>(p) * chunks + c)] = id;
+    g.lookup[slot(s, m, c, p)] = id;
   };
   for (std::size_t s = 0; s < S; ++s) {
     const ModuleId m = sub_microbatches[s].module();
@@ -239,23 +312,24 @@ inline StageGraph build_stage_graph(const ModelSpec& model, const Partition& par
 
   std::vector<std::vector<std::int32_t>> samples(S);
   for (std::size_t s = 0; s < S; ++s) samples[s] = detail::samples_of(sub_microbatches[s]);
-  auto node = [&](ModuleId m, int c, SubMicrobatchId s, Pass p) {
-    return g.lookup[static_cast<std::size_t>(g.lookup_offsets[s.index()] + static_cast<std::int32_t>(p) * partition.chunk_count(m) + c)];
-  };
+  const auto fed_by = detail::feeding_links(model, sub_microbatches, index, samples);  // b <- a
+  std::vector<std::vector<SubMicrobatchId>> feeds_into(S);                             // a -> b
+  for (std::size_t b = 0; b < S; ++b)
+    for (SubMicrobatchId a : fed_by[b]) feeds_into[a.index()].push_back(SubMicrobatchId{static_cast<SubMicrobatchId::rep>(b)});
+  auto node = [&](ModuleId m, int c, SubMicrobatchId s, Pass p) { return g.lookup[slot(s.index(), m, c, p)]; };
 
   for (auto& nd : g.nodes) {
     const StageRef& st = nd.stage;
-    const SubMicrobatchSpec& smb = sub_microbatches[st.sub_microbatch.index()];
     const int C = partition.chunk_count(st.module);
     auto& in = nd.inputs;
     if (st.pass == Pass::forward) {
       if (st.chunk > 0) {
         in.push_back(node(st.module, st.chunk - 1, st.sub_microbatch, Pass::forward));
       } else {
-        for (ModuleId f : model.feeders(st.module))
-          for (SubMicrobatchId a : index.of(smb.microbatch(), f))
-            if (detail::shares_sample(samples[a.index()], samples[st.sub_microbatch.index()]))
-              in.push_back(node(f, partition.chunk_count(f) - 1, a, Pass::forward));
+        for (SubMicrobatchId a : fed_by[st.sub_microbatch.index()]) {
+          const ModuleId f = sub_microbatches[a.index()].module();
+          in.push_back(node(f, partition.chunk_count(f) - 1, a, Pass::forward));
+        }
       }
     } else if (st.pass == Pass::backward_weight) {
       in.push_back(node(st.module, st.chunk, st.sub_microbatch, Pass::backward_input));
@@ -264,9 +338,8 @@ inline StageGraph build_stage_graph(const ModelSpec& model, const Partition& par
       if (st.chunk + 1 < C) {
         in.push_back(node(st.module, st.chunk + 1, st.sub_microbatch, bwd));
       } else if (const auto& fed = model.module(st.module).feeds; fed && with_backward[fed->index()]) {
-        for (SubMicrobatchId b : index.of(smb.microbatch(), *fed))
-          if (detail::shares_sample(samples[st.sub_microbatch.index()], samples[b.index()]))
-            in.push_back(node(*fed, 0, b, bwd));
+        for (SubMicrobatchId b : feeds_into[st.sub_microbatch.index()])
+          in.push_back(node(*fed, 0, b, bwd));
       }
     }
     std::sort(in.begin(), in.end());

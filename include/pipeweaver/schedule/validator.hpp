@@ -9,7 +9,8 @@
 //     along an edge of the step's stage graph;
 //  2. each action alone, rank by rank in list order: a Forward/Backward is a stage of the step
 //     (the graph built from the plan's sub-microbatches; split backward if any Backward is
-//     split), on the rank the partition gives, not seen before; a Send sits on its transfer's
+//     split), on the rank the partition gives, not seen before, with a memory strategy that
+//     fits its chunk's layers; a Send sits on its transfer's
 //     `from` rank, a Recv and a Wait on its `to` rank; no transfer sent or received twice;
 //  3. matching, transfer by transfer: exactly one Send and one Recv, and at least one Wait;
 //  4. completeness: every stage of the step appears (reported on the rank that should run it);
@@ -23,6 +24,9 @@
 //     (rendezvous: no buffering anywhere); a Wait once its transfer completed. Plan semantics
 //     (ir/plan.hpp) only relax these, so a plan that passes runs on any executor.
 //     Lowered plans always pass (their actions follow one global order).
+// Cost: O(A log A) for A actions and transfers (the rank-pair order is checked per link that
+// carries messages, the deadlock walk wakes a rank only when what it waits for happened), and
+// memory in proportion to the plan, whatever its numbers say.
 // validate(plan, model, setup, cost) adds memory: on each rank, static memory (the
 // chunk_state_bytes of every chunk it holds) plus the activation_bytes of every Forward still
 // held under the rule of schedule/activation_memory.hpp (until the last backward part of its
@@ -50,6 +54,7 @@
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/ir/labels.hpp"
+#include "pipeweaver/ir/plan_limits.hpp"
 #include "pipeweaver/schedule/activation_memory.hpp"
 #include "pipeweaver/schedule/lowering.hpp"
 #include "pipeweaver/ir/plan.hpp"
@@ -113,25 +118,49 @@ struct PlanIndex {
   std::vector<std::vector<ActionPos>> waits;  ///< per transfer (group 2)
 };
 
-/// Group 1, the plan itself: partition, one list per rank, microbatch ids; the step's stage graph
-/// (split backward if any Backward is split).
+/// Group 1, the plan itself: bounds of every field, partition, one list per rank, microbatch ids
+/// (each microbatch has a sub-microbatch), stage count bounded by the plan's stage actions; the
+/// step's stage graph (split backward if any Backward is split).
 [[nodiscard]] inline StageGraph plan_stage_graph(const Plan& plan, const ModelSpec& model) {
+  try {
+    check_plan_limits(plan);
+  } catch (const Error& e) {
+    throw invalid_plan_error(e.message(), e.context());
+  }
   check_partition(model, plan.partition);
   const std::size_t P = static_cast<std::size_t>(plan.partition.ranks);
   if (plan.ranks.size() != P)
     fail_plan("plan '" + plan.name + "'", "has " + std::to_string(plan.ranks.size()) + " action lists",
               std::to_string(P) + " (one per rank of the partition)");
-  const SubMicrobatchIndex index(plan.sub_microbatches, static_cast<int>(model.modules.size()), -1);
-  if (index.microbatches() > plan.microbatches)
-    fail_plan("plan '" + plan.name + "'", "sub-microbatches name microbatch " + std::to_string(index.microbatches() - 1),
-              "microbatch ids below " + std::to_string(plan.microbatches));
+  const SubMicrobatchIndex index(plan.sub_microbatches, static_cast<int>(model.modules.size()), plan.microbatches);
+  for (int mb = 0; mb < plan.microbatches; ++mb) {
+    bool any = false;
+    for (std::size_t m = 0; m < model.modules.size() && !any; ++m)
+      any = !index.of(MicrobatchId{static_cast<MicrobatchId::rep>(mb)}, ModuleId{static_cast<ModuleId::rep>(m)}).empty();
+    if (!any)
+      fail_plan("plan '" + plan.name + "'", "microbatch " + std::to_string(mb) + " of " + std::to_string(plan.microbatches) + " has no sub-microbatches",
+                "\"microbatches\" equal to the number of microbatches the sub-microbatches name");
+  }
   bool split = false;
+  std::int64_t stage_actions = 0;
   for (std::size_t r = 0; r < P; ++r)
-    for (std::size_t p = 0; p < plan.ranks[r].size(); ++p)
+    for (std::size_t p = 0; p < plan.ranks[r].size(); ++p) {
+      if (std::holds_alternative<Forward>(plan.ranks[r][p])) ++stage_actions;
       if (const auto* b = std::get_if<Backward>(&plan.ranks[r][p])) {
+        ++stage_actions;
         if (b->pass == Pass::forward) fail_action(plan, model, r, p, "a Backward with pass 'forward'", "backward, backward_input or backward_weight");
         if (b->pass != Pass::backward) split = true;
       }
+    }
+  // A plan that runs far fewer stages than its step has is refused before the graph of the step
+  // is built (its size is then bounded by the plan's); a few missing ones are reported one by
+  // one by the completeness check (group 4).
+  const std::int64_t stages =
+      count_stage_nodes(model, plan.partition, plan.sub_microbatches, modules_with_backward(model), split);
+  if (stages > 2 * stage_actions + 4096)
+    fail_plan("plan '" + plan.name + "'",
+              "its partition and sub-microbatches make " + std::to_string(stages) + " stages but its ranks run " + std::to_string(stage_actions),
+              "every stage of the step exactly once");
   return build_stage_graph(model, plan.partition, plan.sub_microbatches, StageGraphOptions{.split_backward = split});
 }
 
@@ -214,6 +243,10 @@ inline void index_actions(const Plan& plan, const ModelSpec& model, PlanIndex& i
                     "every stage on its chunk's rank");
       if (ix.stage_pos[nu].set())
         fail_action(plan, model, r, p, "duplicate stage: already at " + where(ix.stage_pos[nu].rank, ix.stage_pos[nu].pos), "every stage exactly once");
+      if (const MemoryStrategy ms = strategy_of_action(a); ms.layers_changed() > plan.partition.chunk(st->module, st->chunk).layer_count)
+        fail_action(plan, model, r, p, "strategy '" + to_string(ms) + "' changes more layers than the chunk's " +
+                                           std::to_string(plan.partition.chunk(st->module, st->chunk).layer_count),
+                    "recompute and offload counts summing to at most the chunk's layers");
       ix.stage_pos[nu] = {r, p};
       ix.strategy[nu] = strategy_of_action(a);
     }
@@ -251,34 +284,41 @@ inline void check_completeness(const ModelSpec& model, const PlanIndex& ix) {
                 "every stage exactly once");
 }
 
-/// Group 5: the k-th Recv on `to` from `from` is the k-th Send on `from` to `to`.
+/// Group 5: the k-th Recv on `to` from `from` is the k-th Send on `from` to `to`. Per link that
+/// carries messages (not per rank pair: P^2 lists for P = 1024 would be most of the memory).
 inline void check_link_order(const Plan& plan, const ModelSpec& model, const PlanIndex& ix) {
   const std::size_t P = plan.ranks.size();
-  std::vector<std::vector<TransferId>> sends(P * P), recvs(P * P);
-  std::vector<std::vector<std::size_t>> recv_at(P * P);
+  struct Event {
+    std::size_t link = 0;  // from * P + to
+    TransferId transfer{0};
+    std::size_t pos = 0;   // position in the rank's list (of the Recv, for a receive)
+  };
+  std::vector<Event> sends, recvs;
   for (std::size_t r = 0; r < P; ++r)
     for (std::size_t p = 0; p < plan.ranks[r].size(); ++p) {
-      if (const auto* s = std::get_if<Send>(&plan.ranks[r][p])) {
-        sends[r * P + plan.transfers[s->transfer.index()].to.index()].push_back(s->transfer);
-      } else if (const auto* v = std::get_if<Recv>(&plan.ranks[r][p])) {
-        const std::size_t link = plan.transfers[v->transfer.index()].from.index() * P + r;
-        recvs[link].push_back(v->transfer);
-        recv_at[link].push_back(p);
-      }
+      if (const auto* s = std::get_if<Send>(&plan.ranks[r][p]))
+        sends.push_back({r * P + plan.transfers[s->transfer.index()].to.index(), s->transfer, p});
+      else if (const auto* v = std::get_if<Recv>(&plan.ranks[r][p]))
+        recvs.push_back({plan.transfers[v->transfer.index()].from.index() * P + r, v->transfer, p});
     }
-  for (std::size_t to = 0; to < P; ++to)
-    for (std::size_t from = 0; from < P; ++from) {
-      const std::size_t link = from * P + to;
-      for (std::size_t k = 0; k < recvs[link].size(); ++k) {
-        if (recvs[link][k] == sends[link][k]) continue;
-        const auto& sp = ix.send_pos[sends[link][k].index()];
-        fail_action(plan, model, to, recv_at[link][k],
-                    "crossed order: this is Recv number " + std::to_string(k) + " from rank " + std::to_string(from) + " but Send number " +
-                        std::to_string(k) + " of rank " + std::to_string(from) + " to rank " + std::to_string(to) + " is transfer " +
-                        std::to_string(sends[link][k].value()) + " (" + where(sp.rank, sp.pos) + ")",
-                    "Sends and Recvs of a rank pair in the same order");
-      }
-    }
+  // Stable: the events of one link stay in list order (each link's events come from one rank).
+  const auto by_link = [](const Event& a, const Event& b) { return a.link < b.link; };
+  std::stable_sort(sends.begin(), sends.end(), by_link);
+  std::stable_sort(recvs.begin(), recvs.end(), by_link);
+  // Matching (group 3) makes both lists the same transfers: the k-th of a link pair up.
+  for (std::size_t i = 0; i < recvs.size() && i < sends.size(); ++i) {
+    const Event &rv = recvs[i], &sd = sends[i];
+    if (rv.transfer == sd.transfer) continue;
+    const std::size_t from = rv.link / P, to = rv.link % P;
+    std::size_t k = 0;
+    while (k < i && recvs[i - k - 1].link == rv.link) ++k;
+    const auto& sp = ix.send_pos[sd.transfer.index()];
+    fail_action(plan, model, to, rv.pos,
+                "crossed order: this is Recv number " + std::to_string(k) + " from rank " + std::to_string(from) + " but Send number " +
+                    std::to_string(k) + " of rank " + std::to_string(from) + " to rank " + std::to_string(to) + " is transfer " +
+                    std::to_string(sd.transfer.value()) + " (" + where(sp.rank, sp.pos) + ")",
+                "Sends and Recvs of a rank pair in the same order");
+  }
 }
 
 /// Group 6 for the stage at (r, p): after each input (same rank: earlier in the list; remote: a
@@ -340,31 +380,49 @@ inline void check_rank_order(const Plan& plan, const ModelSpec& model, const Pla
   }
 }
 
-/// Group 7: deadlock freedom under strict rendezvous semantics (see the header comment).
+/// Group 7: deadlock freedom under strict rendezvous semantics (see the header comment). Each
+/// rank runs until it blocks; a blocked rank is woken only when what it waits for happened (its
+/// transfer completed, or its peer reached the matching Send or Recv), so the walk costs
+/// O(actions + transfers).
 inline void check_deadlock_free(const Plan& plan, const ModelSpec& model, const PlanIndex& ix) {
   const std::size_t P = plan.ranks.size();
   std::vector<std::size_t> cur(P, 0);
   std::vector<char> done(plan.transfers.size(), 0);
-  for (bool progress = true; progress;) {
-    progress = false;
-    for (std::size_t r = 0; r < P; ++r) {
-      const auto& list = plan.ranks[r];
-      while (cur[r] < list.size()) {
-        const Action& a = list[cur[r]];
-        if (std::holds_alternative<Forward>(a) || std::holds_alternative<Backward>(a)) {
-          ++cur[r];
-        } else if (const auto* w = std::get_if<Wait>(&a)) {
-          if (!done[w->transfer.index()]) break;
-          ++cur[r];
-        } else {
-          const TransferId t = transfer_of_action(a);
-          const auto& peer = std::holds_alternative<Send>(a) ? ix.recv_pos[t.index()] : ix.send_pos[t.index()];
-          if (cur[peer.rank] != peer.pos) break;
-          done[t.index()] = 1;
-          ++cur[r];
-          ++cur[peer.rank];
+  std::vector<std::vector<std::size_t>> waiting(plan.transfers.size());  // ranks blocked on a Wait
+  std::vector<std::size_t> queue;
+  std::vector<char> queued(P, 1);
+  for (std::size_t r = P; r-- > 0;) queue.push_back(r);
+  const auto wake = [&](std::size_t r) {
+    if (!queued[r]) {
+      queued[r] = 1;
+      queue.push_back(r);
+    }
+  };
+  while (!queue.empty()) {
+    const std::size_t r = queue.back();
+    queue.pop_back();
+    queued[r] = 0;
+    const auto& list = plan.ranks[r];
+    while (cur[r] < list.size()) {
+      const Action& a = list[cur[r]];
+      if (std::holds_alternative<Forward>(a) || std::holds_alternative<Backward>(a)) {
+        ++cur[r];
+      } else if (const auto* w = std::get_if<Wait>(&a)) {
+        if (!done[w->transfer.index()]) {
+          waiting[w->transfer.index()].push_back(r);
+          break;
         }
-        progress = true;
+        ++cur[r];
+      } else {
+        const TransferId t = transfer_of_action(a);
+        const auto& peer = std::holds_alternative<Send>(a) ? ix.recv_pos[t.index()] : ix.send_pos[t.index()];
+        if (cur[peer.rank] != peer.pos) break;  // the peer finds this rank here when it gets there
+        done[t.index()] = 1;
+        ++cur[r];
+        ++cur[peer.rank];
+        wake(peer.rank);
+        for (std::size_t x : waiting[t.index()]) wake(x);
+        waiting[t.index()].clear();
       }
     }
   }

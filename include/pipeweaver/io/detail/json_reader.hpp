@@ -1,8 +1,11 @@
 #pragma once
-// The pieces every JSON reader of the library shares: parsing text with line/column errors and
-// duplicate-key detection, reading a file, and CheckedObject, a view of a JSON object that
-// knows its JSON path (RFC 6901), rejects keys it was not told about and turns every missing
-// key or wrong type into Error(input) naming file, path and what was expected.
+// The pieces every JSON reader of the library shares: parsing text with line/column errors,
+// duplicate-key detection and a nesting bound (limits::max_json_depth); reading a file with a
+// size cap (limits::max_file_bytes, checked while reading, so /dev/zero or a pipe cannot exhaust
+// memory); and CheckedObject, a view of a JSON object that knows its JSON path (RFC 6901),
+// rejects keys it was not told about and turns every missing key, wrong type or number out of
+// range (1e999 included) into Error(input) naming file, path and what was expected.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -20,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "pipeweaver/core/error.hpp"
+#include "pipeweaver/core/limits.hpp"
 #include "pipeweaver/model/validate.hpp"  // json_pointer_token
 
 namespace pipeweaver::io::detail {
@@ -41,81 +45,123 @@ using pipeweaver::detail::module_names;
   }
 }
 
-/// Parses JSON text. Malformed JSON -> Error(input) with "line L, column C" as the location;
-/// a key repeated within one object -> Error(input) at its path (the last one would silently
-/// win otherwise).
-[[nodiscard]] inline nlohmann::json parse_json_text(std::string_view text, std::string_view source) {
+/// The SAX handler of parse_json_text: builds the document through nlohmann's DOM builder and,
+/// on the way, knows the JSON path of the value being read, refuses a key repeated within one
+/// object, nesting deeper than limits::max_json_depth and any parse error (with its line and
+/// column, and the path). Every event is O(1) (nlohmann's callback parser rescans an array each
+/// time one of its objects ends, quadratic in the array).
+class CheckedSax {
+ public:
+  using json = nlohmann::json;
+  CheckedSax(json& root, std::string_view text, std::string_view source) : dom_(root), text_(text), source_(source) {}
+
+  bool null() { return value(dom_.null()); }
+  bool boolean(bool v) { return value(dom_.boolean(v)); }
+  bool number_integer(json::number_integer_t v) { return value(dom_.number_integer(v)); }
+  bool number_unsigned(json::number_unsigned_t v) { return value(dom_.number_unsigned(v)); }
+  bool number_float(json::number_float_t v, const json::string_t& s) { return value(dom_.number_float(v, s)); }
+  bool string(json::string_t& v) { return value(dom_.string(v)); }
+  bool binary(json::binary_t& v) { return value(dom_.binary(v)); }
+  bool start_object(std::size_t n) {
+    open(false);
+    return dom_.start_object(n);
+  }
+  bool key(json::string_t& k) {
+    Frame& f = stack_.back();
+    f.key = k;
+    if (!f.keys.insert(k).second)
+      throw input_error("duplicate key \"" + k + "\"", {.file = std::string(source_), .path = path(), .expected = "each key at most once per object"});
+    return dom_.key(k);
+  }
+  bool end_object() {
+    stack_.pop_back();
+    return value(dom_.end_object());
+  }
+  bool start_array(std::size_t n) {
+    open(true);
+    return dom_.start_array(n);
+  }
+  bool end_array() {
+    stack_.pop_back();
+    return value(dom_.end_array());
+  }
+  template <class Exception>
+  bool parse_error(std::size_t position, const std::string& /*last_token*/, const Exception& e) {
+    std::string what = e.what();
+    // "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error ..." -> the explanation
+    if (auto pos = what.find("] "); pos != std::string::npos) what = what.substr(pos + 2);
+    if (what.rfind("parse error", 0) == 0)
+      if (auto pos = what.find(": "); pos != std::string::npos) what = what.substr(pos + 2);
+    const std::string where = "line " + std::to_string(line_column(position).first) + ", column " + std::to_string(line_column(position).second);
+    if (e.id == 406)  // a number beyond double's range (1e999): the value being read has a path
+      throw input_error(what + " at " + where, {.file = std::string(source_), .path = stack_.empty() ? std::string("/") : path(),
+                                                .expected = "a number within the range of a double"});
+    throw input_error("malformed JSON: " + what, {.file = std::string(source_), .path = where, .expected = "valid JSON"});
+  }
+
+ private:
   struct Frame {
     bool array = false;
     std::size_t index = 0;
-    std::set<std::string> keys;
+    std::string key{};
+    std::set<std::string> keys{};
   };
-  std::vector<Frame> stack;
-  std::vector<std::string> current_key;  // current key of each object frame
-  auto path = [&]() {
+
+  void open(bool array) {
+    if (stack_.size() >= static_cast<std::size_t>(limits::max_json_depth))
+      throw input_error("JSON nested deeper than " + std::to_string(limits::max_json_depth) + " levels",
+                        {.file = std::string(source_), .path = path(), .expected = "at most " + std::to_string(limits::max_json_depth) + " nested arrays and objects"});
+    stack_.push_back(Frame{array, 0, {}, {}});
+  }
+  bool value(bool ok) {
+    if (!stack_.empty() && stack_.back().array) ++stack_.back().index;
+    return ok;
+  }
+  /// The JSON path of the value being read.
+  [[nodiscard]] std::string path() const {
     std::string p;
-    std::size_t k = 0;
-    for (const Frame& f : stack) {
+    for (const Frame& f : stack_) {
       p += '/';  // appends, not "/" + string: g++ 12 -O3 warns falsely (-Wrestrict) on the latter
       if (f.array) p += std::to_string(f.index);
-      else p += json_pointer_token(current_key[k++]);
+      else p += json_pointer_token(f.key);
     }
     return p;
-  };
-  using E = nlohmann::json::parse_event_t;
-  auto after_value = [&]() {
-    if (!stack.empty() && stack.back().array) ++stack.back().index;
-  };
-  nlohmann::json::parser_callback_t cb = [&](int, E ev, nlohmann::json& parsed) -> bool {
-    switch (ev) {
-      case E::object_start:
-        stack.push_back(Frame{false, 0, {}});
-        current_key.emplace_back();
-        break;
-      case E::array_start: stack.push_back(Frame{true, 0, {}}); break;
-      case E::key: {
-        std::string key = parsed.get<std::string>();
-        current_key.back() = key;
-        if (!stack.back().keys.insert(key).second)
-          throw input_error("duplicate key \"" + key + "\"", {.file = std::string(source), .path = path(), .expected = "each key at most once per object"});
-        break;
-      }
-      case E::object_end:
-        stack.pop_back();
-        current_key.pop_back();
-        after_value();
-        break;
-      case E::array_end:
-        stack.pop_back();
-        after_value();
-        break;
-      case E::value: after_value(); break;
-    }
-    return true;
-  };
-  try {
-    return nlohmann::json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true, /*ignore_comments=*/false);
-  } catch (const nlohmann::json::parse_error& e) {
-    // Location from the byte offset of the last character read (1-based).
+  }
+  /// Line and column (1-based) of the byte offset of the last character read.
+  [[nodiscard]] std::pair<std::size_t, std::size_t> line_column(std::size_t byte) const {
     std::size_t line = 1, column = 0;
-    const std::size_t end = std::min<std::size_t>(e.byte == 0 ? 0 : e.byte, text.size());
+    const std::size_t end = std::min(byte, text_.size());
     for (std::size_t i = 0; i < end; ++i) {
-      if (text[i] == '\n') {
+      if (text_[i] == '\n') {
         ++line;
         column = 0;
       } else {
         ++column;
       }
     }
-    if (column == 0) column = 1;
-    std::string what = e.what();
-    // "[json.exception.parse_error.101] parse error at line 1, column 2: syntax error ..." -> the explanation
-    if (auto pos = what.find(": "); pos != std::string::npos) what = what.substr(pos + 2);
-    throw input_error("malformed JSON: " + what, {.file = std::string(source), .path = "line " + std::to_string(line) + ", column " + std::to_string(column), .expected = "valid JSON"});
+    return {line, column == 0 ? 1 : column};
   }
+
+  nlohmann::detail::json_sax_dom_parser<json> dom_;
+  std::string_view text_;
+  std::string_view source_;
+  std::vector<Frame> stack_;
+};
+
+/// Parses JSON text (see CheckedSax). Malformed JSON -> Error(input) with "line L, column C" as
+/// the location; a key repeated within one object -> Error(input) at its path (the last one
+/// would silently win otherwise); a number beyond double's range -> Error(input) at its path.
+[[nodiscard]] inline nlohmann::json parse_json_text(std::string_view text, std::string_view source) {
+  nlohmann::json root;
+  CheckedSax sax(root, text, source);
+  nlohmann::json::sax_parse(text.begin(), text.end(), &sax, nlohmann::json::input_format_t::json, /*strict=*/true,
+                            /*ignore_comments=*/false);
+  return root;
 }
 
-/// The whole file as text; Error(input) naming the file if it cannot be read.
+/// The whole file as text; Error(input) naming the file if it cannot be read or holds more than
+/// limits::max_file_bytes (checked while reading: a device or a pipe that never ends is refused
+/// once it passes the cap).
 [[nodiscard]] inline std::string read_text_file(const std::filesystem::path& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec))
@@ -123,11 +169,22 @@ using pipeweaver::detail::module_names;
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw input_error("cannot open the file", {.file = path.string(), .expected = "a readable JSON file"});
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  const auto cap = static_cast<std::size_t>(limits::max_file_bytes);
+  auto too_big = [&](const std::string& size) {
+    return input_error("the file holds " + size + " bytes", {.file = path.string(), .expected = "at most " + std::to_string(cap) + " bytes"});
+  };
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > cap) throw too_big(std::to_string(size));
+  std::string text;
+  std::vector<char> chunk(std::size_t{1} << 16);
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    const auto got = static_cast<std::size_t>(in.gcount());
+    if (text.size() + got > cap) throw too_big("more than " + std::to_string(cap));
+    text.append(chunk.data(), got);
+  }
   if (in.bad())
     throw input_error("cannot read the file", {.file = path.string(), .expected = "a readable JSON file"});
-  return std::move(ss).str();
+  return text;
 }
 
 /// A JSON object being read: knows its file and path, and accepts only the listed keys.

@@ -8,11 +8,14 @@
 // the channel full blocks). Message storage is recycled, so a warmed-up channel allocates
 // nothing. Every blocking wait ends after Options::timeout with Error(execution), or at once
 // with Error(cancelled) when any rank aborts (World::abort wakes every channel).
+// Fault injection for tests (Options::fault): a transfer's Send, Recv or Wait fails, stalls,
+// loses its message or changes its size; the fault matrix test drives every kind on every rank.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -47,6 +50,22 @@ inline void accumulate_f32(std::span<std::byte> dst, std::span<const std::byte> 
   }
 }
 
+/// Fault injection (tests): what goes wrong with one transfer, at its Send, its Recv or its Wait.
+struct TransferFault {
+  enum class At : std::uint8_t { send, recv, wait };
+  enum class Kind : std::uint8_t {
+    fail,          ///< the runtime call throws (a broken link, a failed copy)
+    delay,         ///< the call first stalls for `delay` (a hung peer), waking at once when a rank aborts
+    drop,          ///< the message is lost (at send) or the receive is never posted (at recv)
+    corrupt_size,  ///< the message carries one byte more than was sent (at send), or the receiver
+                   ///< expects one byte more than its buffer (at recv)
+  };
+  TransferId transfer{0};
+  At at = At::send;
+  Kind kind = Kind::fail;
+  std::chrono::milliseconds delay{0};
+};
+
 struct Options {
   /// Longest any rank waits for a message (or for room in a full channel) before the step
   /// fails with Error(execution). Must exceed the longest legitimate wait of the plan.
@@ -56,12 +75,15 @@ struct Options {
   ExecutorOptions executor{};
   /// Fault injection (tests): the message of this transfer is dropped by its channel.
   std::optional<TransferId> drop_transfer{};
+  /// Fault injection (tests): one fault of any kind at one transfer action (see TransferFault).
+  std::optional<TransferFault> fault{};
 };
 
 namespace detail {
 
 struct PostedRecv {
   std::span<std::byte> dst{};
+  std::size_t expected_bytes = 0;  ///< the size the receiver expects (dst's, unless a fault says otherwise)
   TransferId expected{0};
   bool done = false;
   std::optional<TransferId> arrived{};  ///< set when another transfer arrived instead
@@ -120,6 +142,7 @@ class World {
       }
       aborted_.store(true, std::memory_order_release);
     }
+    abort_cv_.notify_all();
     for (auto& ch : channels_) {
       std::lock_guard lk(ch->mu);
       ch->cv.notify_all();
@@ -134,6 +157,11 @@ class World {
   [[nodiscard]] std::string abort_reason() const {
     std::lock_guard lk(mu_);
     return reason_;
+  }
+  /// Sleeps for `d` or until a rank aborts, whichever comes first (injected delays).
+  void sleep_unless_aborted(std::chrono::milliseconds d) {
+    std::unique_lock lk(mu_);
+    abort_cv_.wait_for(lk, d, [&] { return aborted_.load(std::memory_order_acquire); });
   }
   /// Before a step (no rank thread running): clears messages left by a failed step and the flag.
   void reset() {
@@ -155,6 +183,7 @@ class World {
   std::vector<std::unique_ptr<detail::Channel>> channels_;  // [from * P + to]
   std::atomic<bool> aborted_{false};
   mutable std::mutex mu_;
+  std::condition_variable abort_cv_;
   RankId first_rank_{};
   std::string reason_;
 };
@@ -212,6 +241,15 @@ class HostRuntime {
   void send(queue_type, RankId peer, TransferId t, std::span<const std::byte> src) {
     const Options& o = world_->options();
     if (o.drop_transfer && *o.drop_transfer == t) return;  // fault injection: the message is lost
+    std::vector<std::byte> corrupted;
+    if (const auto kind = injected(t, TransferFault::At::send)) {
+      if (*kind == TransferFault::Kind::drop) return;
+      if (*kind == TransferFault::Kind::corrupt_size) {
+        corrupted.assign(src.begin(), src.end());
+        corrupted.push_back(std::byte{0});
+        src = corrupted;
+      }
+    }
     detail::Channel& ch = world_->channel(rank_, peer);
     const auto deadline = std::chrono::steady_clock::now() + o.timeout;
     std::unique_lock lk(ch.mu);
@@ -246,9 +284,16 @@ class HostRuntime {
   }
 
   recv_handle recv(queue_type, RankId peer, TransferId t, std::span<std::byte> dst) {
+    bool post = true;
+    std::size_t expected_bytes = dst.size();
+    if (const auto kind = injected(t, TransferFault::At::recv)) {
+      if (*kind == TransferFault::Kind::drop) post = false;
+      if (*kind == TransferFault::Kind::corrupt_size) ++expected_bytes;
+    }
     detail::PostedRecv& r = posted_.at(t.index());
-    r = detail::PostedRecv{.dst = dst, .expected = t, .done = false, .arrived = std::nullopt, .arrived_bytes = 0};
+    r = detail::PostedRecv{.dst = dst, .expected_bytes = expected_bytes, .expected = t, .done = false, .arrived = std::nullopt, .arrived_bytes = 0};
     posted_peer_[t.index()] = peer;
+    if (!post) return t;  // fault injection: the receive is never posted
     detail::Channel& ch = world_->channel(peer, rank_);
     std::lock_guard lk(ch.mu);
     if (!ch.buffered.empty()) {
@@ -264,6 +309,7 @@ class HostRuntime {
   }
 
   void wait_recv(queue_type, const recv_handle& t) {
+    (void)injected(t, TransferFault::At::wait);
     detail::PostedRecv& r = posted_.at(t.index());
     const RankId peer = posted_peer_[t.index()];
     detail::Channel& ch = world_->channel(peer, rank_);
@@ -278,9 +324,9 @@ class HostRuntime {
     if (r.arrived)
       throw execution_error("transfer " + std::to_string(r.arrived->value()) + " arrived from rank " + std::to_string(peer.value()) +
                       " where transfer " + std::to_string(t.value()) + " was expected (a message was lost or reordered)", {.expected = "transfers on a link in the order of the plan"});
-    if (r.arrived_bytes != r.dst.size())
+    if (r.arrived_bytes != r.expected_bytes)
       throw execution_error("transfer " + std::to_string(t.value()) + " from rank " + std::to_string(peer.value()) + " carried " +
-                      std::to_string(r.arrived_bytes) + " bytes", {.expected = std::to_string(r.dst.size()) + " bytes (same buffer sizes on both ranks)"});
+                      std::to_string(r.arrived_bytes) + " bytes", {.expected = std::to_string(r.expected_bytes) + " bytes (same buffer sizes on both ranks)"});
   }
 
   void abort(std::string_view why) noexcept { world_->abort(rank_, why); }
@@ -293,6 +339,21 @@ class HostRuntime {
   };
   [[nodiscard]] Error cancelled() const {
     return cancelled_error("stopped because another rank failed: " + world_->abort_reason());
+  }
+  /// The injected fault at this transfer action, if any: `fail` throws here, `delay` sleeps
+  /// here (waking on an abort); the others are returned for the caller to apply.
+  std::optional<TransferFault::Kind> injected(TransferId t, TransferFault::At at) {
+    const auto& f = world_->options().fault;
+    if (!f || f->transfer != t || f->at != at) return std::nullopt;
+    static constexpr const char* names[] = {"send", "recv", "wait"};
+    if (f->kind == TransferFault::Kind::fail)
+      throw execution_error(std::string("injected fault: the ") + names[static_cast<int>(at)] + " of transfer " + std::to_string(t.value()) + " failed",
+                            {.expected = "a working link"});
+    if (f->kind == TransferFault::Kind::delay) {
+      world_->sleep_unless_aborted(f->delay);
+      if (world_->aborted()) throw cancelled();
+    }
+    return f->kind;
   }
 
   World* world_;

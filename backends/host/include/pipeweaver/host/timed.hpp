@@ -95,16 +95,21 @@ class LinkClocks {
     for (auto& r : ranks_) r.link_free.assign(ranks_.size(), TimedClock::time_point::min());
   }
 
-  /// Rank `rank`'s part of the step: the scaled transfer time of each transfer it sends.
-  /// Call on that rank's thread before the step starts.
+  /// Rank `rank`'s part of the step: the scaled transfer time of each transfer it sends. Call
+  /// on that rank's thread before the step starts. Each rank keeps its own transfers only, so the
+  /// clocks hold O(transfers) in all, not O(ranks x transfers).
   template <class C>
     requires CostModel<C, StageSpec, SubMicrobatchSpec>
   void prepare(const Plan& plan, RankId rank, const C& cost, double scale) {
     Rank& me = ranks_.at(rank.index());
-    me.duration.assign(plan.transfers.size(), std::chrono::nanoseconds{0});
+    me.sent.clear();
+    me.duration.clear();
     for (std::size_t t = 0; t < plan.transfers.size(); ++t)
-      if (plan.transfers[t].from == rank) me.duration[t] = scaled(cost.transfer_time(plan.transfers[t].bytes), scale);
-    if (me.arrival.size() != plan.transfers.size()) std::vector<std::atomic<std::int64_t>>(plan.transfers.size()).swap(me.arrival);
+      if (plan.transfers[t].from == rank) {
+        me.sent.push_back(TransferId{static_cast<TransferId::rep>(t)});
+        me.duration.push_back(scaled(cost.transfer_time(plan.transfers[t].bytes), scale));
+      }
+    if (me.arrival.size() != me.sent.size()) std::vector<std::atomic<std::int64_t>>(me.sent.size()).swap(me.arrival);
     std::fill(me.link_free.begin(), me.link_free.end(), TimedClock::time_point::min());
   }
 
@@ -112,16 +117,18 @@ class LinkClocks {
   /// modeled duration.
   void sent(RankId from, RankId to, TransferId t) {
     Rank& me = ranks_[from.index()];
+    const std::size_t i = me.slot(t);
     auto& free = me.link_free[to.index()];
     const auto start = std::max(TimedClock::now(), free);
-    const auto arrival = start + me.duration.at(t.index());
+    const auto arrival = start + me.duration[i];
     free = arrival;
-    me.arrival[t.index()].store(arrival.time_since_epoch().count(), std::memory_order_release);
+    me.arrival[i].store(arrival.time_since_epoch().count(), std::memory_order_release);
   }
 
   /// Receiver side, after the channel delivered the transfer: its modeled arrival time.
   [[nodiscard]] TimedClock::time_point arrival(RankId from, TransferId t) const {
-    const auto ns = ranks_.at(from.index()).arrival.at(t.index()).load(std::memory_order_acquire);
+    const Rank& sender = ranks_.at(from.index());
+    const auto ns = sender.arrival[sender.slot(t)].load(std::memory_order_acquire);
     return TimedClock::time_point{TimedClock::duration{ns}};
   }
 
@@ -129,9 +136,17 @@ class LinkClocks {
 
  private:
   struct Rank {
-    std::vector<std::chrono::nanoseconds> duration;          // per transfer this rank sends
-    std::vector<std::atomic<std::int64_t>> arrival;          // per transfer: modeled arrival (ns since epoch)
+    std::vector<TransferId> sent;                            // the transfers this rank sends, ascending
+    std::vector<std::chrono::nanoseconds> duration;          // per sent transfer
+    std::vector<std::atomic<std::int64_t>> arrival;          // per sent transfer: modeled arrival (ns since epoch)
     std::vector<TimedClock::time_point> link_free;           // per peer: arrival of the last transfer sent
+    /// Index of transfer t among this rank's; Error(execution) for one it does not send.
+    [[nodiscard]] std::size_t slot(TransferId t) const {
+      const auto it = std::lower_bound(sent.begin(), sent.end(), t);
+      if (it == sent.end() || *it != t)
+        throw execution_error("transfer " + std::to_string(t.value()) + " is not sent by this rank", {.expected = "a transfer of the plan sent by its 'from' rank"});
+      return static_cast<std::size_t>(it - sent.begin());
+    }
   };
   std::vector<Rank> ranks_;
 };

@@ -11,7 +11,9 @@
 //   * Distribution. Rank 0 broadcasts each plan (planner/broadcast_hook.hpp) through an
 //     in-process broadcast; a planning failure is broadcast as an empty message, so every rank
 //     stops with the error instead of waiting for a plan that never comes.
-//   * A step. Every rank decodes the plan, lets its rank object prepare for it (the runtime, the
+//   * A step. Every rank receives the plan's bytes; the first to get them decodes them, and the
+//     other ranks of this process share that one decoded plan (P copies at P = 128 would be most
+//     of the memory of a run). Each lets its rank object prepare for it (the runtime, the
 //     callbacks), compiles its actions (execute/executor.hpp), then all meet at a barrier, run
 //     their actions and meet at a second barrier. The measured step time is the wall-clock
 //     between the two barriers; what happens between steps is reported apart (the wait for the
@@ -34,6 +36,8 @@
 #include <cstdint>
 #include <exception>
 #include <future>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -99,6 +103,26 @@ inline void check_training_options(const TrainingOptions& o, std::size_t batches
   if (o.grace.count() < 0) throw input_error("negative grace", {.path = "TrainingOptions::grace", .expected = ">= 0"});
 }
 
+/// The step's plan, decoded once from the broadcast bytes and shared by the ranks of this process
+/// (every rank receives the same bytes; the first to ask decodes them).
+class SharedDecodedPlan {
+ public:
+  std::shared_ptr<const Plan> get(int step, const std::vector<std::byte>& bytes) {
+    std::lock_guard lk(mu_);
+    if (step_ != step) {
+      plan_.reset();  // the previous step's plan goes before the next one is decoded
+      plan_ = std::make_shared<const Plan>(plan_from_binary(bytes));
+      step_ = step;
+    }
+    return plan_;
+  }
+
+ private:
+  std::mutex mu_;
+  int step_ = -1;
+  std::shared_ptr<const Plan> plan_;
+};
+
 /// The root cause among the ranks' errors: the lowest rank's error that is not a cancellation
 /// (a consequence of another rank's failure), else the lowest rank's.
 inline void rethrow_root_cause(const std::vector<std::exception_ptr>& errors) {
@@ -128,6 +152,7 @@ TrainingReport run_training(const P& planner, std::span<const Batch> batches, co
   const int K = static_cast<int>(batches.size());
   World world(ranks, options.host);
   InProcessBroadcast broadcast(ranks, options.broadcast_timeout);
+  detail::SharedDecodedPlan decoded;
   AsyncPlanner<P> async(planner, {.threads = 1, .lookahead = options.lookahead, .grace = options.grace});
   int submitted = 0;
   auto top_up = [&] {
@@ -190,9 +215,19 @@ TrainingReport run_training(const P& planner, std::span<const Batch> batches, co
       failed.store(true);
     };
     for (int k = 0; k < K; ++k) {
-      Plan plan;
+      std::shared_ptr<const Plan> shared;
       try {
-        plan = r == 0 ? plan_on_root(k, hook) : receive_plan(hook);
+        if (r == 0) {
+          shared = std::make_shared<const Plan>(plan_on_root(k, hook));
+        } else {  // receive_plan's protocol, decoding once per step for all ranks
+          std::vector<std::byte> bytes;
+          hook(bytes);
+          if (bytes.empty())
+            throw execution_error("the root rank failed to plan this step (it broadcast no plan)",
+                                  {.expected = "a plan from the root; see the error raised on the root"});
+          shared = decoded.get(k, bytes);
+        }
+        const Plan& plan = *shared;
         if (k == 0 && options.realtime && !set_realtime_priority(1))
           throw input_error("the system refused SCHED_FIFO for rank " + std::to_string(r),
                             {.path = "TrainingOptions::realtime", .expected = "CAP_SYS_NICE (e.g. root), or realtime = false"});
