@@ -1,6 +1,7 @@
 #pragma once
 // `pipeweaver suite --suite F [--steps K] [--seeds N] [--budget-ms T | --iterations I]
-//                   [--threads N] [--search-seed S] [--format table|json]`
+//                   [--threads N] [--search-seed S] [--split-backward] [--repack]
+//                   [--format table|json]`
 // Runs the comparison of `compare` (every baseline and the searched plan `dip`) over every case
 // of a suite file: steps 0..K-1 under the sampling seeds 1..N (seed 0 is the profile seed the
 // static choices are made on, so the compared steps are not the profile steps). Per case and
@@ -15,13 +16,13 @@
 // and the mean and maximum search time, whether dip fitted memory on every step and whether it
 // was never slower than a baseline that fitted; the last row is the geometric mean over cases
 // (each case weighs the same). JSON output:
-//   {"suite", "steps", "seeds", "budget_ms" | "iterations", "threads",
+//   {"suite", "steps", "seeds", "budget_ms" | "iterations", "threads", "split_backward", "repack",
 //    "cases": [{"name", "steps", "speedup": {"<baseline>": x}, "ceiling": {"<baseline>": x},
 //               "dip_over_lower_bound",
 //               "search_ms_mean", "search_ms_max", "dip_fits_memory", "dip_never_slower",
-//               "sources": {"<source>": count},
+//               "sources": {"<source>": count}, "split_plans", "repacked_plans",
 //               "step_records": [{"seed", "step", "step_ns": {"dip": ns, "<baseline>": ns},
-//                                 "lower_bound_ns", "source"}]}],
+//                                 "lower_bound_ns", "source", "split_backward", "repacked"}]}],
 //    "geomean": {"speedup": {"<baseline>": x}, "ceiling": {"<baseline>": x}, "dip_over_lower_bound"}}
 // With --iterations the output holds no wall-clock figure (search_ms_mean and search_ms_max are
 // left out), so it is the same, byte for byte, on every run and machine: its digest identifies the
@@ -87,6 +88,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   if (options.iterations > 0) j["iterations"] = options.iterations;
   else j["budget_ms"] = static_cast<double>(options.budget.count()) / 1e6;
   j["threads"] = options.threads;
+  j["split_backward"] = options.split_backward;
+  j["repack"] = options.repack;
   j["cases"] = nlohmann::ordered_json::array();
 
   std::map<std::string, std::vector<double>> all_speedups, all_ceilings;  // per baseline, per case
@@ -101,6 +104,7 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     std::map<std::string, std::vector<double>> speedups, ceilings;
     std::vector<double> lb_ratio;
     std::map<std::string, int> sources;
+    int split_plans = 0, repacked_plans = 0;
     double search_sum = 0, search_max = 0;
     bool fits = true, never_slower = true;
     int n = 0;
@@ -129,18 +133,23 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
           for (const auto& [name, ms] : baseline_ms) sr["step_ns"][name] = static_cast<std::int64_t>(ms);
           sr["lower_bound_ns"] = lb.count();
           sr["source"] = r.source;
+          sr["split_backward"] = pw::has_split_backward(r.plan);  // the plan defers weight parts
+          sr["repacked"] = r.repacked;                            // the plan regroups the samples
           step_records.push_back(std::move(sr));
         }
         const pw::EmulationResult e = pw::emulate(r.plan, w.model, w.setup, ctx.cache());
         fits = fits && e.fits_memory();
         lb_ratio.push_back(dip / static_cast<double>(lb.count()));
         ++sources[r.source];
+        split_plans += pw::has_split_backward(r.plan) ? 1 : 0;
+        repacked_plans += r.repacked ? 1 : 0;
         const double ms = pw::to_ms(r.search_time);
         search_sum += ms;
         search_max = std::max(search_max, ms);
         ++n;
-        progress << fmt::format("suite: {} seed {} step {}: dip {:.1f} ms ({}), lower bound {:.1f} ms, search {:.0f} ms\n", c.name,
-                                seed, step, pw::to_ms(r.step_time), r.source, pw::to_ms(lb), ms);
+        progress << fmt::format("suite: {} seed {} step {}: dip {:.1f} ms ({}{}{}), lower bound {:.1f} ms, search {:.0f} ms\n", c.name,
+                                seed, step, pw::to_ms(r.step_time), r.source, pw::has_split_backward(r.plan) ? ", split" : "",
+                                r.repacked ? ", repacked" : "", pw::to_ms(lb), ms);
       }
     nlohmann::ordered_json cj;
     cj["name"] = c.name;
@@ -166,6 +175,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     cj["dip_never_slower"] = never_slower;
     cj["sources"] = nlohmann::ordered_json::object();
     for (const auto& [s, k] : sources) cj["sources"][s] = k;
+    cj["split_plans"] = split_plans;
+    cj["repacked_plans"] = repacked_plans;
     cj["step_records"] = std::move(step_records);
     j["cases"].push_back(std::move(cj));
   }
@@ -179,10 +190,11 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     out << j.dump(2) << "\n";
     return 0;
   }
-  out << fmt::format("suite {} · {} seeds x {} steps · {} · {} thread{}\n", suite.name, a.seeds, a.steps,
+  out << fmt::format("suite {} · {} seeds x {} steps · {} · {} thread{}{}{}\n", suite.name, a.seeds, a.steps,
                      options.iterations > 0 ? fmt::format("{} iterations", options.iterations)
                                             : fmt::format("{:.0f} ms budget", static_cast<double>(options.budget.count()) / 1e6),
-                     options.threads, options.threads == 1 ? "" : "s");
+                     options.threads, options.threads == 1 ? "" : "s", options.split_backward ? " · split backward" : "",
+                     options.repack ? " · repack" : "");
   out << "speedup of dip over each baseline (geometric mean over steps), dip / lower bound, search time\n";
   std::string header = fmt::format("  {:<16}", "case");
   for (const auto& name : names) header += fmt::format(" {:>16}", name);
@@ -213,6 +225,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   for (const auto& cj : j["cases"]) {
     std::string line = fmt::format("  {:<16}", cj["name"].get<std::string>());
     for (const auto& [s, k] : cj["sources"].items()) line += fmt::format(" {}={}", s, k.get<int>());
+    if (options.split_backward) line += fmt::format(" · split {}", cj["split_plans"].get<int>());
+    if (options.repack) line += fmt::format(" · repacked {}", cj["repacked_plans"].get<int>());
     out << line << "\n";
   }
   return 0;
