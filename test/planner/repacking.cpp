@@ -227,6 +227,8 @@ TEST_CASE("repack: never better than the brute-force optimum of a small step, an
   }
   const AnalyticCostModel cost(c.model, c.setup);
   CHECK_THROWS_AS((void)repack(c.model, c.setup, cost, sample_step(c.model, c.dataset, c.setup, 1, 0), RepackOptions{.max_moves = -1}), Error);
+  CHECK_THROWS_AS((void)repack(c.model, c.setup, cost, sample_step(c.model, c.dataset, c.setup, 1, 0), RepackOptions{.max_evaluations = -1}),
+                  Error);
 }
 
 TEST_CASE("analytic model: stage latency is sub-additive and monotone in the stage's items") {
