@@ -8,11 +8,16 @@
 // batch). Default budget: 1000 ms of wall-clock; --iterations I searches exactly I MCTS
 // iterations instead (reproducible). JSON output:
 //   {"model", "setup", "source", "placement", "microbatches", "step_ms", "lower_bound_ms",
-//    "search_ms", "iterations", "peak_memory_gib", "fits_memory", "setup_ms"}
+//    "search_ms", "iterations", "peak_memory_gib", "fits_memory", "setup_ms", "split_backward",
+//    "repacked", "sample_origin"}
 // (source: "dip" when the search's plan won, else the baseline that beat it; setup_ms: the
 // wall-clock of constructing the Planner, i.e. the one-off placement choice and baseline
 // preparation a trainer pays once before training, not per step). --out writes the
 // plan (JSON), --trace a Chrome trace and --svg an SVG timeline of its emulation.
+// With --split-backward / --repack (search_options.hpp): "split_backward" says whether the plan
+// splits backwards, "repacked" whether it regroups the samples; "sample_origin"[mb][s] is the
+// [microbatch, sample] of the given batch that is sample s of the plan's microbatch mb
+// (PlanResult::sample_origin: the trainer feeds the plan's microbatches from it).
 // Bad input: pipeweaver::Error (main.cpp: one line on stderr naming the file and the problem, exit 2).
 #include <chrono>
 #include <cstdint>
@@ -110,6 +115,14 @@ inline int run_plan(const PlanArgs& a, std::ostream& out = std::cout) {
     j["peak_memory_gib"] = pw::to_gib(e.peak_memory());
     j["fits_memory"] = e.fits_memory();
     j["setup_ms"] = setup_ms;
+    j["split_backward"] = pw::has_split_backward(r.plan);
+    j["repacked"] = r.repacked;
+    j["sample_origin"] = nlohmann::ordered_json::array();
+    for (const auto& group : r.sample_origin) {
+      auto g = nlohmann::ordered_json::array();
+      for (const pw::SampleOrigin& o : group) g.push_back({o.microbatch, o.sample});
+      j["sample_origin"].push_back(std::move(g));
+    }
     out << j.dump(2) << "\n";
   } else {
     out << fmt::format("{} · {} · {} microbatches · placement {}\n", model.name, setup.name, batch.microbatches.size(),
@@ -120,6 +133,10 @@ inline int run_plan(const PlanArgs& a, std::ostream& out = std::cout) {
                        pw::to_gib(e.peak_memory()), pw::to_gib(e.memory_capacity), e.fits_memory() ? "" : " (DOES NOT FIT)");
     out << fmt::format("search {:.0f} ms · {} iterations · {} thread{} · planner set-up (once, before training) {:.0f} ms\n",
                        pw::to_ms(r.search_time), r.iterations, options.threads, options.threads == 1 ? "" : "s", setup_ms);
+    if (r.repacked || pw::has_split_backward(r.plan))
+      out << fmt::format("the plan {}{}{}\n", pw::has_split_backward(r.plan) ? "splits backwards into input and weight parts" : "",
+                         r.repacked && pw::has_split_backward(r.plan) ? " and " : "",
+                         r.repacked ? "regroups the samples into other microbatches (sample_origin in --format json)" : "");
     if (!a.out.empty()) out << "plan written to " << a.out << "\n";
     if (!a.trace.empty()) out << "Chrome trace written to " << a.trace << "\n";
     if (!a.svg.empty()) out << "SVG timeline written to " << a.svg << "\n";

@@ -1,6 +1,7 @@
 #pragma once
 // `pipeweaver suite --suite F [--steps K] [--seeds N] [--budget-ms T | --iterations I]
-//                   [--threads N] [--search-seed S] [--format table|json]`
+//                   [--threads N] [--search-seed S] [--split-backward] [--repack]
+//                   [--format table|json]`
 // Runs the comparison of `compare` (every baseline and the searched plan `dip`) over every case
 // of a suite file: steps 0..K-1 under the sampling seeds 1..N (seed 0 is the profile seed the
 // static choices are made on, so the compared steps are not the profile steps). Per case and
@@ -27,15 +28,15 @@
 // Also per case: the mean and maximum search time, whether dip fitted memory on every step and
 // whether it was never slower than a baseline that fitted; the last row is the geometric mean
 // over cases (each case weighs the same). JSON output:
-//   {"suite", "steps", "seeds", "budget_ms" | "iterations", "threads",
+//   {"suite", "steps", "seeds", "budget_ms" | "iterations", "threads", "split_backward", "repack",
 //    "cases": [{"name", "steps", "speedup": {"<baseline>": x}, "ceiling": {"<baseline>": x},
 //               "dip_over_lower_bound", "dip_over_classic_lower_bound", "dip_over_own_lower_bound",
 //               "seed_over_search",
 //               "search_ms_mean", "search_ms_max", "dip_fits_memory", "dip_never_slower",
-//               "sources": {"<source>": count},
+//               "sources": {"<source>": count}, "split_plans", "repacked_plans",
 //               "step_records": [{"seed", "step", "step_ns": {"dip": ns, "<baseline>": ns},
 //                                 "lower_bound_ns", "classic_lower_bound_ns", "own_lower_bound_ns",
-//                                 "best_seed_ns", "searched_ns", "source"}]}],
+//                                 "best_seed_ns", "searched_ns", "source", "split_backward", "repacked"}]}],
 //    "geomean": {"speedup": {"<baseline>": x}, "ceiling": {"<baseline>": x}, "dip_over_lower_bound",
 //                "dip_over_classic_lower_bound", "dip_over_own_lower_bound", "seed_over_search"}}
 // With --iterations the output holds no wall-clock figure (search_ms_mean and search_ms_max are
@@ -130,6 +131,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   if (options.iterations > 0) j["iterations"] = options.iterations;
   else j["budget_ms"] = static_cast<double>(options.budget.count()) / 1e6;
   j["threads"] = options.threads;
+  j["split_backward"] = options.split_backward;
+  j["repack"] = options.repack;
   j["cases"] = nlohmann::ordered_json::array();
 
   std::map<std::string, std::vector<double>> all_speedups, all_ceilings;  // per baseline, per case
@@ -146,6 +149,7 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     std::map<std::string, std::vector<double>> speedups, ceilings;
     std::vector<double> lb_ratio, classic_ratio, own_ratio, seed_ratio;
     std::map<std::string, int> sources;
+    int split_plans = 0, repacked_plans = 0;
     double search_sum = 0, search_max = 0;
     bool fits = true, never_slower = true;
     int n = 0;
@@ -186,6 +190,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
           sr["best_seed_ns"] = seed_time.count();
           sr["searched_ns"] = r.searched_step_time.count();
           sr["source"] = r.source;
+          sr["split_backward"] = pw::has_split_backward(r.plan);  // the plan defers weight parts
+          sr["repacked"] = r.repacked;                            // the plan regroups the samples
           step_records.push_back(std::move(sr));
         }
         const pw::EmulationResult e = pw::emulate(r.plan, w.model, w.setup, ctx.cache());
@@ -193,14 +199,17 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
         lb_ratio.push_back(dip / static_cast<double>(lb.count()));
         classic_ratio.push_back(dip / static_cast<double>(classic.count()));
         ++sources[r.source];
+        split_plans += pw::has_split_backward(r.plan) ? 1 : 0;
+        repacked_plans += r.repacked ? 1 : 0;
         const double ms = pw::to_ms(r.search_time);
         search_sum += ms;
         search_max = std::max(search_max, ms);
         ++n;
-        progress << fmt::format("suite: {} seed {} step {}: dip {:.1f} ms ({}), lower bound {:.1f} ms (classic {:.1f}), best seed "
+        progress << fmt::format("suite: {} seed {} step {}: dip {:.1f} ms ({}{}{}), lower bound {:.1f} ms (classic {:.1f}), best seed "
                                 "{:.1f} ms, searched {:.1f} ms, search {:.0f} ms\n",
-                                c.name, seed, step, pw::to_ms(r.step_time), r.source, pw::to_ms(lb), pw::to_ms(classic),
-                                pw::to_ms(seed_time), pw::to_ms(r.searched_step_time), ms);
+                                c.name, seed, step, pw::to_ms(r.step_time), r.source, pw::has_split_backward(r.plan) ? ", split" : "",
+                                r.repacked ? ", repacked" : "", pw::to_ms(lb), pw::to_ms(classic), pw::to_ms(seed_time),
+                                pw::to_ms(r.searched_step_time), ms);
       }
     nlohmann::ordered_json cj;
     cj["name"] = c.name;
@@ -232,6 +241,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     cj["dip_never_slower"] = never_slower;
     cj["sources"] = nlohmann::ordered_json::object();
     for (const auto& [s, k] : sources) cj["sources"][s] = k;
+    cj["split_plans"] = split_plans;
+    cj["repacked_plans"] = repacked_plans;
     cj["step_records"] = std::move(step_records);
     j["cases"].push_back(std::move(cj));
   }
@@ -248,10 +259,11 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
     out << j.dump(2) << "\n";
     return 0;
   }
-  out << fmt::format("suite {} · {} seeds x {} steps · {} · {} thread{}\n", suite.name, a.seeds, a.steps,
+  out << fmt::format("suite {} · {} seeds x {} steps · {} · {} thread{}{}{}\n", suite.name, a.seeds, a.steps,
                      options.iterations > 0 ? fmt::format("{} iterations", options.iterations)
                                             : fmt::format("{:.0f} ms budget", static_cast<double>(options.budget.count()) / 1e6),
-                     options.threads, options.threads == 1 ? "" : "s");
+                     options.threads, options.threads == 1 ? "" : "s", options.split_backward ? " · split backward" : "",
+                     options.repack ? " · repack" : "");
   out << "speedup of dip over each baseline (geometric mean over steps), dip / lower bound (tight over every partition\n"
          "compared, classic, tight of dip's own partition), best seed order / searched plan, search time\n";
   std::string header = fmt::format("  {:<22}", "case");
@@ -288,6 +300,8 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   for (const auto& cj : j["cases"]) {
     std::string line = fmt::format("  {:<22}", cj["name"].get<std::string>());
     for (const auto& [s, k] : cj["sources"].items()) line += fmt::format(" {}={}", s, k.get<int>());
+    if (options.split_backward) line += fmt::format(" · split {}", cj["split_plans"].get<int>());
+    if (options.repack) line += fmt::format(" · repacked {}", cj["repacked_plans"].get<int>());
     out << line << "\n";
   }
   return 0;

@@ -1,6 +1,7 @@
 #pragma once
 // The search options of `plan`, `compare` and `suite`: --budget-ms T | --iterations I,
-// --threads N, --search-seed S, turned into PlannerOptions (plan/planner.hpp).
+// --threads N, --search-seed S, --split-backward, --repack, turned into PlannerOptions
+// (planner/planner.hpp).
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -26,6 +27,8 @@ struct SearchArgs {
   std::optional<std::int64_t> iterations;
   int threads = 1;
   std::uint64_t search_seed = 0;
+  bool split_backward = false;
+  bool repack = false;
 };
 
 /// Registers --budget-ms / --iterations (mutually exclusive), --threads and --search-seed.
@@ -37,6 +40,9 @@ inline void add_search_options(CLI::App& cmd, SearchArgs& a) {
   b->excludes(i);
   add_integer_option(cmd, "--threads", a.threads, 1, 256, "search worker threads (default 1)");
   add_seed_option(cmd, "--search-seed", a.search_seed, "seed of the search (default 0)");
+  cmd.add_flag("--split-backward", a.split_backward,
+               "also search with backwards split into input and weight parts, weight parts in the bubbles (zero-bubble's B/W split)");
+  cmd.add_flag("--repack", a.repack, "also search with the step's samples regrouped into microbatches of even cost");
 }
 
 /// PlannerOptions from the search options; Error(input) on out-of-range values.
@@ -47,6 +53,8 @@ inline pipeweaver::PlannerOptions planner_options(const SearchArgs& a) {
     throw pw::input_error("--threads is " + std::to_string(a.threads), {.path = "--threads", .expected = "an integer in [1, 256]"});
   o.threads = a.threads;
   o.seed = a.search_seed;
+  o.split_backward = a.split_backward;
+  o.repack = a.repack;
   if (a.iterations) {
     if (*a.iterations < 1 || *a.iterations > max_iterations)
       throw pw::input_error("--iterations is " + std::to_string(*a.iterations), {.path = "--iterations", .expected = "an integer in [1, 1000000000]"});

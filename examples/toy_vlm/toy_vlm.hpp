@@ -18,7 +18,10 @@
 //
 // Stage callbacks (Callbacks) run the layers of the chunk a StageSpec names on the items of a
 // sub-microbatch, using the executor's buffers (execute/stage_io.hpp); the backward recomputes
-// the chunk's forward from its input (full recompute).
+// the chunk's forward from its input (full recompute). A split backward's input part
+// (Pass::backward_input) and weight part (Pass::backward_weight) each recompute it and keep only
+// their own gradients (Part). A step whose samples a planner regrouped (PlanResult::
+// sample_origin) runs on regroup(batch, origin).
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -35,6 +38,7 @@
 #include <pipeweaver/execute/stage_io.hpp>
 #include <pipeweaver/model/model_spec.hpp>
 #include <pipeweaver/ir/stage.hpp>
+#include <pipeweaver/planner/plan_result.hpp>
 
 namespace toy_vlm {
 
@@ -145,7 +149,7 @@ void rms_fwd(const T* x, const T* g, T* y, T* r, int n, int d) {
     for (int j = 0; j < d; ++j) y[static_cast<std::ptrdiff_t>(i) * d + j] = g[j] * xi[j] * ri;
   }
 }
-// dx += r (dy*g - xhat * <dy*g, xhat> / d);  dg += sum_rows dy * xhat
+// dx += r (dy*g - xhat * <dy*g, xhat> / d);  dg += sum_rows dy * xhat (dg: nullptr to skip it)
 template <class T>
 void rms_bwd(const T* x, const T* g, const T* r, const T* dy, T* dx, double* dg, int n, int d) {
   std::vector<T> gacc(static_cast<std::size_t>(d), T(0));
@@ -161,7 +165,8 @@ void rms_bwd(const T* x, const T* g, const T* r, const T* dy, T* dx, double* dg,
       dx[static_cast<std::ptrdiff_t>(i) * d + j] += ri * (dyi[j] * g[j] - xhat * dot / T(d));
     }
   }
-  for (int j = 0; j < d; ++j) dg[j] += static_cast<double>(gacc[static_cast<std::size_t>(j)]);
+  if (dg != nullptr)
+    for (int j = 0; j < d; ++j) dg[j] += static_cast<double>(gacc[static_cast<std::size_t>(j)]);
 }
 
 // gelu (tanh form) and its derivative
@@ -184,6 +189,12 @@ T sigmoid(T x) {
 }  // namespace detail
 
 // ---- parameters and layers -------------------------------------------------------------
+
+/// Which gradients a backward computes: both (Pass::backward), the input's only
+/// (Pass::backward_input) or the parameters' only (Pass::backward_weight). Both parts run the
+/// same float operations as the whole backward, each keeping its own results, so a split
+/// backward accumulates exactly the whole backward's gradients.
+enum class Part { both, input, weight };
 
 template <class T>
 struct Param {
@@ -286,15 +297,20 @@ void block_forward(const Block<T>& b, const T* x, int n, T* y, BlockCache<T>& c)
   for (std::size_t i = 0; i < nd; ++i) y[i] += c.x2[i];
 }
 
-/// dx = d(layer)/dx^T dy (written, not added); parameter gradients accumulated.
+/// dx = d(layer)/dx^T dy (written, not added); parameter gradients accumulated unless
+/// `weights` is false.
 template <class T>
-void block_backward(Block<T>& b, const BlockCache<T>& c, int n, const T* dy, T* dx) {
+void block_backward(Block<T>& b, const BlockCache<T>& c, int n, const T* dy, T* dx, bool weights = true) {
   using namespace detail;
+  auto dw = [weights](const T* A, const T* dC, Param<T>& p, int rows, int k, int m) {
+    if (weights) mm_dw(A, dC, p.g.data(), rows, k, m);
+  };
+  auto dg = [weights](Param<T>& p) { return weights ? p.g.data() : nullptr; };
   const int d = b.d, f = b.f, H = b.heads, dh = d / H;
   const auto nd = static_cast<std::size_t>(n) * static_cast<std::size_t>(d);
   const auto nf = static_cast<std::size_t>(n) * static_cast<std::size_t>(f);
   // MLP
-  mm_dw(c.act.data(), dy, b.w2.g.data(), n, f, d);
+  dw(c.act.data(), dy, b.w2, n, f, d);
   std::vector<T> dact(nf, T(0)), du(nf), dh2(nd, T(0));
   mm_da(dy, b.w2.w.data(), dact.data(), n, f, d);
   if (b.swiglu) {
@@ -304,17 +320,17 @@ void block_backward(Block<T>& b, const BlockCache<T>& c, int n, const T* dy, T* 
       du[i] = dact[i] * c.up[i] * s * (T(1) + c.u[i] * (T(1) - s));
       dup[i] = dact[i] * c.u[i] * s;
     }
-    mm_dw(c.h2.data(), dup.data(), b.w3.g.data(), n, d, f);
+    dw(c.h2.data(), dup.data(), b.w3, n, d, f);
     mm_da(dup.data(), b.w3.w.data(), dh2.data(), n, d, f);
   } else {
     for (std::size_t i = 0; i < nf; ++i) du[i] = dact[i] * gelu_grad(c.u[i]);
   }
-  mm_dw(c.h2.data(), du.data(), b.w1.g.data(), n, d, f);
+  dw(c.h2.data(), du.data(), b.w1, n, d, f);
   mm_da(du.data(), b.w1.w.data(), dh2.data(), n, d, f);
   std::vector<T> dx2(dy, dy + nd);
-  rms_bwd(c.x2.data(), b.n2.w.data(), c.r2.data(), dh2.data(), dx2.data(), b.n2.g.data(), n, d);
+  rms_bwd(c.x2.data(), b.n2.w.data(), c.r2.data(), dh2.data(), dx2.data(), dg(b.n2), n, d);
   // attention
-  mm_dw(c.o.data(), dx2.data(), b.wo.g.data(), n, d, d);
+  dw(c.o.data(), dx2.data(), b.wo, n, d, d);
   std::vector<T> dout(nd, T(0)), dq(nd, T(0)), dk(nd, T(0)), dv(nd, T(0));
   mm_da(dx2.data(), b.wo.w.data(), dout.data(), n, d, d);
   const T scale = T(1) / std::sqrt(T(dh));
@@ -344,14 +360,14 @@ void block_backward(Block<T>& b, const BlockCache<T>& c, int n, const T* dy, T* 
       }
     }
   std::vector<T> dh1(nd, T(0));
-  mm_dw(c.h1.data(), dq.data(), b.wq.g.data(), n, d, d);
-  mm_dw(c.h1.data(), dk.data(), b.wk.g.data(), n, d, d);
-  mm_dw(c.h1.data(), dv.data(), b.wv.g.data(), n, d, d);
+  dw(c.h1.data(), dq.data(), b.wq, n, d, d);
+  dw(c.h1.data(), dk.data(), b.wk, n, d, d);
+  dw(c.h1.data(), dv.data(), b.wv, n, d, d);
   mm_da(dq.data(), b.wq.w.data(), dh1.data(), n, d, d);
   mm_da(dk.data(), b.wk.w.data(), dh1.data(), n, d, d);
   mm_da(dv.data(), b.wv.w.data(), dh1.data(), n, d, d);
   std::copy(dx2.begin(), dx2.end(), dx);
-  rms_bwd(c.x.data(), b.n1.w.data(), c.r1.data(), dh1.data(), dx, b.n1.g.data(), n, d);
+  rms_bwd(c.x.data(), b.n1.w.data(), c.r1.data(), dh1.data(), dx, dg(b.n1), n, d);
 }
 
 // ---- the model ---------------------------------------------------------------------------
@@ -425,9 +441,11 @@ class Model {
       std::copy(x.begin(), x.end(), out);
     }
   }
-  /// Recomputes the chunk from `in`, accumulates parameter gradients, writes din (n x Dv) when
-  /// non-null and first > 0.
-  void vit_backward(int first, int count, const T* in, int n, const T* dout, T* din) {
+  /// Recomputes the chunk from `in`; accumulates parameter gradients (unless part is input) and
+  /// writes din (n x Dv) when non-null, first > 0 and part is not weight.
+  void vit_backward(int first, int count, const T* in, int n, const T* dout, T* din, Part part = Part::both) {
+    const bool weights = part != Part::input;
+    if (part == Part::weight) din = nullptr;
     using namespace detail;
     const int Dv = cfg.vit_hidden, Dl = cfg.llm_hidden, m = merged(n);
     std::vector<T> x;
@@ -437,23 +455,23 @@ class Model {
     if (first + count == cfg.vit_layers) {
       std::vector<T> h, r, z, out(static_cast<std::size_t>(m) * static_cast<std::size_t>(Dl));
       vit_merge_fwd(x, n, h, r, z, out.data());
-      mm_dw(z.data(), dout, merge_proj.g.data(), m, 4 * Dv, Dl);
+      if (weights) mm_dw(z.data(), dout, merge_proj.g.data(), m, 4 * Dv, Dl);
       std::vector<T> dz(z.size(), T(0)), dh(x.size(), T(0));
       mm_da(dout, merge_proj.w.data(), dz.data(), m, 4 * Dv, Dl);
       for (int t = 0; t < n; ++t)
         for (int e = 0; e < Dv; ++e) dh[static_cast<std::size_t>(t * Dv + e)] = dz[static_cast<std::size_t>((t / 4) * 4 * Dv + (t % 4) * Dv + e)];
       dx.assign(x.size(), T(0));
-      rms_bwd(x.data(), vit_norm.w.data(), r.data(), dh.data(), dx.data(), vit_norm.g.data(), n, Dv);
+      rms_bwd(x.data(), vit_norm.w.data(), r.data(), dh.data(), dx.data(), weights ? vit_norm.g.data() : nullptr, n, Dv);
     } else {
       dx.assign(dout, dout + x.size());
     }
     std::vector<T> prev(dx.size());
     for (int l = first + count - 1; l >= first; --l) {
-      block_backward(vit[static_cast<std::size_t>(l)], caches[static_cast<std::size_t>(l - first)], n, dx.data(), prev.data());
+      block_backward(vit[static_cast<std::size_t>(l)], caches[static_cast<std::size_t>(l - first)], n, dx.data(), prev.data(), weights);
       dx.swap(prev);
     }
-    if (first == 0) mm_dw(in, dx.data(), patch_embed.g.data(), n, cfg.patch_dim, Dv);
-    else if (din != nullptr) std::copy(dx.begin(), dx.end(), din);
+    if (first == 0 && weights) mm_dw(in, dx.data(), patch_embed.g.data(), n, cfg.patch_dim, Dv);
+    else if (first > 0 && din != nullptr) std::copy(dx.begin(), dx.end(), din);
   }
 
   // --- LLM chunk [first, first + count) on one sample: n_img image tokens, then the text ---
@@ -475,8 +493,12 @@ class Model {
     std::copy(x.begin(), x.end(), out);
     return 0.0;
   }
-  /// din: the gradient of `in` (image rows when first == 0), written when non-null.
-  void llm_backward(int first, int count, const T* in, int n_img, std::span<const int> text, const T* dout, T* din) {
+  /// din: the gradient of `in` (image rows when first == 0), written when non-null and part is
+  /// not weight; parameter gradients accumulated unless part is input.
+  void llm_backward(int first, int count, const T* in, int n_img, std::span<const int> text, const T* dout, T* din,
+                    Part part = Part::both) {
+    const bool weights = part != Part::input;
+    if (part == Part::weight) din = nullptr;
     using namespace detail;
     const int Dl = cfg.llm_hidden, n = n_img + static_cast<int>(text.size());
     std::vector<T> x;
@@ -486,21 +508,21 @@ class Model {
     if (first + count == cfg.llm_layers) {
       std::vector<T> h, r, logits, dlogits;
       llm_loss(x, n_img, text, h, r, logits, &dlogits);
-      mm_dw(h.data(), dlogits.data(), head.g.data(), n, Dl, cfg.vocab);
+      if (weights) mm_dw(h.data(), dlogits.data(), head.g.data(), n, Dl, cfg.vocab);
       std::vector<T> dh(x.size(), T(0));
       mm_da(dlogits.data(), head.w.data(), dh.data(), n, Dl, cfg.vocab);
       dx.assign(x.size(), T(0));
-      rms_bwd(x.data(), llm_norm.w.data(), r.data(), dh.data(), dx.data(), llm_norm.g.data(), n, Dl);
+      rms_bwd(x.data(), llm_norm.w.data(), r.data(), dh.data(), dx.data(), weights ? llm_norm.g.data() : nullptr, n, Dl);
     } else {
       dx.assign(dout, dout + x.size());
     }
     std::vector<T> prev(dx.size());
     for (int l = first + count - 1; l >= first; --l) {
-      block_backward(llm[static_cast<std::size_t>(l)], caches[static_cast<std::size_t>(l - first)], n, dx.data(), prev.data());
+      block_backward(llm[static_cast<std::size_t>(l)], caches[static_cast<std::size_t>(l - first)], n, dx.data(), prev.data(), weights);
       dx.swap(prev);
     }
     if (first == 0) {
-      for (std::size_t j = 0; j < text.size(); ++j) {
+      for (std::size_t j = 0; j < text.size() && weights; ++j) {
         const T* g = dx.data() + (static_cast<std::size_t>(n_img) + j) * static_cast<std::size_t>(Dl);
         double* e = embed.g.data() + static_cast<std::size_t>(text[j]) * static_cast<std::size_t>(Dl);
         for (int k = 0; k < Dl; ++k) e[k] += static_cast<double>(g[k]);
@@ -650,6 +672,36 @@ inline ToyBatch make_batch(const Config& cfg, std::uint64_t seed, const DatasetO
   return b;
 }
 
+/// `b` with its samples regrouped: microbatch mb of the result holds samples origin[mb][0],
+/// origin[mb][1], ... of `b` (a planner's PlanResult::sample_origin). The same samples, so the
+/// same loss scale. Throws std::invalid_argument unless `origin` names every sample exactly once.
+inline ToyBatch regroup(const ToyBatch& b, const std::vector<std::vector<pw::SampleOrigin>>& origin) {
+  std::vector<std::vector<char>> used(b.samples.size());
+  std::size_t total = 0, named = 0;
+  for (std::size_t mb = 0; mb < b.samples.size(); ++mb) {
+    used[mb].assign(b.samples[mb].size(), 0);
+    total += b.samples[mb].size();
+  }
+  ToyBatch out;
+  out.predicted_tokens = b.predicted_tokens;
+  out.meta.truncated_samples = b.meta.truncated_samples;
+  for (const auto& group : origin) {
+    out.samples.emplace_back();
+    out.meta.microbatches.emplace_back();
+    for (const pw::SampleOrigin& o : group) {
+      const auto mb = static_cast<std::size_t>(o.microbatch), s = static_cast<std::size_t>(o.sample);
+      if (o.microbatch < 0 || o.sample < 0 || mb >= b.samples.size() || s >= b.samples[mb].size() || used[mb][s])
+        throw std::invalid_argument("toy_vlm: a regrouping names a sample twice or one the step lacks");
+      used[mb][s] = 1;
+      ++named;
+      out.samples.back().push_back(b.samples[mb][s]);
+      out.meta.microbatches.back().samples.push_back(b.meta.microbatches.at(mb).samples.at(s));
+    }
+  }
+  if (named != total) throw std::invalid_argument("toy_vlm: a regrouping leaves samples out");
+  return out;
+}
+
 /// The merged image tokens a sample hands the LLM.
 inline int image_tokens(const Config& cfg, const ToySample& s) {
   int n = 0;
@@ -737,7 +789,7 @@ class Callbacks {
     const auto tokens = smb.item_tokens();
     const auto items = smb.items();
     const bool vit = st.module() == c.vit_module;
-    if (st.pass() == pw::Pass::backward_weight) return;  // whole backwards only in this example
+    const Part part = st.pass() == pw::Pass::backward_input ? Part::input : st.pass() == pw::Pass::backward_weight ? Part::weight : Part::both;
     std::size_t in_off = 0, out_off = 0;
     for (std::size_t k = 0; k < tokens.size(); ++k) {
       const int n = static_cast<int>(tokens[k]);
@@ -758,7 +810,7 @@ class Callbacks {
           m.vit_forward(first, count, in, n, f32(io.output, out_off));
         } else {
           float* din = io.input_grad.empty() || first == 0 ? nullptr : f32(io.input_grad, in_off);
-          m.vit_backward(first, count, in, n, f32(io.output_grad, out_off), din);
+          m.vit_backward(first, count, in, n, f32(io.output_grad, out_off), din, part);
         }
         in_off += in_bytes;
         out_off += out_bytes;
@@ -791,7 +843,7 @@ class Callbacks {
           float* din = nullptr;
           if (!io.input_grad.empty() && (first > 0 || n_img > 0)) din = f32(io.input_grad, first == 0 ? seg_off : in_off);
           const float* dout = out_bytes ? f32(io.output_grad, out_off) : nullptr;
-          m.llm_backward(first, count, in, n_img, sample.text, dout, din);
+          m.llm_backward(first, count, in, n_img, sample.text, dout, din, part);
         }
         in_off += in_bytes;
         out_off += out_bytes;

@@ -3,10 +3,13 @@
 #    time and exactly the requested iterations; --out/--trace/--svg write their files, and
 #    `emulate` of the written plan reproduces plan's step time and peak memory;
 #  * plan with an iteration budget is reproducible: two runs (2 threads) write identical plans;
+#  * plan --split-backward --repack reports whether the plan splits and regroups, and a
+#    sample_origin that names every sample of the batch exactly once; reproducible as well;
 #  * suite --format json on a one-case suite reports dip never slower than a baseline that fits,
 #    speedups >= 1 over every baseline that fits, dip / lower bound >= 1, dip / classic bound >=
 #    dip / lower bound, best seed / searched >= 1, and each baseline's ceiling (baseline / lower
-#    bound) >= 1 and >= dip's speedup over it.
+#    bound) >= 1 and >= dip's speedup over it; with --split-backward
+#    --repack it says so, and dip still fits and is never slower.
 # Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads), BATCH (a batch file for
 # tiny-vlm), WORK (a scratch directory).
 cmake_minimum_required(VERSION 3.25)
@@ -72,6 +75,54 @@ if(NOT ha STREQUAL hb)
   message(FATAL_ERROR "two runs with --iterations 2 wrote different plans")
 endif()
 
+# plan --split-backward --repack: the mapping names every sample of the batch exactly once.
+run_ok(sr plan --model "${model}" --setup "${setup}" --batch "${BATCH}" --iterations 2 --threads 2 --split-backward --repack --format json
+       --out "${WORK}/c.plan.json")
+foreach(key split_backward repacked sample_origin)
+  string(JSON v ERROR_VARIABLE e GET "${sr}" ${key})
+  if(e)
+    message(FATAL_ERROR "plan --split-backward --repack JSON lacks ${key}: ${sr}")
+  endif()
+endforeach()
+file(READ "${BATCH}" batch_json)
+string(JSON given_mbs LENGTH "${batch_json}" microbatches)
+string(JSON groups LENGTH "${sr}" sample_origin)
+string(JSON sr_step GET "${sr}" step_ms)
+if(NOT groups EQUAL given_mbs OR sr_step GREATER step)
+  message(FATAL_ERROR "plan --split-backward --repack: ${groups} groups for ${given_mbs} microbatches, step ${sr_step} ms (plain ${step} ms)")
+endif()
+set(named "")
+set(expected "")
+math(EXPR last_mb "${given_mbs} - 1")
+foreach(mb RANGE ${last_mb})
+  string(JSON k LENGTH "${batch_json}" microbatches ${mb})
+  math(EXPR last_s "${k} - 1")
+  foreach(s RANGE ${last_s})
+    list(APPEND expected "${mb}:${s}")
+  endforeach()
+  string(JSON k LENGTH "${sr}" sample_origin ${mb})
+  math(EXPR last_s "${k} - 1")
+  foreach(s RANGE ${last_s})
+    string(JSON o_mb GET "${sr}" sample_origin ${mb} ${s} 0)
+    string(JSON o_s GET "${sr}" sample_origin ${mb} ${s} 1)
+    list(APPEND named "${o_mb}:${o_s}")
+  endforeach()
+endforeach()
+list(SORT named)
+list(SORT expected)
+if(NOT named STREQUAL expected)
+  message(FATAL_ERROR "plan --repack: sample_origin names ${named}, the batch holds ${expected}")
+endif()
+run_ok(sr2 plan --model "${model}" --setup "${setup}" --batch "${BATCH}" --iterations 2 --threads 2 --split-backward --repack --format json
+       --out "${WORK}/d.plan.json")
+file(SHA256 "${WORK}/c.plan.json" hc)
+file(SHA256 "${WORK}/d.plan.json" hd)
+string(JSON o1 GET "${sr}" sample_origin)
+string(JSON o2 GET "${sr2}" sample_origin)
+if(NOT hc STREQUAL hd OR NOT o1 STREQUAL o2)
+  message(FATAL_ERROR "two runs with --split-backward --repack --iterations 2 gave different plans or mappings")
+endif()
+
 # plan --dataset, table.
 run_ok(tab plan --model "${model}" --setup "${setup}" --dataset "${dataset}" --seed 3 --step 1 --budget-ms 200)
 if(NOT tab MATCHES "step [0-9.]+ ms · lower bound [0-9.]+ ms")
@@ -102,7 +153,7 @@ string(JSON ro GET "${sj}" geomean dip_over_own_lower_bound)
 if(ro LESS 1 OR ro GREATER r)
   message(FATAL_ERROR "suite: dip / own bound ${ro} below 1 or above dip / bound ${r}")
 endif()
-foreach(b gpipe 1f1b interleaved-1f1b megatron optimus)
+foreach(b gpipe 1f1b interleaved-1f1b megatron optimus zero-bubble)
   string(JSON s GET "${sj}" geomean speedup ${b})
   if(s LESS 1)
     message(FATAL_ERROR "suite: dip slower than ${b} (speedup ${s})")
@@ -113,6 +164,17 @@ foreach(b gpipe 1f1b interleaved-1f1b megatron optimus)
     message(FATAL_ERROR "suite: ceiling over ${b} is ${c}, below the speedup ${s} or below 1")
   endif()
 endforeach()
+# With both options: flagged in the output, never slower than any baseline that fits.
+run_ok(so suite --suite "${WORK}/suite.json" --steps 2 --seeds 1 --iterations 1 --split-backward --repack --format json)
+string(JSON so_split GET "${so}" split_backward)
+string(JSON so_repack GET "${so}" repack)
+string(JSON so_never GET "${so}" cases 0 dip_never_slower)
+string(JSON so_fits GET "${so}" cases 0 dip_fits_memory)
+string(JSON so_splits GET "${so}" cases 0 split_plans)
+string(JSON so_repacked GET "${so}" cases 0 repacked_plans)
+if(NOT so_split OR NOT so_repack OR NOT so_never OR NOT so_fits OR so_splits LESS 0 OR so_repacked LESS 0)
+  message(FATAL_ERROR "suite --split-backward --repack: ${so}")
+endif()
 run_ok(st suite --suite "${WORK}/suite.json" --steps 1 --seeds 1 --iterations 1)
 if(NOT st MATCHES "geomean +[0-9.]+" OR NOT st MATCHES "ceiling: largest speedup")
   message(FATAL_ERROR "suite table: ${st}")

@@ -12,9 +12,11 @@
 // Two options add searched candidates, each kept only when it is faster (ties to the plain one):
 //  * repack: the batch's samples regrouped into as many microbatches (planner/repacking.hpp) and
 //    searched; the result says which sample went where (PlanResult::sample_origin);
-//  * split_backward: zero-bubble's B/W split. The better of the searched batches is searched
-//    again over the stage graph with split backwards, seeded with its best order; the
-//    interleaver defers each weight part into a bubble of its rank, as far as memory allows.
+//  * split_backward: zero-bubble's B/W split. Each searched batch (the given one, and the
+//    regrouped one with repack) is searched again over the stage graph with split backwards,
+//    seeded with its best order; the interleaver defers each weight part into a bubble of its
+//    rank, as far as memory allows. With both options, the result is never slower than with
+//    either alone (same seed and iteration budget: the same searches are among its candidates).
 //    So the split is decided per stage by the interleaver (when its rank has nothing else ready,
 //    or when memory needs its activations back) and per step by the planner (split or not).
 //    A per-stage choice in the MCTS itself would double its branching at every unit, which the
@@ -484,13 +486,13 @@ ScheduleSearchOptions Planner<C>::search_options(const SearchControl& control, s
 }
 
 /// Every search of the call (see the header comment): the batch as given; with re-packing, the
-/// regrouped batch when it differs; with split backwards, the better of those again over the
-/// split graph, seeded with its best order.
+/// regrouped batch when it differs; with split backwards, each of those again over the split
+/// graph, seeded with its best order.
 template <class C>
 auto Planner<C>::search_all(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, const SearchControl& control,
                             std::chrono::steady_clock::time_point t0) const -> SearchedAll {
   const PlannerOptions& o = s_->options;
-  int left = 1 + (o.repack ? 1 : 0) + (o.split_backward ? 1 : 0);
+  int left = (1 + (o.repack ? 1 : 0)) * (o.split_backward ? 2 : 1);
   std::vector<Searched> runs;
   runs.push_back(search(p, ctx, SearchInput{&batch, identity_sample_origin(batch), false, false, {}}, control, t0, left--));
   Repacking repacked;
@@ -503,11 +505,13 @@ auto Planner<C>::search_all(const Prepared& p, BaselineContext<C>& ctx, const Ba
     --left;
   }
   if (o.split_backward) {
-    const bool better = runs.size() > 1 && ((runs[1].candidate.fits && !runs[0].candidate.fits) ||
-                                            (runs[1].candidate.fits == runs[0].candidate.fits && runs[1].candidate.step_time < runs[0].candidate.step_time));
-    const Searched& base = runs[better ? 1 : 0];
-    SearchInput in{better ? &repacked.batch : &batch, base.candidate.origin, better, true, base.sequence};
-    runs.push_back(search(p, ctx, std::move(in), control, t0, left));
+    left -= o.repack && !repacked.changed ? 1 : 0;  // no regrouped batch to split
+    const std::size_t unsplit = runs.size();
+    for (std::size_t i = 0; i < unsplit; ++i) {
+      const bool regrouped = i > 0;
+      SearchInput in{regrouped ? &repacked.batch : &batch, runs[i].candidate.origin, regrouped, true, runs[i].sequence};
+      runs.push_back(search(p, ctx, std::move(in), control, t0, left--));
+    }
   }
   SearchedAll out;
   out.search_end = std::chrono::steady_clock::now();

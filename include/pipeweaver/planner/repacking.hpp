@@ -13,10 +13,13 @@
 //   tie-break = Σ over microbatches and modules of the load squared (loads in whole µs).
 // Two starts: the given packing, and a greedy one (samples by decreasing total cost, each into
 // the microbatch that keeps the objective smallest among those it fits in; it fails when a sample
-// fits nowhere). From each, a best-improvement local search: move one sample of a microbatch that
-// sets some module's largest load into another microbatch, or swap it with a sample there,
-// keeping every microbatch non-empty and within budget, while the objective decreases (at most
-// RepackOptions::max_moves moves). The better result is kept when its spread is strictly below
+// fits nowhere). From each, a local search: move one sample of a microbatch that sets some
+// module's largest load into another microbatch, or swap it with a sample there, keeping every
+// microbatch non-empty and within budget, while the objective decreases. Each step takes the
+// first candidate (in scan order) that lowers the spread, else the one that lowers the
+// tie-break most; at most RepackOptions::max_moves steps and max_evaluations candidates scored
+// per search, so a step of thousands of samples costs a bounded time (a full scan scores
+// O(samples of the maximal microbatches x all samples) swaps). The better result is kept when its spread is strictly below
 // the given packing's; otherwise the given packing stays (changed = false). Microbatches come out
 // ordered by their first sample in the given order, samples within one in the given order.
 // Deterministic: integer loads, fixed scan orders, ties to the first found.
@@ -75,6 +78,8 @@ namespace pipeweaver {
 
 struct RepackOptions {
   int max_moves = 200;  ///< improving moves of each local search (a move or a swap of samples)
+  /// Candidate moves and swaps scored by each local search (a deterministic work bound).
+  std::int64_t max_evaluations = 4'000'000;
 };
 
 /// One step's samples regrouped (see the header comment).
@@ -155,9 +160,10 @@ class Repacker {
   }
 
   /// Local search from `bin_of` (see the header comment); returns the packing it ends in.
-  [[nodiscard]] std::vector<std::size_t> improve(std::vector<std::size_t> bin_of, int max_moves) {
+  [[nodiscard]] std::vector<std::size_t> improve(std::vector<std::size_t> bin_of, int max_moves, std::int64_t max_evaluations) {
     reset(bin_of);
-    for (int move = 0; move < max_moves; ++move) {
+    evaluations_left_ = max_evaluations;
+    for (int move = 0; move < max_moves && evaluations_left_ > 0; ++move) {
       const Move m = best_move(bin_of);
       if (m.from == bins_) break;
       apply(m, bin_of);
@@ -260,21 +266,24 @@ class Repacker {
     return sc;
   }
 
-  /// The best improving move or swap out of a bin that sets some module's largest load;
-  /// from == bins_ when none improves.
-  [[nodiscard]] Move best_move(std::span<const std::size_t> bin_of) const {
+  /// An improving move or swap out of a bin that sets some module's largest load: the first
+  /// that lowers the spread, else the best; from == bins_ when none improves. Stops early when
+  /// the evaluation budget runs out (returning the best found so far).
+  [[nodiscard]] Move best_move(std::span<const std::size_t> bin_of) {
     Move best{bins_, bins_, 0, 0, score_};
+    const auto consider = [&](std::size_t from, std::size_t to, std::size_t s, std::size_t other) {
+      --evaluations_left_;
+      if (const PackingScore sc = score_after(from, to, s, other); sc < best.score) best = Move{from, to, s, other, sc};
+      return best.score.spread < score_.spread || evaluations_left_ <= 0;  // done scanning
+    };
     for (std::size_t from = 0; from < bins_; ++from) {
       if (!sets_a_maximum(from)) continue;
       for (std::size_t s : members_[from]) {
-        for (std::size_t to = 0; to < bins_ && members_[from].size() > 1; ++to) {  // moves
-          if (to == from || !fits(to, s, none())) continue;
-          if (const PackingScore sc = score_after(from, to, s, none()); sc < best.score) best = Move{from, to, s, none(), sc};
-        }
+        for (std::size_t to = 0; to < bins_ && members_[from].size() > 1; ++to)  // moves
+          if (to != from && fits(to, s, none()) && consider(from, to, s, none())) return best;
         for (std::size_t other = 0; other < cost_.size(); ++other) {  // swaps
           const std::size_t to = bin_of[other];
-          if (to == from || !fits(to, s, other) || !fits(from, other, s)) continue;
-          if (const PackingScore sc = score_after(from, to, s, other); sc < best.score) best = Move{from, to, s, other, sc};
+          if (to != from && fits(to, s, other) && fits(from, other, s) && consider(from, to, s, other)) return best;
         }
       }
     }
@@ -314,6 +323,7 @@ class Repacker {
   std::vector<std::vector<std::size_t>> members_;
   std::vector<Top> tops_;  ///< [module * kTops + k]: the k-th largest load of the module
   PackingScore score_{};
+  std::int64_t evaluations_left_ = 0;  ///< of the local search under way
 };
 
 }  // namespace detail
@@ -327,6 +337,9 @@ template <class C>
 [[nodiscard]] Repacking repack(const ModelSpec& model, const Setup& setup, const C& cost, const Batch& batch, const RepackOptions& options = {}) {
   if (options.max_moves < 0)
     throw input_error("max_moves = " + std::to_string(options.max_moves), {.path = "RepackOptions::max_moves", .expected = ">= 0"});
+  if (options.max_evaluations < 0)
+    throw input_error("max_evaluations = " + std::to_string(options.max_evaluations),
+                      {.path = "RepackOptions::max_evaluations", .expected = ">= 0"});
   check_batch(model, setup, batch);
   const ModuleId budget = budget_module(model, setup);
   std::vector<SampleOrigin> flat;
@@ -342,10 +355,10 @@ template <class C>
   Repacking out;
   const detail::PackingScore before = rp.evaluate(given);
   out.spread_before = out.spread_after = before.spread;
-  std::vector<std::size_t> best = rp.improve(given, options.max_moves);
+  std::vector<std::size_t> best = rp.improve(given, options.max_moves, options.max_evaluations);
   detail::PackingScore best_score = rp.evaluate(best);
   if (std::vector<std::size_t> g = rp.greedy(); !g.empty()) {
-    g = rp.improve(std::move(g), options.max_moves);
+    g = rp.improve(std::move(g), options.max_moves, options.max_evaluations);
     if (const detail::PackingScore sc = rp.evaluate(g); sc < best_score) best = std::move(g), best_score = sc;
   }
   if (!(best_score.spread < before.spread)) {

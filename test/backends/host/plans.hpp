@@ -68,9 +68,10 @@ inline pw::Partition chain_partition() {
   return pw::Partition{"chain", 4, {placement({3, 1}, {0, 1}, 0), placement({2, 3, 3}, {1, 2, 3}, 0)}};
 }
 
-/// The lowered, validated plan of `batch` under `partition` (priority: earlier microbatch first).
+/// The lowered, validated plan of `batch` under `partition` (priority: earlier microbatch first;
+/// with `defer_weight`, a split backward's weight parts fill bubbles).
 inline pw::Plan make_plan(const pw::ModelSpec& model, const pw::Partition& partition, const pw::Batch& batch,
-                          const pw::StageGraphOptions& graph_options = {}) {
+                          const pw::StageGraphOptions& graph_options = {}, bool defer_weight = false) {
   auto smbs = pw::split(model, partition, batch);
   const pw::StageGraph graph = pw::build_stage_graph(model, partition, smbs, graph_options);
   std::vector<std::int64_t> priority(graph.size());
@@ -80,6 +81,7 @@ inline pw::Plan make_plan(const pw::ModelSpec& model, const pw::Partition& parti
   pw::InterleaveInput in;
   in.priority = priority;
   in.latency = latency;
+  in.defer_weight = defer_weight;
   pw::DualQueueInterleaver interleaver;
   auto result = interleaver.run(graph, in, [](pw::NodeIndex, pw::NodeIndex) { return pw::Nanoseconds{0}; });
   pw::Plan plan = pw::lower(model, partition, smbs, graph, result.schedule, UnitCost{}, partition.name, "cpu-pp4");
