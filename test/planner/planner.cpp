@@ -203,7 +203,13 @@ TEST_CASE("planner: fallback is the best fitting baseline") {
     CHECK(again.plans[i].step_time == base.plans[i].step_time);
     CHECK(again.plans[i].fits_memory == base.plans[i].fits_memory);
   }
-  CHECK_THROWS_AS(BaselineComparison(c.model, c.setup, cost, std::vector<PreparedBaseline>{}), Error);
+  // No baselines at all (every one unavailable): nothing is compared, and the lower bound is
+  // the partition-independent one, which is at least the minimum over it and every plan's bound.
+  BaselineComparison none(c.model, c.setup, cost, std::vector<PreparedBaseline>{}, quick().compare);
+  const StepComparison alone = none.compare(batch, 0);
+  CHECK(alone.plans.empty());
+  CHECK(alone.lower_bound >= base.lower_bound);
+  CHECK(alone.lower_bound > Nanoseconds{0});
 }
 
 TEST_CASE("planner: the placement is the best of DIP's candidates and the baselines' placements") {
