@@ -1,6 +1,7 @@
 #pragma once
-// Umbrella header for ir/: the plan IR: Plan, Partition, stage and sub-microbatch specs, labels
-// and the binary form.
+// Umbrella header for ir/: the plan IR: Plan, Partition, stage and sub-microbatch specs, labels,
+// the binary form and the flat rank program.
+#include "pipeweaver/ir/flat_program.hpp"
 #include "pipeweaver/ir/labels.hpp"
 #include "pipeweaver/ir/partition.hpp"
 #include "pipeweaver/ir/plan.hpp"
