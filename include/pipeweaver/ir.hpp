@@ -1,10 +1,13 @@
 #pragma once
-// Umbrella header for ir/: the plan IR: Plan, Partition, stage and sub-microbatch specs, labels
-// the binary form and the bounds of a plan's fields.
+// Umbrella header for ir/: the plan IR: Plan, Partition, stage and sub-microbatch specs, labels,
+// the binary form, the bounds of a plan's fields, the flat rank program and measured stage
+// timings.
+#include "pipeweaver/ir/flat_program.hpp"
 #include "pipeweaver/ir/labels.hpp"
 #include "pipeweaver/ir/partition.hpp"
 #include "pipeweaver/ir/plan.hpp"
 #include "pipeweaver/ir/plan_binary.hpp"
 #include "pipeweaver/ir/plan_limits.hpp"
 #include "pipeweaver/ir/stage.hpp"
+#include "pipeweaver/ir/stage_timing.hpp"
 #include "pipeweaver/ir/sub_microbatch_index.hpp"

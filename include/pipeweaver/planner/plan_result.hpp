@@ -31,6 +31,15 @@ struct SampleOrigin {
   friend constexpr bool operator==(const SampleOrigin&, const SampleOrigin&) noexcept = default;
 };
 
+/// The search's best schedule at one moment of the search.
+struct SearchTracePoint {
+  Nanoseconds elapsed{0};      ///< since the search started
+  std::int64_t rollouts = 0;   ///< schedules evaluated so far
+  Nanoseconds step_time{0};    ///< the best one's step time (as the search's evaluator emulates it)
+  bool fits_memory = true;     ///< whether that schedule fits memory
+  friend bool operator==(const SearchTracePoint&, const SearchTracePoint&) = default;
+};
+
 struct PlanResult {
   Plan plan{};
   Nanoseconds step_time{0};    ///< emulated step time of `plan`
@@ -51,6 +60,13 @@ struct PlanResult {
   /// the header comment); one entry per sample of every microbatch of the plan.
   std::vector<std::vector<SampleOrigin>> sample_origin{};
   bool repacked = false;  ///< the plan groups the samples differently from the batch given
+  /// Per rank: static memory + the highest activation footprint of `plan` (its emulation).
+  std::vector<Bytes> peak_memory{};
+  /// The searched schedule's best step time over the search (after each MCTS round; the seeds
+  /// first). Empty for a fallback. Its last point is the search's pick, which a baseline may beat.
+  std::vector<SearchTracePoint> search_trace{};
+  /// The planner's cost-model version the plan was made with (Planner::update_cost).
+  std::uint64_t cost_version = 0;
 };
 
 /// The mapping of a plan that keeps `batch`'s microbatches: every sample to itself.
