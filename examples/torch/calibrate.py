@@ -33,8 +33,11 @@ def measurements(plans, timings):
             stage = stage_of(plan, module, chunk, pass_)
             latency.append(pw.LatencySample(stage, smb, ns))
             tokens = smb.item_tokens
-            table.append(pw.TableSample(module=module, pass_=pass_, layers=stage.layer_count, tokens=sum(tokens),
-                                        sum_sq_tokens=float(sum(t * t for t in tokens)), latency=ns))
+            # The runtime keeps every activation: a stage the plan marks for recomputation or
+            # offload runs as a plain one, so one measurement stands for every strategy kind.
+            for kind in ("none", "full_recompute", "selective_recompute", "offload"):
+                table.append(pw.TableSample(module=module, pass_=pass_, layers=stage.layer_count, tokens=sum(tokens),
+                                            sum_sq_tokens=float(sum(t * t for t in tokens)), latency=ns, strategy=kind))
     return latency, table
 
 

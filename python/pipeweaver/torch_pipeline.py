@@ -55,6 +55,18 @@ class StageTiming:
         self.module, self.chunk, self.sub_microbatch, self.pass_, self.seconds = module, chunk, sub_microbatch, pass_, seconds
 
 
+class _PlanView:
+    """A plan's parts converted to Python lists once (each attribute access of a bound Plan
+    converts the whole vector)."""
+
+    def __init__(self, plan, rank):
+        self.rank_count = plan.rank_count
+        self.partition = plan.partition
+        self.sub_microbatches = plan.sub_microbatches
+        self.transfers = plan.transfers
+        self.actions = plan.program(rank)
+
+
 class _PlanIndex:
     """What a rank needs to know about a plan's transfers, computed once per plan."""
 
@@ -143,14 +155,15 @@ class PipelineRuntime:
     def _index(self, plan):
         ix = self._indices.get(id(plan))
         if ix is None or ix[0] is not plan:
-            ix = (plan, _PlanIndex(plan, self.rank))
+            view = _PlanView(plan, self.rank)
+            ix = (plan, view, _PlanIndex(view, self.rank))
             self._indices = {id(plan): ix}
-        return ix[1]
+        return ix[1], ix[2]
 
     def _run(self, plan, record):
-        ix = self._index(plan)
+        plan, ix = self._index(plan)
         st = _StepState()
-        actions = plan.program(self.rank)
+        actions = plan.actions
         i = 0
         while i < len(actions):
             a = actions[i]
