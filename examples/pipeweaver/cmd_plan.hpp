@@ -1,7 +1,7 @@
 #pragma once
 // `pipeweaver plan --model F --setup F (--dataset F [--seed N] [--step K] | --batch F)
 //                  [--budget-ms T | --iterations I] [--threads N] [--search-seed S]
-//                  [--out plan.json] [--trace F] [--svg F] [--format table|json]`
+//                  [--out plan.json] [--flat-out F] [--trace F] [--svg F] [--format table|json]`
 // Plans one step with the Planner (plan/planner.hpp) under the analytic cost model: step K of
 // the dataset under seed N (the placement and the baselines are chosen on the dataset's profile
 // steps), or the batch of a --batch file (io/batch_json.hpp; the placement is chosen on that
@@ -12,7 +12,9 @@
 // (source: "dip" when the search's plan won, else the baseline that beat it; setup_ms: the
 // wall-clock of constructing the Planner, i.e. the one-off placement choice and baseline
 // preparation a trainer pays once before training, not per step). --out writes the
-// plan (JSON), --trace a Chrome trace and --svg an SVG timeline of its emulation.
+// plan (JSON), --flat-out its flat rank program (io/flat_program_json.hpp, docs/flat_program.md:
+// per rank, every action with its module name, items, tokens, peers and bytes resolved), --trace a
+// Chrome trace and --svg an SVG timeline of its emulation.
 // Bad input: pipeweaver::Error (main.cpp: one line on stderr naming the file and the problem, exit 2).
 #include <chrono>
 #include <cstdint>
@@ -31,6 +33,7 @@
 #include "pipeweaver/emulate/emulator.hpp"
 #include "pipeweaver/io/batch_json.hpp"
 #include "pipeweaver/io/chrome_trace.hpp"
+#include "pipeweaver/io/flat_program_json.hpp"
 #include "pipeweaver/io/plan_json.hpp"
 #include "pipeweaver/io/svg_timeline.hpp"
 #include "pipeweaver/io/workload_json.hpp"
@@ -46,7 +49,7 @@ struct PlanArgs {
   std::uint64_t seed = 0;
   int step = 0;
   SearchArgs search;
-  std::string out, trace, svg;
+  std::string out, flat_out, trace, svg;
   std::string format = "table";
 };
 
@@ -93,6 +96,7 @@ inline int run_plan(const PlanArgs& a, std::ostream& out = std::cout) {
   eo.record_timeline = !a.trace.empty() || !a.svg.empty();
   const pw::EmulationResult e = pw::emulate(r.plan, model, setup, cost, eo);
   if (!a.out.empty()) pw::io::write_plan(a.out, r.plan);
+  if (!a.flat_out.empty()) pw::io::write_flat_program(a.flat_out, r.plan, model);
   if (!a.trace.empty()) pw::io::write_chrome_trace(a.trace, r.plan, model, e);
   if (!a.svg.empty()) pw::io::write_svg_timeline(a.svg, r.plan, model, e);
 
@@ -121,6 +125,7 @@ inline int run_plan(const PlanArgs& a, std::ostream& out = std::cout) {
     out << fmt::format("search {:.0f} ms · {} iterations · {} thread{} · planner set-up (once, before training) {:.0f} ms\n",
                        pw::to_ms(r.search_time), r.iterations, options.threads, options.threads == 1 ? "" : "s", setup_ms);
     if (!a.out.empty()) out << "plan written to " << a.out << "\n";
+    if (!a.flat_out.empty()) out << "flat rank program written to " << a.flat_out << "\n";
     if (!a.trace.empty()) out << "Chrome trace written to " << a.trace << "\n";
     if (!a.svg.empty()) out << "SVG timeline written to " << a.svg << "\n";
   }
@@ -139,6 +144,7 @@ inline CLI::App* add_plan(CLI::App& app, PlanArgs& args) {
   cmd->add_option("--step", args.step, "step of the dataset (default 0)")->needs(ds);
   add_search_options(*cmd, args.search);
   cmd->add_option("--out", args.out, "write the plan (JSON) here");
+  cmd->add_option("--flat-out", args.flat_out, "write the plan's flat rank program (JSON, docs/flat_program.md) here");
   cmd->add_option("--trace", args.trace, "write a Chrome trace (Perfetto) of the plan's emulation here");
   cmd->add_option("--svg", args.svg, "write an SVG timeline of the plan's emulation here");
   cmd->add_option("--format", args.format, "table or json (default table)");

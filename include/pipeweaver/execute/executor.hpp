@@ -14,6 +14,12 @@
 // wait_event -> wait_event. At the end of a step the executor synchronizes the send queues of
 // every peer it sent to and the compute queue.
 //
+// Stage timing (ExecutorOptions::time_stages): every Forward / Backward call gets a StageTiming
+// (ir/stage_timing.hpp), in the rank's list order: with a runtime that times its own launches
+// (TimesStages) its launch_timed / elapsed, read after the end-of-step synchronization; else the
+// steady clock around launch(). The records are made in prepare(), so run() still allocates
+// nothing; with the option off, no clock is read.
+//
 // Errors: a plan the executor cannot run (an action on the wrong rank, data used before it is
 // produced or received, a missing transfer) throws Error(invalid_plan) from prepare. At run
 // time any failure (a callback that throws, a transfer that fails or never arrives) calls
@@ -21,6 +27,7 @@
 // the rank, the action index and the action, and whose message gives the cause; a rank
 // stopped by another rank's abort throws Error(cancelled).
 // std-only: compiled by nvcc.
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -28,6 +35,7 @@
 #include <span>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "pipeweaver/core/error.hpp"
@@ -37,9 +45,23 @@
 #include "pipeweaver/execute/stage_io.hpp"
 #include "pipeweaver/ir/plan.hpp"
 #include "pipeweaver/ir/stage.hpp"
+#include "pipeweaver/ir/stage_timing.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 
 namespace pipeweaver {
+
+namespace detail {
+/// The runtime's stage timer token, or an empty stand-in for a runtime without one.
+template <class R>
+struct StageTimerOf {
+  struct none {};
+  using type = none;
+};
+template <TimesStages R>
+struct StageTimerOf<R> {
+  using type = typename R::stage_timer;
+};
+}  // namespace detail
 
 template <Runtime R>
 class Executor {
@@ -88,6 +110,9 @@ class Executor {
     try {
       for (RankId p : program_.peers_sent) rt_->synchronize(rt_->send_queue(p));
       rt_->synchronize(rt_->compute_queue());
+      if constexpr (TimesStages<R>)
+        if (options_.time_stages)
+          for (std::size_t c = 0; c < timings_.size(); ++c) timings_[c].duration = rt_->elapsed(*timers_[c]);
     } catch (const Error& e) {
       if (e.kind() == ErrorKind::cancelled) throw;
       rt_->abort(e.message());
@@ -110,6 +135,10 @@ class Executor {
   [[nodiscard]] RankId rank() const noexcept { return rank_; }
   /// The prepared program.
   [[nodiscard]] const RankProgram& program() const noexcept { return program_; }
+  /// With ExecutorOptions::time_stages: every Forward / Backward of the last run(), in the rank's
+  /// list order (after a failed run, the calls that did not run keep a zero or stale duration).
+  /// Empty when the option is off.
+  [[nodiscard]] std::span<const StageTiming> stage_times() const noexcept { return timings_; }
 
  private:
   struct BoundOp {  // an operation's ranges in the arena
@@ -168,6 +197,46 @@ class Executor {
     handles_.resize(plan.transfers.size());
     events_.clear();
     events_.resize(program_.event_count);
+    bind_timings(plan);
+  }
+
+  // One StageTiming per stage call, its identity filled now (durations come at run time).
+  void bind_timings(const Plan& plan) {
+    timings_.clear();
+    timers_.clear();
+    if (!options_.time_stages) return;
+    timings_.resize(program_.calls.size());
+    if constexpr (TimesStages<R>) timers_.resize(program_.calls.size());
+    const auto& actions = plan.ranks.at(rank_.index());
+    for (const Operation& op : program_.operations) {
+      if (op.kind != OpKind::forward && op.kind != OpKind::backward) continue;
+      const StageCall& c = program_.calls[op.call];
+      StageTiming& t = timings_[op.call];
+      t.rank = rank_;
+      t.action = op.action;
+      t.module = c.stage.module();
+      t.chunk = c.stage.chunk();
+      t.sub_microbatch = c.sub_microbatch;
+      t.pass = c.stage.pass();
+      const Action& a = actions.at(op.action);
+      if (const auto* f = std::get_if<Forward>(&a)) t.strategy = f->strategy;
+      else if (const auto* b = std::get_if<Backward>(&a)) t.strategy = b->strategy;
+    }
+  }
+
+  // Launches a stage call on its queue, timed when the option is on.
+  template <class F>
+  void launch_stage(const Operation& op, F&& f) {
+    if (!options_.time_stages) {
+      rt_->launch(queue(op.queue), std::forward<F>(f));
+    } else if constexpr (TimesStages<R>) {
+      timers_[op.call].emplace(rt_->launch_timed(queue(op.queue), std::forward<F>(f)));
+    } else {
+      const auto t0 = std::chrono::steady_clock::now();
+      rt_->launch(queue(op.queue), std::forward<F>(f));
+      timings_[op.call].duration =
+          Nanoseconds{std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()};
+    }
   }
 
   template <class C>
@@ -181,8 +250,8 @@ class Executor {
         io.step = step;
         const StageSpec& stage = program_.calls[op.call].stage;
         const SubMicrobatchSpec& smb = *smbs_[op.call];
-        if (op.kind == OpKind::forward) rt_->launch(queue(op.queue), [&] { callbacks.forward(stage, smb, io); });
-        else rt_->launch(queue(op.queue), [&] { callbacks.backward(stage, smb, io); });
+        if (op.kind == OpKind::forward) launch_stage(op, [&] { callbacks.forward(stage, smb, io); });
+        else launch_stage(op, [&] { callbacks.backward(stage, smb, io); });
         break;
       }
       case OpKind::copy: rt_->copy(queue(op.queue), b.dst, b.src); break;
@@ -207,6 +276,9 @@ class Executor {
   std::vector<const SubMicrobatchSpec*> smbs_;  // per stage call
   std::vector<std::optional<typename R::recv_handle>> handles_;  // per transfer
   std::vector<std::optional<typename R::event_type>> events_;   // per event slot
+  std::vector<StageTiming> timings_;                            // per stage call (time_stages)
+  using Timer = typename detail::StageTimerOf<R>::type;
+  std::vector<std::optional<Timer>> timers_;                    // per stage call (TimesStages)
 };
 
 }  // namespace pipeweaver

@@ -22,6 +22,7 @@
 #include <string_view>
 
 #include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/core/units.hpp"
 
 namespace pipeweaver {
 
@@ -111,6 +112,20 @@ concept Abortable = requires(R& r, const R& cr, std::string_view why) {
 template <class R>
 concept Runtime = RankIdentity<R> && HasQueues<R> && HasEvents<R> && LaunchesStages<R> && ProvidesMemory<R> &&
                   PeerTransport<R> && Abortable<R>;
+
+/// Optional: a runtime that times its own stage launches. launch_timed(q, f) does what
+/// launch(q, f) does and returns a token; elapsed(token) is the duration of the work f put on q
+/// (a stream runtime: between events recorded before and after it). The executor asks for the
+/// elapsed times only after synchronizing the compute queue at the end of the step. A runtime
+/// without it is timed by the wall clock around launch(), which is the stage's duration only
+/// when launch runs the work before returning (the host runtime); see ExecutorOptions::time_stages.
+template <class R>
+concept TimesStages = LaunchesStages<R> && requires(R& r, typename R::queue_type q, detail::LaunchArchetype f,
+                                                    const typename R::stage_timer& t) {
+  typename R::stage_timer;
+  { r.launch_timed(q, f) } -> std::same_as<typename R::stage_timer>;
+  { r.elapsed(t) } -> std::same_as<Nanoseconds>;
+};
 
 /// A runtime whose send() has finished reading its source when it returns (the host runtime
 /// copies the message): the executor may then reuse the source buffer right after the Send

@@ -93,6 +93,10 @@ struct BufferSizes {
 struct ExecutorOptions {
   BufferSizes sizes{};
   std::size_t alignment = 256;  ///< of every pool buffer (power of two)
+  /// Record each Forward / Backward call's duration (Executor::stage_times): the runtime's own
+  /// timer when it has one (TimesStages, execute/runtime.hpp), else the wall clock of the call.
+  /// Off: no clock is read.
+  bool time_stages = false;
 };
 
 }  // namespace pipeweaver
