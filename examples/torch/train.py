@@ -72,7 +72,8 @@ def rank_gradients(rank, world, store, plans, timeout=60.0):
 
 def rank_train(rank, world, store, steps, lr=3e-3, timeout=60.0, record_timings=False):
     """Trains on the given (batch JSON, plan JSON) steps; returns this rank's loss per step, its
-    wall-clock seconds per step and, with record_timings, its measured stages per step."""
+    wall-clock seconds per step and, with record_timings, its measured stages per step as
+    (rank, action, nanoseconds) (stage_timings() makes StageTimings of them)."""
     spec, model, runtime = _setup_rank(rank, store, world, timeout, torch.float32)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses, seconds, timings = [], [], []
@@ -85,9 +86,19 @@ def rank_train(rank, world, store, steps, lr=3e-3, timeout=60.0, record_timings=
         t0 = time.perf_counter()
         losses.append(runtime.run_step(plan, record_timings=record_timings))
         seconds.append(time.perf_counter() - t0)
-        timings.append([(t.module, t.chunk, t.sub_microbatch, t.pass_, t.seconds) for t in runtime.timings])
+        timings.append([(t.rank, t.action, t.duration) for t in runtime.timings])  # picklable
         opt.step()
     return losses, seconds, timings
+
+
+def stage_timings(plan, measured):
+    """pipeweaver.StageTimings of one step's (rank, action, nanoseconds) measurements of `plan`."""
+    out = []
+    for rank, action, ns in measured:
+        a = plan.program(rank)[action]
+        out.append(pw.StageTiming(rank=rank, action=action, module=a.module, chunk=a.chunk, sub_microbatch=a.sub_microbatch,
+                                  pass_=a.pass_, duration=ns))
+    return out
 
 
 def reference_gradients(batch_json):

@@ -166,6 +166,62 @@ class Plan:
     ranks: list[list[Action]]
     def program(self, rank: int) -> list[Action]: ...
 
+class FlatItem:
+    sample: int
+    item: int
+    tokens: int
+    context_tokens: int
+
+class FlatStage:
+    module: str
+    module_id: int
+    chunk: int
+    first_layer: int
+    layer_count: int
+    rank: int
+    pass_: str
+    microbatch: int
+    sub_microbatch: int
+    items: list[FlatItem]
+    tokens: int
+
+class FlatAction:
+    op: str  # forward, backward, backward_input, backward_weight, send, recv, wait
+    stage: FlatStage
+    strategy: MemoryStrategy
+    transfer: int
+    peer: int
+    bytes: int
+    peer_stage: FlatStage
+
+class FlatModule:
+    name: str
+    layers: int
+    feeds: str
+    trainable: bool
+    sub_microbatch_items: int
+    chunks: list[Chunk]
+
+class FlatRankProgram:
+    rank: int
+    actions: list[FlatAction]
+
+class FlatProgram:
+    plan: str
+    model: str
+    setup: str
+    ranks: int
+    microbatches: int
+    modules: list[FlatModule]
+    programs: list[FlatRankProgram]
+
+class StageTiming:
+    rank: int
+    action: int
+    duration: int
+    def __init__(self, rank: int, action: int, module: int, chunk: int, sub_microbatch: int, pass_: str, duration: int,
+                 strategy: MemoryStrategy = ...) -> None: ...
+
 class PlanResult:
     plan: Plan
     step_time: int
@@ -248,6 +304,9 @@ AnyCost = Union[AnalyticCostModel, TableCostModel, CostModel]
 
 class LatencySample:
     measured: int
+    stage: StageSpec
+    sub_microbatch: SubMicrobatch
+    strategy: MemoryStrategy
     def __init__(self, stage: StageSpec, sub_microbatch: SubMicrobatch, measured: int, strategy: MemoryStrategy = ...) -> None: ...
 
 class CalibrationResult:
@@ -257,6 +316,22 @@ class CalibrationResult:
     converged: bool
 
 def calibrate(model: ModelSpec, setup: Setup, samples: Sequence[LatencySample], initial: AnalyticOptions = ...) -> CalibrationResult: ...
+
+def latency_samples(plan: Plan, timings: Sequence[StageTiming], time_scale: float = 1.0) -> list[LatencySample]: ...
+
+class AnalyticCalibrator:
+    model: AnalyticCostModel
+    options: AnalyticOptions
+    last_fit: CalibrationResult
+    samples: int
+    def __init__(self, model: ModelSpec, setup: Setup, initial: AnalyticOptions = ..., window: int = 4) -> None: ...
+    def add_step(self, samples: Sequence[LatencySample]) -> AnalyticCostModel: ...
+
+class TableCalibrator:
+    model: TableCostModel
+    skipped: int
+    def __init__(self, model: ModelSpec, setup: Setup, base: Sequence[TableSample], window: int = 4) -> None: ...
+    def add_step(self, samples: Sequence[LatencySample]) -> TableCostModel: ...
 
 class Planner:
     placement_ready: bool
@@ -307,6 +382,10 @@ def emulate(plan: Plan, model: ModelSpec, setup: Setup, cost: Optional[AnyCost] 
 def lower_bound(plan: Plan, model: ModelSpec, setup: Setup, cost: Optional[AnyCost] = None) -> LowerBound: ...
 def validate(plan: Plan, model: ModelSpec, setup: Optional[Setup] = None, cost: Optional[AnyCost] = None) -> None: ...
 def peak_memory_by_rank(plan: Plan, model: ModelSpec, setup: Setup, cost: Optional[AnyCost] = None) -> list[int]: ...
+def flatten(plan: Plan, model: ModelSpec) -> FlatProgram: ...
+def write_flat_program(path: PathLike, plan: Plan, model: ModelSpec) -> None: ...
+def read_flat_program(path: PathLike) -> FlatProgram: ...
+def flat_program_to_json(program: FlatProgram) -> dict[str, Any]: ...
 def chrome_trace(plan: Plan, model: ModelSpec, emulation: EmulationResult) -> str: ...
 def write_chrome_trace(path: PathLike, plan: Plan, model: ModelSpec, emulation: EmulationResult) -> None: ...
 def svg_timeline(plan: Plan, model: ModelSpec, emulation: EmulationResult, width: int = 1200, title: str = "") -> str: ...

@@ -30,7 +30,7 @@ from collections import defaultdict
 import torch
 import torch.distributed as dist
 
-from . import ExecutionError
+from . import PASSES, ExecutionError, StageTiming, flatten
 
 FAILED_KEY = "pipeweaver/failed"  # the first failure's notice: "rank R: ..."
 FAILURES_KEY = "pipeweaver/failures"  # how many ranks have failed
@@ -46,25 +46,30 @@ def _key(ref):
     return (ref.module, ref.chunk, ref.sub_microbatch)
 
 
-class StageTiming:
-    """One measured compute action: its stage, sub-microbatch, pass and seconds."""
+class _Action:
+    """One action of the rank's flat program in the runtime's terms."""
 
-    __slots__ = ("module", "chunk", "sub_microbatch", "pass_", "seconds")
+    __slots__ = ("kind", "pass_", "module", "chunk", "sub_microbatch", "transfer", "strategy")
 
-    def __init__(self, module, chunk, sub_microbatch, pass_, seconds):
-        self.module, self.chunk, self.sub_microbatch, self.pass_, self.seconds = module, chunk, sub_microbatch, pass_, seconds
+    def __init__(self, a):
+        compute = a.op in PASSES
+        self.kind = ("forward" if a.op == "forward" else "backward") if compute else a.op
+        self.pass_ = a.op if compute else None
+        self.module, self.chunk, self.sub_microbatch = a.stage.module_id, a.stage.chunk, a.stage.sub_microbatch
+        self.transfer, self.strategy = a.transfer, a.strategy
 
 
 class _PlanView:
     """A plan's parts converted to Python lists once (each attribute access of a bound Plan
-    converts the whole vector)."""
+    converts the whole vector), and the rank's flat program (flatten(plan, model))."""
 
-    def __init__(self, plan, rank):
+    def __init__(self, plan, rank, spec):
+        self.plan = plan
         self.rank_count = plan.rank_count
         self.partition = plan.partition
         self.sub_microbatches = plan.sub_microbatches
         self.transfers = plan.transfers
-        self.actions = plan.program(rank)
+        self.actions = [_Action(a) for a in flatten(plan, spec).programs[rank].actions]
 
 
 class _PlanIndex:
@@ -121,8 +126,11 @@ class PipelineRuntime:
     # ---- public -------------------------------------------------------------------------------
 
     def run_step(self, plan, record_timings=False, barrier=True):
-        """Runs this rank's actions of `plan` (forward and backward of one step; gradients are
-        accumulated into the parameters' .grad). Returns the loss computed on this rank (0.0
+        """Runs this rank's flat program of `plan` (forward and backward of one step; gradients
+        are accumulated into the parameters' .grad). With record_timings, appends a
+        pipeweaver.StageTiming per compute action to self.timings (latency_samples(plan,
+        timings) turns them into calibration samples). The runtime keeps every activation (it
+        neither recomputes nor offloads), so a timing carries no memory strategy. Returns the loss computed on this rank (0.0
         where no loss stage runs). With `barrier` (and a store), returns only once every rank
         has finished the step, so a rank whose own work is done still learns of a failure.
         Raises ExecutionError naming the failed rank on any failure."""
@@ -155,7 +163,7 @@ class PipelineRuntime:
     def _index(self, plan):
         ix = self._indices.get(id(plan))
         if ix is None or ix[0] is not plan:
-            view = _PlanView(plan, self.rank)
+            view = _PlanView(plan, self.rank, self.spec)
             ix = (plan, view, _PlanIndex(view, self.rank))
             self._indices = {id(plan): ix}
         return ix[1], ix[2]
@@ -177,25 +185,26 @@ class PipelineRuntime:
             if a.kind == "wait":
                 self._wait_transfer(plan, st, a.transfer)
             elif a.kind == "forward":
-                self._timed(record, a, lambda: self._forward(plan, ix, st, a))
+                self._timed(record, i, a, lambda: self._forward(plan, ix, st, a))
             else:
-                self._timed(record, a, lambda: self._backward(plan, ix, st, a))
+                self._timed(record, i, a, lambda: self._backward(plan, ix, st, a))
             i += 1
         for t, works in st.send_works:
             self._wait_works(works, f"send of transfer {t} to rank {plan.transfers[t].to_rank}", plan.transfers[t].to_rank)
         self._waited = {}
         return st.loss
 
-    def _timed(self, record, a, fn):
+    def _timed(self, record, i, a, fn):
         if not record:
             return fn()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        t0 = time.perf_counter()
+        t0 = time.perf_counter_ns()
         fn()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.timings.append(StageTiming(a.module, a.chunk, a.sub_microbatch, a.pass_, time.perf_counter() - t0))
+        self.timings.append(StageTiming(rank=self.rank, action=i, module=a.module, chunk=a.chunk, sub_microbatch=a.sub_microbatch,
+                                        pass_=a.pass_, duration=time.perf_counter_ns() - t0))
 
     # ---- transfers ------------------------------------------------------------------------------
 

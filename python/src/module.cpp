@@ -147,6 +147,14 @@ void bind_io(py::module_& m) {
           return sample_step(model, d, setup, seed, step);
         }, py::arg("model"), py::arg("dataset"), py::arg("setup"), py::arg("seed"), py::arg("step"),
         "The samples of training step `step` drawn from the dataset and packed (the same on every platform).");
+  m.def("flatten", [](const Plan& plan, const ModelSpec& model) { return flatten(plan, model); }, py::arg("plan"), py::arg("model"),
+        "The plan's flat program: per rank its actions with module names, layers, items, peers and bytes resolved.");
+  m.def("write_flat_program", [](const std::filesystem::path& p, const Plan& plan, const ModelSpec& model) {
+          io::write_flat_program(p, plan, model);
+        }, py::arg("path"), py::arg("plan"), py::arg("model"));
+  m.def("read_flat_program", [](const std::filesystem::path& p) { return io::read_flat_program(p); }, py::arg("path"));
+  m.def("flat_program_to_json", [](const FlatProgram& fp) { return json_object(io::to_json(fp).dump()); }, py::arg("program"),
+        "The flat program's JSON document as Python objects (what write_flat_program writes).");
   m.def("chrome_trace", [](const Plan& plan, const ModelSpec& model, const EmulationResult& r) {
           return io::chrome_trace_json(plan, model, r);
         }, py::arg("plan"), py::arg("model"), py::arg("emulation"),

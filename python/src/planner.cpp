@@ -15,6 +15,7 @@
 
 #include "bindings.hpp"
 #include "pipeweaver/cost/calibration.hpp"
+#include "pipeweaver/cost/online_calibration.hpp"
 #include "pipeweaver/emulate/emulator.hpp"
 #include "pipeweaver/emulate/lower_bound.hpp"
 #include "pipeweaver/planner/async_planner.hpp"
@@ -301,7 +302,10 @@ void bind_cost_models(py::module_& m) {
              return LatencySample{s, smb, st, Nanoseconds{measured}};
            }),
            py::arg("stage"), py::arg("sub_microbatch"), py::arg("measured"), py::arg("strategy") = MemoryStrategy{})
-      .def_property_readonly("measured", [](const LatencySample& s) { return s.measured.count(); });
+      .def_property_readonly("measured", [](const LatencySample& s) { return s.measured.count(); })
+      .def_readonly("stage", &LatencySample::stage)
+      .def_readonly("sub_microbatch", &LatencySample::sub_microbatch)
+      .def_readonly("strategy", &LatencySample::strategy);
   py::class_<CalibrationResult>(m, "CalibrationResult")
       .def_readonly("options", &CalibrationResult::options)
       .def_readonly("rms_relative_error", &CalibrationResult::rms_relative_error)
@@ -312,6 +316,33 @@ void bind_cost_models(py::module_& m) {
           return calibrate(model, setup, samples, initial);
         }, py::arg("model"), py::arg("setup"), py::arg("samples"), py::arg("initial") = AnalyticOptions{},
         "Least-squares fit of the analytic model's alpha factors to measured stage latencies.");
+
+  m.def("latency_samples", [](const Plan& plan, const std::vector<StageTiming>& timings, double time_scale) {
+          return latency_samples(plan, timings, time_scale);
+        }, py::arg("plan"), py::arg("timings"), py::arg("time_scale") = 1.0,
+        "The step's measured stages of `plan` as LatencySamples (durations divided by time_scale).");
+  py::class_<AnalyticCalibrator>(m, "AnalyticCalibrator", "Refits the analytic model's alpha factors over a running window of measured steps.")
+      .def(py::init([](const ModelSpec& model, const Setup& setup, const AnalyticOptions& initial, int window) {
+             return AnalyticCalibrator(model, setup, initial, OnlineCalibrationOptions{.window = window});
+           }),
+           py::arg("model"), py::arg("setup"), py::arg("initial") = AnalyticOptions{}, py::arg("window") = 4)
+      .def("add_step", [](AnalyticCalibrator& c, const std::vector<LatencySample>& samples) {
+             py::gil_scoped_release nogil;
+             return c.add_step(samples).model;
+           }, py::arg("samples"), "Adds one step's samples and refits; returns the new cost model.")
+      .def_property_readonly("model", &AnalyticCalibrator::model)
+      .def_property_readonly("options", &AnalyticCalibrator::options)
+      .def_property_readonly("last_fit", &AnalyticCalibrator::last_fit)
+      .def_property_readonly("samples", &AnalyticCalibrator::samples);
+  py::class_<TableCalibrator>(m, "TableCalibrator", "Adds measured entries to a table model, replacing profiled ones of the same shape.")
+      .def(py::init([](const ModelSpec& model, const Setup& setup, std::vector<TableSample> base, int window) {
+             return TableCalibrator(model, setup, std::move(base), OnlineCalibrationOptions{.window = window});
+           }),
+           py::arg("model"), py::arg("setup"), py::arg("base"), py::arg("window") = 4)
+      .def("add_step", [](TableCalibrator& c, const std::vector<LatencySample>& samples) { return c.add_step(samples).model; },
+           py::arg("samples"), "Adds one step's samples; returns the new table model.")
+      .def_property_readonly("model", &TableCalibrator::model)
+      .def_property_readonly("skipped", &TableCalibrator::skipped);
 }
 
 void bind_evaluation(py::module_& m) {

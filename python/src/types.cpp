@@ -13,7 +13,9 @@
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/data/dataset_spec.hpp"
 #include "pipeweaver/emulate/result.hpp"
+#include "pipeweaver/ir/flat_program.hpp"
 #include "pipeweaver/ir/plan.hpp"
+#include "pipeweaver/ir/stage_timing.hpp"
 #include "pipeweaver/model/memory.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
@@ -275,6 +277,89 @@ void bind_plan(py::module_& m) {
       });
 }
 
+void bind_flat_program(py::module_& m) {
+  py::class_<FlatItem>(m, "FlatItem", "One item of a sub-microbatch: its origin and shape.")
+      .def_readonly("sample", &FlatItem::sample)
+      .def_readonly("item", &FlatItem::item)
+      .def_readonly("tokens", &FlatItem::tokens)
+      .def_readonly("context_tokens", &FlatItem::context_tokens);
+  py::class_<FlatStage>(m, "FlatStage", "A stage with its chunk and sub-microbatch resolved.")
+      .def_readonly("module", &FlatStage::module)
+      .def_property_readonly("module_id", [](const FlatStage& s) { return s.module_id.value(); })
+      .def_readonly("chunk", &FlatStage::chunk)
+      .def_readonly("first_layer", &FlatStage::first_layer)
+      .def_readonly("layer_count", &FlatStage::layer_count)
+      .def_property_readonly("rank", [](const FlatStage& s) { return s.rank.value(); })
+      .def_property_readonly("pass_", [](const FlatStage& s) { return pass_name(s.pass); })
+      .def_property_readonly("microbatch", [](const FlatStage& s) { return s.microbatch.value(); })
+      .def_property_readonly("sub_microbatch", [](const FlatStage& s) { return s.sub_microbatch.value(); })
+      .def_readonly("items", &FlatStage::items)
+      .def_readonly("tokens", &FlatStage::tokens);
+  py::class_<FlatAction>(m, "FlatAction", "One action of a rank's flat program, everything resolved (docs/flat_program.md).")
+      .def_property_readonly("op", [](const FlatAction& a) { return std::string(to_string(a.op)); },
+                             "forward, backward, backward_input, backward_weight, send, recv or wait")
+      .def_readonly("stage", &FlatAction::stage)
+      .def_readonly("strategy", &FlatAction::strategy)
+      .def_property_readonly("transfer", [](const FlatAction& a) { return a.transfer.value(); }, "-1 for compute ops")
+      .def_property_readonly("peer", [](const FlatAction& a) { return a.peer.value(); }, "-1 for compute ops")
+      .def_property_readonly("bytes", [](const FlatAction& a) { return a.bytes.count(); })
+      .def_readonly("peer_stage", &FlatAction::peer_stage)
+      .def("__repr__", [](const FlatAction& a) {
+        std::string out = std::string(to_string(a.op)) + " " + a.stage.module + " chunk " + std::to_string(a.stage.chunk) +
+                          " sub-microbatch " + std::to_string(a.stage.sub_microbatch.value());
+        if (!is_compute(a.op))
+          out += " transfer " + std::to_string(a.transfer.value()) + (a.op == FlatOp::send ? " to rank " : " from rank ") +
+                 std::to_string(a.peer.value());
+        return "<FlatAction " + out + ">";
+      });
+  py::class_<FlatModule>(m, "FlatModule")
+      .def_readonly("name", &FlatModule::name)
+      .def_readonly("layers", &FlatModule::layers)
+      .def_readonly("feeds", &FlatModule::feeds)
+      .def_readonly("trainable", &FlatModule::trainable)
+      .def_readonly("sub_microbatch_items", &FlatModule::sub_microbatch_items)
+      .def_readonly("chunks", &FlatModule::chunks);
+  py::class_<FlatRankProgram>(m, "FlatRankProgram")
+      .def_property_readonly("rank", [](const FlatRankProgram& p) { return p.rank.value(); })
+      .def_readonly("actions", &FlatRankProgram::actions);
+  py::class_<FlatProgram>(m, "FlatProgram", "A plan with every id resolved: per rank its actions (flatten(plan, model)).")
+      .def_readonly("plan", &FlatProgram::plan)
+      .def_readonly("model", &FlatProgram::model)
+      .def_readonly("setup", &FlatProgram::setup)
+      .def_readonly("ranks", &FlatProgram::ranks)
+      .def_readonly("microbatches", &FlatProgram::microbatches)
+      .def_readonly("modules", &FlatProgram::modules)
+      .def_readonly("programs", &FlatProgram::programs)
+      .def(py::self == py::self);
+
+  py::class_<StageTiming>(m, "StageTiming", "A measured Forward or Backward action of a rank (for latency_samples).")
+      .def(py::init([](int rank, std::size_t action, int module, int chunk, int sub_microbatch, const std::string& pass,
+                       std::int64_t duration, const MemoryStrategy& strategy) {
+             StageTiming t;
+             t.rank = RankId{rank};
+             t.action = action;
+             t.module = ModuleId{module};
+             t.chunk = chunk;
+             t.sub_microbatch = SubMicrobatchId{sub_microbatch};
+             bool known = false;
+             for (Pass p : {Pass::forward, Pass::backward, Pass::backward_input, Pass::backward_weight})
+               if (to_string(p) == pass) {
+                 t.pass = p;
+                 known = true;
+               }
+             if (!known)
+               throw input_error("unknown pass \"" + pass + "\"", {.path = "StageTiming.pass_", .expected = "forward, backward, backward_input or backward_weight"});
+             t.strategy = strategy;
+             t.duration = Nanoseconds{duration};
+             return t;
+           }),
+           py::arg("rank"), py::arg("action"), py::arg("module"), py::arg("chunk"), py::arg("sub_microbatch"), py::arg("pass_"),
+           py::arg("duration"), py::arg("strategy") = MemoryStrategy{})
+      .def_property_readonly("rank", [](const StageTiming& t) { return t.rank.value(); })
+      .def_readonly("action", &StageTiming::action)
+      .def_property_readonly("duration", [](const StageTiming& t) { return t.duration.count(); });
+}
+
 void bind_results(py::module_& m) {
   py::class_<PlanResult>(m, "PlanResult", "A plan and how it was obtained.")
       .def_readonly("plan", &PlanResult::plan)
@@ -320,6 +405,7 @@ void bind_types(py::module_& m) {
   bind_plan_parts(m);
   bind_actions(m);
   bind_plan(m);
+  bind_flat_program(m);
   bind_results(m);
 }
 

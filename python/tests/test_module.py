@@ -313,3 +313,66 @@ def test_async_planner_and_gil_released(torch_vlm):
     ap2 = pw.AsyncPlanner(slow, lookahead=1, search_budget=0.3)
     ap2.submit(batches[1])
     assert ap2.next_when_ready().plan.rank_count == 4
+
+
+def test_flat_program_resolves_the_plan(torch_vlm, tmp_path):
+    model, setup, dataset = torch_vlm
+    batch = pw.sample_step(model, dataset, setup, 0, 2)
+    plan = pw.Planner(model, setup, budget=0, iterations=4, partition_steps=0).plan(batch).plan
+    flat = pw.flatten(plan, model)
+    assert (flat.plan, flat.model, flat.setup, flat.ranks) == (plan.name, plan.model, plan.setup, plan.rank_count)
+    smbs, transfers = plan.sub_microbatches, plan.transfers
+    for r in range(plan.rank_count):
+        ours, theirs = flat.programs[r].actions, plan.program(r)
+        assert flat.programs[r].rank == r and len(ours) == len(theirs)
+        for f, a in zip(ours, theirs):
+            if a.kind in ("forward", "backward"):
+                assert f.op == a.pass_ and (f.stage.module_id, f.stage.chunk, f.stage.sub_microbatch) == (a.module, a.chunk, a.sub_microbatch)
+                assert f.stage.module == model.modules[a.module].name and f.stage.rank == r and f.transfer == -1
+                smb = smbs[a.sub_microbatch]
+                assert [i.tokens for i in f.stage.items] == smb.item_tokens and f.stage.tokens == sum(smb.item_tokens)
+                assert [(i.sample, i.item) for i in f.stage.items] == smb.items
+            else:
+                t = transfers[a.transfer]
+                assert f.op == a.kind and f.transfer == a.transfer and f.bytes == t.bytes
+                assert f.peer == (t.to_rank if a.kind == "send" else t.from_rank)
+    pw.write_flat_program(tmp_path / "flat.json", plan, model)
+    assert pw.read_flat_program(tmp_path / "flat.json") == flat
+    assert len(pw.flat_program_to_json(flat)["programs"]) == plan.rank_count
+
+
+def test_online_calibration_from_stage_timings(torch_vlm):
+    model, setup, dataset = torch_vlm
+    batch = pw.sample_step(model, dataset, setup, 0, 3)
+    plan = pw.Planner(model, setup, budget=0, iterations=4, partition_steps=0).plan(batch).plan
+    truth = pw.AnalyticCostModel(model, setup, pw.AnalyticOptions(alpha_flops=3.0, alpha_memory=3.0))
+    parts = plan.partition
+    timings = []
+    for r in range(plan.rank_count):
+        for i, a in enumerate(plan.program(r)):
+            if a.kind in ("forward", "backward"):
+                ch = parts.modules[a.module].chunks[a.chunk]
+                st = pw.StageSpec(module=a.module, chunk=a.chunk, rank=r, pass_=a.pass_, first_layer=ch.first_layer, layer_count=ch.layer_count)
+                ns = truth.latency(st, plan.sub_microbatches[a.sub_microbatch], a.strategy)
+                timings.append(pw.StageTiming(rank=r, action=i, module=a.module, chunk=a.chunk, sub_microbatch=a.sub_microbatch,
+                                              pass_=a.pass_, duration=ns, strategy=a.strategy))
+    samples = pw.latency_samples(plan, timings)
+    assert len(samples) == len(timings) and [s.measured for s in samples] == [t.duration for t in timings]
+    cal = pw.AnalyticCalibrator(model, setup, window=2)
+    fitted = cal.add_step(samples)
+    # Measurements are whole nanoseconds: the fit recovers alpha to their rounding.
+    assert abs(cal.options.alpha_flops - 3.0) < 1e-4 * 3 and cal.samples == len(samples)
+    want = pw.emulate(plan, model, setup, truth).step_time
+    assert abs(pw.emulate(plan, model, setup, fitted).step_time - want) <= 1e-4 * want
+    with pytest.raises(pw.InputError):
+        pw.latency_samples(plan, [pw.StageTiming(rank=0, action=0, module=0, chunk=0, sub_microbatch=10**6, pass_="forward", duration=5)])
+    # The table calibrator answers a measured shape with its measurement.
+    base = [pw.TableSample(module=m, pass_=p, layers=1, tokens=n, sum_sq_tokens=float(n * n), latency=7 * n, strategy=k)
+            for m in (0, 1) for p in ("forward", "backward", "backward_input", "backward_weight")
+            for k in ("none", "full_recompute", "selective_recompute", "offload") for n in (8, 512)]
+    tab = pw.TableCalibrator(model, setup, base, window=1)
+    plain = [s for s in samples if s.strategy == pw.MemoryStrategy() and s.stage.pass_ == "forward"]
+    s0 = plain[0]
+    model_after = tab.add_step([s0])
+    assert abs(model_after.latency(s0.stage, s0.sub_microbatch, s0.strategy) - s0.measured) <= 1
+    assert tab.skipped == 0

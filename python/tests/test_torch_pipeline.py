@@ -112,3 +112,12 @@ def test_a_failing_rank_stops_every_rank_with_an_error_naming_it():
     for pid in e.value.pids:  # no process left behind
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_measured_stages_calibrate_the_cost_models():
+    import calibrate
+
+    rows, measured_ms, analytic = calibrate.run(warmup=3, steps=3)
+    before, fitted, table = (r[2] for r in rows)  # mean relative step-time errors on held-out steps
+    assert analytic.samples > 0 and analytic.last_fit.iterations >= 1
+    assert fitted < before and table < before, rows
