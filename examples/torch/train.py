@@ -86,7 +86,7 @@ def rank_train(rank, world, store, steps, lr=3e-3, timeout=60.0, record_timings=
         t0 = time.perf_counter()
         losses.append(runtime.run_step(plan, record_timings=record_timings))
         seconds.append(time.perf_counter() - t0)
-        timings.append([(t.rank, t.action, t.duration) for t in runtime.timings])  # picklable
+        timings.append([(t.rank, t.action, t.duration) for t in runtime.timings])  # picklable (strategy: the plan's)
         opt.step()
     return losses, seconds, timings
 
@@ -97,7 +97,7 @@ def stage_timings(plan, measured):
     for rank, action, ns in measured:
         a = plan.program(rank)[action]
         out.append(pw.StageTiming(rank=rank, action=action, module=a.module, chunk=a.chunk, sub_microbatch=a.sub_microbatch,
-                                  pass_=a.pass_, duration=ns))
+                                  pass_=a.pass_, duration=ns, strategy=a.strategy))
     return out
 
 

@@ -129,8 +129,9 @@ class PipelineRuntime:
         """Runs this rank's flat program of `plan` (forward and backward of one step; gradients
         are accumulated into the parameters' .grad). With record_timings, appends a
         pipeweaver.StageTiming per compute action to self.timings (latency_samples(plan,
-        timings) turns them into calibration samples). The runtime keeps every activation (it
-        neither recomputes nor offloads), so a timing carries no memory strategy. Returns the loss computed on this rank (0.0
+        timings) turns them into calibration samples). A timing carries the memory strategy the
+        plan named, although the runtime keeps every activation (it neither recomputes nor
+        offloads): it is what a stage so planned costs on this runtime. Returns the loss computed on this rank (0.0
         where no loss stage runs). With `barrier` (and a store), returns only once every rank
         has finished the step, so a rank whose own work is done still learns of a failure.
         Raises ExecutionError naming the failed rank on any failure."""
@@ -204,7 +205,7 @@ class PipelineRuntime:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.timings.append(StageTiming(rank=self.rank, action=i, module=a.module, chunk=a.chunk, sub_microbatch=a.sub_microbatch,
-                                        pass_=a.pass_, duration=time.perf_counter_ns() - t0))
+                                        pass_=a.pass_, duration=time.perf_counter_ns() - t0, strategy=a.strategy))
 
     # ---- transfers ------------------------------------------------------------------------------
 
