@@ -376,3 +376,33 @@ def test_online_calibration_from_stage_timings(torch_vlm):
     model_after = tab.add_step([s0])
     assert abs(model_after.latency(s0.stage, s0.sub_microbatch, s0.strategy) - s0.measured) <= 1
     assert tab.skipped == 0
+
+
+def test_async_next_and_planner_check(torch_vlm):
+    model, setup, dataset = torch_vlm
+    planner = pw.Planner(model, setup, dataset=dataset, budget=0, iterations=10)
+    batch = pw.sample_step(model, dataset, setup, 0, 5)
+    planner.check(batch)
+    with pytest.raises(pw.InputError, match="/microbatches/0/0"):
+        planner.check(pw.read_batch({"microbatches": [[{"text": 4, "items": {"audio": [2]}}]]}))
+    # next() without grace: either the search was done, or the fallback (the best baseline) is used.
+    ap = pw.AsyncPlanner(planner, lookahead=1, grace=0.0, search_budget=2.0)
+    ap.submit(batch)
+    r = ap.next()
+    st = ap.stats
+    assert st.plans_ready_in_time + st.plans_after_wait + st.fallbacks == 1
+    if r.fallback:
+        assert st.fallbacks == 1 and r.plan == planner.fallback(batch).plan
+    else:
+        assert r.plan == planner.plan(batch).plan
+    ap.cancel()
+    # The table model's other members agree with the analytic model's memory formulas.
+    samples = [pw.TableSample(module=m, pass_=p, layers=1, tokens=16, sum_sq_tokens=256.0, latency=100)
+               for m in (0, 1) for p in ("forward", "backward")]
+    table = pw.TableCostModel(model, setup, samples)
+    analytic = pw.AnalyticCostModel(model, setup)
+    st = pw.StageSpec(module=0, chunk=0, rank=0, pass_="forward", first_layer=0, layer_count=2)
+    smb = pw.SubMicrobatch(module=0, microbatch=0, item_tokens=[9, 7])
+    assert table.activation_bytes(st, smb) == analytic.activation_bytes(st, smb)
+    assert table.output_bytes(st, smb) == analytic.output_bytes(st, smb)
+    assert table.transfer_time(4096) == analytic.transfer_time(4096)
