@@ -16,14 +16,39 @@ def relative_error(a, b):
     return float((a - b).norm() / max(float(b.norm()), 1e-300))
 
 
+def split_backward(plan, model):
+    """The plan with every backward split into its input part, in place, and its weight part,
+    at the end of the rank's list (as a zero-bubble schedule defers them); validated."""
+    doc = pw.plan_to_json(plan)
+    for rank in doc["ranks"]:
+        out, weights = [], []
+        for a in rank:
+            if a["op"] == "backward":
+                out.append(dict(a, op="backward_input"))
+                weights.append(dict(a, op="backward_weight"))
+            else:
+                out.append(a)
+        rank[:] = out + weights
+    for t in doc["transfers"]:
+        for end in ("producer", "consumer"):
+            if t[end]["pass"] == "backward":
+                t[end]["pass"] = "backward_input"
+    doc["name"] = plan.name + "-split"
+    split = pw.read_plan(doc)
+    pw.validate(split, model)
+    return split
+
+
 def test_gradients_equal_the_unpipelined_model_for_dip_and_every_baseline():
     model, setup, dataset = train.workload(4)
     planner = pw.Planner(model, setup, dataset=dataset, budget=0, iterations=8, consider_baselines=False)
     batch = pw.sample_step(model, dataset, setup, 0, 0)
     batch_json = pw.batch_to_json(batch)
-    plans = [("dip", planner.plan(batch).plan)] + [(n, r.plan) for n, r in planner.baseline_plans(batch)]
+    dip = planner.plan(batch).plan
+    plans = [("dip", dip)] + [(n, r.plan) for n, r in planner.baseline_plans(batch)]
+    plans.append(("dip, split backward", split_backward(dip, model)))
     names = [n for n, _ in plans]
-    assert names[0] == "dip" and len(names) >= 3 and len(set(names)) == len(names)
+    assert names[0] == "dip" and len(names) >= 4 and len(set(names)) == len(names)
     assert any(len(p.transfers) > 0 for _, p in plans)
     import json
 
