@@ -17,7 +17,9 @@ What it does with a plan (docs/python.md has the full contract):
   pipeweaver.ExecutionError naming the failed rank. A wait that sees nothing within `timeout`
   seconds raises an ExecutionError naming the peer it waited for.
 
-Works with gloo on CPUs and nccl on GPUs (the device of the stage modules' parameters).
+Works with gloo on CPUs and nccl on GPUs (the device of the stage modules' parameters; one GPU
+per rank). With nccl a Wait makes the compute stream wait instead of the CPU, so a silent peer
+is caught by nccl's own timeout rather than by `timeout`.
 """
 from __future__ import annotations
 
@@ -263,6 +265,14 @@ class PipelineRuntime:
         # gloo wait with a timeout closes the connection when it expires: so a helper thread
         # blocks in wait() (which releases the GIL) while this thread watches for failure
         # notices and the timeout.
+        if self.device.type == "cuda":
+            # nccl: wait() only makes the current stream wait (the CPU goes on); a peer that
+            # never sends is caught by nccl's own timeout, not by this loop.
+            for w in works:
+                if id(w) not in self._waited:
+                    self._waited[id(w)] = (w, None)
+                    w.wait()
+            return
         # A gloo work's wait() must run once: a second call blocks for good.
         if self._waiter is None:
             self._waiter = _Waiter()
@@ -467,9 +477,13 @@ class _StepState:
 def init_process_group(rank, world_size, port, backend="gloo", timeout=60.0, host="127.0.0.1"):
     """Creates the ranks' shared TCPStore and the default process group; returns the store
     (give it to PipelineRuntime for failure notices)."""
+    if backend == "nccl":
+        torch.cuda.set_device(rank % torch.cuda.device_count())
     store = dist.TCPStore(host, port, world_size, rank == 0, timeout=datetime.timedelta(seconds=timeout))
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout))
+    if backend == "nccl":
+        dist.barrier()  # nccl: the first operation of a group must involve every rank
     return store
 
 
