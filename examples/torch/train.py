@@ -82,7 +82,7 @@ def rank_train(rank, world, store, steps, lr=3e-3, timeout=60.0, record_timings=
         model.set_step(batch, k)
         opt.zero_grad(set_to_none=True)
         runtime.timings = []
-        runtime._barrier(world)  # every rank starts the step together
+        runtime.barrier(world)  # every rank starts the step together
         t0 = time.perf_counter()
         losses.append(runtime.run_step(plan, record_timings=record_timings))
         seconds.append(time.perf_counter() - t0)

@@ -8,10 +8,10 @@ What it does with a plan (docs/python.md has the full contract):
   parameters with torch.autograd.grad; a split backward computes the input part first
   (graph retained) and the weight part later, as the plan places them.
 * Send and Recv actions that follow one another in a rank's list form one batch_isend_irecv
-  call, in list order (with a backend that completes such a group as a whole, as nccl does,
-  a Wait waits for its whole group); a Recv's buffer is allocated with the shape the plan gives (the model's
-  output_shape on the transfer's sub-microbatch), so no rank exchanges shapes. Wait blocks until
-  the transfer's group has completed.
+  call, in list order; a Recv's buffer has the shape the plan gives (the model's output_shape
+  on the transfer's sub-microbatch), so no rank exchanges shapes. A Wait blocks until its
+  transfer has arrived (with a backend that completes a group as a whole, as nccl does, until
+  its group has).
 * A failure on one rank (an exception in a stage, a timeout) is published in the store
   (key "pipeweaver/failed"); every other rank sees it at its next wait and raises
   pipeweaver.ExecutionError naming the failed rank. A wait that sees nothing within `timeout`
@@ -124,6 +124,7 @@ class PipelineRuntime:
         self._failure_checked = 0.0
         self._waiter = None
         self._waited = {}  # id(work) -> (work, its done event); cleared after every step
+        self._barriers = 0  # barriers passed (each has its own store key)
 
     # ---- public -------------------------------------------------------------------------------
 
@@ -133,8 +134,8 @@ class PipelineRuntime:
         pipeweaver.StageTiming per compute action to self.timings (latency_samples(plan,
         timings) turns them into calibration samples). A timing carries the memory strategy the
         plan named, although the runtime keeps every activation (it neither recomputes nor
-        offloads): it is what a stage so planned costs on this runtime. Returns the loss computed on this rank (0.0
-        where no loss stage runs). With `barrier` (and a store), returns only once every rank
+        offloads): it is what a stage so planned costs on this runtime. Returns the loss
+        computed on this rank (0.0 where no loss stage runs). With `barrier` (and a store), returns only once every rank
         has finished the step, so a rank whose own work is done still learns of a failure.
         Raises ExecutionError naming the failed rank on any failure."""
         if plan.rank_count <= self.rank:
@@ -142,7 +143,7 @@ class PipelineRuntime:
         try:
             loss = self._run(plan, record_timings)
             if barrier:
-                self._barrier(plan.rank_count)
+                self.barrier(plan.rank_count)
             return loss
         except ExecutionError as e:
             self._publish(str(e) if getattr(e, "failed_rank", None) is not None else f"rank {self.rank}: {e}")
@@ -291,17 +292,20 @@ class PipelineRuntime:
             if done.error is not None:
                 raise done.error
 
-    def _barrier(self, world):
+    def barrier(self, world):
+        """Returns once all `world` ranks have called it as often (through the store), raising
+        ExecutionError when a rank has failed meanwhile or after `timeout`."""
         if self.store is None:
             return
-        self._steps = getattr(self, "_steps", 0) + 1
-        key = f"pipeweaver/done/{self._steps}"
+        self._barriers += 1
+        key = f"pipeweaver/barrier/{self._barriers}"
         self.store.add(key, 1)
         deadline = time.monotonic() + self.timeout
         while int(self.store.add(key, 0)) < world:
             self._check_failure(force=True)
             if time.monotonic() > deadline:
-                raise _error(f"not every rank finished step {self._steps} within {self.timeout:g} s", f"rank {self.rank}")
+                raise _error(f"not every rank reached barrier {self._barriers} within {self.timeout:g} s", f"rank {self.rank}",
+                             f"{world} ranks at the barrier")
             time.sleep(0.001)
 
     def _check_failure(self, force=False):
