@@ -16,7 +16,10 @@
 // (vocabulary head) differ, as the Stage concept documents. This is what makes identical chunks
 // on different ranks share an entry (spatial reuse). A cost model whose layers differ must turn
 // uniform_layers off; one that depends on the rank (heterogeneous devices) must disable the cache.
-// When the cost model changes (online calibration), call clear().
+// When the cost model changes (online calibration), update_cost(new_model, change) points the
+// cache at the new model and drops exactly the entries of the (module, pass) pairs the change
+// names (cost/cost_change.hpp); every other entry, and every interned shape, is kept and reused.
+// clear() forgets everything.
 //
 // Not thread-safe: give each search worker its own cache. std-only.
 #include <cstddef>
@@ -29,6 +32,7 @@
 #include "pipeweaver/core/memory_strategy.hpp"
 #include "pipeweaver/core/pass.hpp"
 #include "pipeweaver/core/units.hpp"
+#include "pipeweaver/cost/cost_change.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/ir/stage.hpp"
 
@@ -50,6 +54,7 @@ struct StageCostCacheStats {
   std::uint64_t misses = 0;  ///< lookups that evaluated the cost model (every lookup when disabled)
   std::size_t entries = 0;   ///< distinct stage keys stored
   std::size_t shapes = 0;    ///< distinct shapes interned
+  std::uint64_t invalidated = 0;  ///< entries dropped by update_cost (not by clear)
   [[nodiscard]] double hit_rate() const noexcept {
     const auto n = hits + misses;
     return n == 0 ? 0.0 : static_cast<double>(hits) / static_cast<double>(n);
@@ -168,12 +173,22 @@ class StageCostCache {
   }
 
   [[nodiscard]] StageCostCacheStats stats() const noexcept {
-    return {hits_, misses_, entries_.size(), shapes_.size()};
+    return {hits_, misses_, entries_.size(), shapes_.size(), invalidated_};
   }
   [[nodiscard]] std::uint64_t hits() const noexcept { return hits_; }
   [[nodiscard]] std::uint64_t misses() const noexcept { return misses_; }
-  void reset_stats() noexcept { hits_ = misses_ = 0; }
-  /// Forgets every entry and shape (call after the cost model changed) and resets the counters.
+  void reset_stats() noexcept { hits_ = misses_ = invalidated_ = 0; }
+  /// From now on, costs come from `cost` (which must outlive the cache, or the next update);
+  /// the entries of the (module, pass) pairs `change` names are dropped, every other is kept.
+  void update_cost(const C& cost, const CostChange& change) {
+    cost_ = &cost;
+    const std::size_t before = entries_.size();
+    if (change.all()) entries_.clear();
+    else if (!change.empty())
+      std::erase_if(entries_, [&](const auto& e) { return change.affects(ModuleId{e.first.module}, e.first.pass); });
+    invalidated_ += before - entries_.size();
+  }
+  /// Forgets every entry and shape and resets the counters.
   void clear() {
     entries_.clear();
     shapes_.clear();
@@ -204,6 +219,7 @@ class StageCostCache {
   std::vector<int> module_layers_;
   std::uint64_t hits_ = 0;
   std::uint64_t misses_ = 0;
+  std::uint64_t invalidated_ = 0;
   std::vector<std::int64_t> scratch_;
   std::unordered_map<std::vector<std::int64_t>, ShapeId, detail::ShapeHash> shapes_;
   std::unordered_map<detail::StageKey, StageCost, detail::StageKeyHash> entries_;

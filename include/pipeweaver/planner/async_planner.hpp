@@ -30,6 +30,9 @@
 //    later batches are unaffected. A fallback that throws is reported the same way. With a
 //    broadcast hook, every next() that throws (misuse and cancellation included) first sends
 //    the other ranks a failure notice, so they never wait for a plan that will not come.
+//  * A cost-model update (Planner::update_cost, e.g. online calibration between steps) does not
+//    restart anything: a search in flight finishes with the model it started with, and every
+//    search that starts later uses the new one (PlanResult::cost_version says which).
 //  * cancel() (and the destructor) requests stop on every search, discards all outstanding
 //    work and joins the threads; afterwards submit()/next() throw Error(cancelled). It returns
 //    as soon as every running plan() call returns, so planners must poll SearchControl.

@@ -15,6 +15,13 @@
 // validation) is reserved out of a deadline, as long as it took in the previous call.
 // Thread safety: plan() and fallback() may run concurrently; each borrows a stage-cost cache
 // from a pool kept across steps (temporal reuse). Copies share everything (cheap to copy).
+// Updating the cost model (online calibration): update_cost(model, change) makes `model` the one
+// later calls use and records `change` (cost/cost_change.hpp) under a new cost version. Each
+// call takes the current model and version when it borrows its cache and keeps them to its end,
+// so a search in flight (an AsyncPlanner's, in the background) finishes with the model it started
+// with; PlanResult::cost_version says which one planned. A cache brought to the new version
+// drops exactly the entries of the (module, pass) pairs the changes since its own version name,
+// and keeps every other entry. The placement and the baselines' static choices are not redone.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -33,6 +40,7 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/units.hpp"
 #include "pipeweaver/cost/analytic.hpp"  // the compiled mode's instances (end of file)
+#include "pipeweaver/cost/cost_change.hpp"
 #include "pipeweaver/cost/table.hpp"
 #include "pipeweaver/data/batch.hpp"
 #include "pipeweaver/data/batch_check.hpp"
@@ -105,7 +113,16 @@ class Planner {
 
   [[nodiscard]] const ModelSpec& model() const noexcept { return s_->model; }
   [[nodiscard]] const Setup& setup() const noexcept { return s_->setup; }
-  [[nodiscard]] const C& cost() const noexcept { return s_->cost; }
+  /// The cost model later calls use (a snapshot: update_cost may replace it at any time).
+  [[nodiscard]] std::shared_ptr<const C> cost() const;
+  /// The version of cost(): 0 for the model given at construction, +1 for each update_cost.
+  [[nodiscard]] std::uint64_t cost_version() const;
+  /// Makes `cost` the model of the calls that start from now on, `change` naming what differs
+  /// from the current model (what is not named must not differ: its cached costs are reused).
+  /// Calls already running keep their model. Returns the new version. Thread-safe, also while
+  /// plan() and fallback() run on other threads (an AsyncPlanner's searches); copies of the
+  /// planner, the AsyncPlanner's included, see the update.
+  std::uint64_t update_cost(C cost, CostChange change = CostChange::everything());
   [[nodiscard]] const PlannerOptions& options() const noexcept { return s_->options; }
   /// Whether the placement has been chosen (always, unless constructed without samples and
   /// nothing was planned yet).
@@ -126,7 +143,10 @@ class Planner {
     std::vector<PreparedBaseline> baselines;
   };
   struct Workspace {
-    Workspace(const ModelSpec& m, const Setup& s, const C& c) : ctx(m, s, c) {}
+    Workspace(const ModelSpec& m, const Setup& s, std::shared_ptr<const C> c, std::uint64_t v)
+        : cost(std::move(c)), version(v), ctx(m, s, *cost) {}
+    std::shared_ptr<const C> cost;  // the model its cache points at; written under pool_mu only
+    std::uint64_t version;          // cost's version; written under pool_mu only
     BaselineContext<C> ctx;  // its StageCostCache serves the search and every emulation too
   };
   struct State;
@@ -138,12 +158,14 @@ class Planner {
     Bytes peak{0};
     bool fits = false;
     std::string source;
+    std::vector<Bytes> peaks{};  // per rank
   };
   /// The searched candidate and what the search reports.
   struct Searched {
     Candidate candidate;
     Nanoseconds bound{0};
     std::int64_t iterations = 0;
+    std::vector<SearchTracePoint> trace{};
     std::chrono::steady_clock::time_point search_end;
   };
 
@@ -152,7 +174,7 @@ class Planner {
                                 std::chrono::steady_clock::time_point t0) const;
   void add_baselines(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, std::vector<Candidate>& out,
                      Nanoseconds& bound) const;
-  [[nodiscard]] PlanResult choose(std::vector<Candidate> candidates, Nanoseconds bound, const char* what) const;
+  [[nodiscard]] PlanResult choose(std::vector<Candidate> candidates, Nanoseconds bound, const C& cost, const char* what) const;
 
   std::shared_ptr<State> s_;
 };
@@ -166,17 +188,35 @@ namespace detail {
 [[nodiscard]] inline Nanoseconds elapsed_since(std::chrono::steady_clock::time_point t0) {
   return Nanoseconds{std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()};
 }
+
+/// The factor the schedule evaluator scores a schedule that does not fit memory by
+/// (search/schedule_evaluator.hpp: score = lower bound / step time, times this when it does not fit).
+inline constexpr double infeasible_score_factor = 0.01;
+
+/// The MCTS trace with its scores turned back into step times (score = bound / step time, see
+/// above); points before any usable schedule (score 0) are left out.
+[[nodiscard]] inline std::vector<SearchTracePoint> search_trace(const MctsResult& r, Nanoseconds bound) {
+  std::vector<SearchTracePoint> out;
+  out.reserve(r.trace.size());
+  for (const MctsTracePoint& p : r.trace) {
+    if (!(p.best_score > 0)) continue;
+    const bool fits = p.best_score > infeasible_score_factor;
+    const double ratio = fits ? p.best_score : p.best_score / infeasible_score_factor;
+    out.push_back(SearchTracePoint{Nanoseconds{p.elapsed.count()}, p.rollouts,
+                                   round_ns(static_cast<double>(bound.count()) / ratio), fits});
+  }
+  return out;
+}
 }  // namespace detail
 
 /// The state every copy of a Planner shares: inputs, the one-off preparation, the cache pool.
 template <class C>
 struct Planner<C>::State {
   State(ModelSpec m, Setup s, C c, PlannerOptions o)
-      : model(std::move(m)), setup(std::move(s)), cost(std::move(c)), options(std::move(o)) {}
+      : model(std::move(m)), setup(std::move(s)), options(std::move(o)), cost(std::make_shared<const C>(std::move(c))) {}
 
   const ModelSpec model;
   const Setup setup;
-  const C cost;
   const PlannerOptions options;
 
   std::once_flag once{};
@@ -190,6 +230,16 @@ struct Planner<C>::State {
   std::mutex pool_mu{};
   std::vector<std::unique_ptr<Workspace>> all{};  // every workspace ever made
   std::vector<Workspace*> idle{};
+  // The cost model (guarded by pool_mu): the current one, its version, and the change that made
+  // each version newer than the oldest workspace's (what a workspace brought up to date drops).
+  std::shared_ptr<const C> cost;
+  std::uint64_t cost_version = 0;
+  std::vector<std::pair<std::uint64_t, CostChange>> changes{};
+
+  [[nodiscard]] std::shared_ptr<const C> current_cost() {
+    std::lock_guard lk(pool_mu);
+    return cost;
+  }
 
   void check_options() const;
   void check_static_memory_possible() const;
@@ -199,19 +249,29 @@ struct Planner<C>::State {
   void prepare(std::vector<Batch> profile, bool score_placements = true);
 };
 
-/// A workspace borrowed from the pool for one call.
+/// A workspace borrowed from the pool for one call, brought to the current cost model: the
+/// call keeps that model to its end, whatever update_cost does meanwhile.
 template <class C>
 class Planner<C>::Lease {
  public:
   explicit Lease(State& s) : s_(&s) {
-    std::lock_guard lk(s.pool_mu);
-    if (s.idle.empty()) {
-      s.all.push_back(std::make_unique<Workspace>(s.model, s.setup, s.cost));
-      w_ = s.all.back().get();
-    } else {
-      w_ = s.idle.back();
-      s.idle.pop_back();
+    CostChange stale;  // what changed since the workspace's version
+    {
+      std::lock_guard lk(s.pool_mu);
+      if (s.idle.empty()) {
+        s.all.push_back(std::make_unique<Workspace>(s.model, s.setup, s.cost, s.cost_version));
+        w_ = s.all.back().get();
+      } else {
+        w_ = s.idle.back();
+        s.idle.pop_back();
+      }
+      if (w_->version == s.cost_version) return;
+      for (const auto& [version, change] : s.changes)
+        if (version > w_->version) stale.merge(change);
+      w_->cost = s.cost;
+      w_->version = s.cost_version;
     }
+    w_->ctx.cache().update_cost(*w_->cost, stale);  // the workspace is this call's alone now
   }
   ~Lease() {
     std::lock_guard lk(s_->pool_mu);
@@ -276,8 +336,10 @@ template <class C>
 void Planner<C>::State::prepare(std::vector<Batch> profile, bool score_placements) {
   std::call_once(once, [&] {
     Prepared p;
+    Lease ws(*this);
+    const C& cost_model = ws->ctx.cost();
     {
-      BaselineComparison<C> cmp(model, setup, cost, profile, options.compare);
+      BaselineComparison<C> cmp(model, setup, cost_model, profile, options.compare);
       p.baselines = cmp.baselines();
     }
     PlacementScoring scoring;
@@ -288,10 +350,7 @@ void Planner<C>::State::prepare(std::vector<Batch> profile, bool score_placement
     scoring.steps = score_placements ? static_cast<std::size_t>(options.partition_steps) : 0;
     const std::span<const PreparedBaseline> placements =
         options.baseline_placements ? std::span<const PreparedBaseline>(p.baselines) : std::span<const PreparedBaseline>{};
-    {
-      Lease ws(*this);
-      p.placement = choose_placement(model, setup, cost, profile, placements, options.dip, ws->ctx.cache(), scoring);
-    }
+    p.placement = choose_placement(model, setup, cost_model, profile, placements, options.dip, ws->ctx.cache(), scoring);
     prep = std::move(p);
     done.store(true, std::memory_order_release);
   });
@@ -326,14 +385,17 @@ PlanResult Planner<C>::plan(const Batch& batch, const SearchControl& control) co
     throw cancelled_error("planning cancelled before it started", {.path = control.step >= 0 ? "step " + std::to_string(control.step) : std::string{}});
   const Prepared& p = s_->prepared(batch);
   Lease ws(*s_);
+  const C& cost = ws->ctx.cost();
   std::vector<Candidate> candidates;
-  Nanoseconds bound = partition_independent_lower_bound(s_->model, s_->setup, s_->cost, batch);
+  Nanoseconds bound = partition_independent_lower_bound(s_->model, s_->setup, cost, batch);
   if (s_->options.consider_baselines) add_baselines(p, ws->ctx, batch, candidates, bound);
   Searched searched = search(p, ws->ctx, batch, control, t0);
   bound = std::min(bound, searched.bound);
   candidates.insert(candidates.begin(), std::move(searched.candidate));  // first: wins ties
-  PlanResult out = choose(std::move(candidates), bound, "plan");
+  PlanResult out = choose(std::move(candidates), bound, cost, "plan");
   out.iterations = searched.iterations;
+  out.search_trace = std::move(searched.trace);
+  out.cost_version = ws->version;
   out.search_time = detail::elapsed_since(t0);
   s_->finish_ns.store(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - searched.search_end).count(),
@@ -347,10 +409,12 @@ PlanResult Planner<C>::fallback(const Batch& batch) const {
   check(batch);
   const Prepared& p = s_->prepared(batch);
   Lease ws(*s_);
+  const C& cost = ws->ctx.cost();
   std::vector<Candidate> candidates;
-  Nanoseconds bound = partition_independent_lower_bound(s_->model, s_->setup, s_->cost, batch);
+  Nanoseconds bound = partition_independent_lower_bound(s_->model, s_->setup, cost, batch);
   add_baselines(p, ws->ctx, batch, candidates, bound);
-  PlanResult out = choose(std::move(candidates), bound, "fallback");
+  PlanResult out = choose(std::move(candidates), bound, cost, "fallback");
+  out.cost_version = ws->version;
   out.search_time = detail::elapsed_since(t0);
   return out;
 }
@@ -365,8 +429,34 @@ StageCostCacheStats Planner<C>::cache_stats() const {
     t.misses += st.misses;
     t.entries += st.entries;
     t.shapes += st.shapes;
+    t.invalidated += st.invalidated;
   }
   return t;
+}
+
+template <class C>
+std::shared_ptr<const C> Planner<C>::cost() const {
+  return s_->current_cost();
+}
+
+template <class C>
+std::uint64_t Planner<C>::cost_version() const {
+  std::lock_guard lk(s_->pool_mu);
+  return s_->cost_version;
+}
+
+template <class C>
+std::uint64_t Planner<C>::update_cost(C cost, CostChange change) {
+  auto next = std::make_shared<const C>(std::move(cost));  // built outside the lock
+  std::lock_guard lk(s_->pool_mu);
+  s_->cost = std::move(next);
+  const std::uint64_t version = ++s_->cost_version;
+  s_->changes.emplace_back(version, std::move(change));
+  // Changes every workspace has seen are no longer needed.
+  std::uint64_t oldest = version;
+  for (const auto& w : s_->all) oldest = std::min(oldest, w->version);
+  std::erase_if(s_->changes, [&](const auto& c) { return c.first <= oldest; });
+  return version;
 }
 
 /// The search's options for this call: the planner's seed and threads, the call's budgets
@@ -409,12 +499,14 @@ auto Planner<C>::search(const Prepared& p, BaselineContext<C>& ctx, const Batch&
   out.search_end = std::chrono::steady_clock::now();
   out.bound = res.bound.value;
   out.iterations = res.search.iterations;
+  out.trace = detail::search_trace(res.search, res.bound.value);
   Candidate& c = out.candidate;
-  c.plan = lower(model, partition, std::move(smbs), graph, res.schedule, s_->cost, "dip", s_->setup.name);
+  c.plan = lower(model, partition, std::move(smbs), graph, res.schedule, ctx.cost(), "dip", s_->setup.name);
   const EmulationResult e = emulate(c.plan, model, s_->setup, ctx.cache());
   c.step_time = e.step_time;
   c.fits = e.fits_memory();
   c.peak = e.peak_memory();
+  for (const RankStats& r : e.ranks) c.peaks.push_back(r.peak_memory);
   c.source = "dip";
   return out;
 }
@@ -429,6 +521,7 @@ void Planner<C>::add_baselines(const Prepared& p, BaselineContext<C>& ctx, const
     c.step_time = b.emulation.step_time;
     c.fits = b.fits_memory;
     c.peak = b.emulation.peak_memory();
+    for (const RankStats& r : b.emulation.ranks) c.peaks.push_back(r.peak_memory);
     c.source = pb.baseline.name;
     c.plan = std::move(b.plan);
     out.push_back(std::move(c));
@@ -437,7 +530,7 @@ void Planner<C>::add_baselines(const Prepared& p, BaselineContext<C>& ctx, const
 
 /// The best candidate (fits first, then time; earlier wins ties), validated.
 template <class C>
-PlanResult Planner<C>::choose(std::vector<Candidate> candidates, Nanoseconds bound, const char* what) const {
+PlanResult Planner<C>::choose(std::vector<Candidate> candidates, Nanoseconds bound, const C& cost, const char* what) const {
   if (candidates.empty())
     throw input_error(std::string(what) + ": no candidate plans", {.path = "PlannerOptions::consider_baselines", .expected = "baselines to fall back on"});
   std::size_t best = 0;
@@ -453,10 +546,11 @@ PlanResult Planner<C>::choose(std::vector<Candidate> candidates, Nanoseconds bou
                            {.path = "setup '" + s_->setup.name + "'",
                             .expected = "at most " + std::to_string(to_gib(memory_capacity(s_->setup))) +
                                         " GiB per device: smaller microbatches, more ranks or more memory"});
-  validate(c.plan, s_->model, s_->setup, s_->cost);
+  validate(c.plan, s_->model, s_->setup, cost);
   PlanResult r;
   r.plan = std::move(c.plan);
   r.step_time = c.step_time;
+  r.peak_memory = std::move(c.peaks);
   r.lower_bound = bound;
   r.source = std::move(c.source);
   return r;

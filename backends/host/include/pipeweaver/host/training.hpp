@@ -16,6 +16,12 @@
 //     their actions and meet at a second barrier. The measured step time is the wall-clock
 //     between the two barriers; what happens between steps is reported apart (the wait for the
 //     plan, and the gap from the end of one step to the start of the next).
+//   * Measured stage times. With on_step_measured or calibrate set, every rank's executor times
+//     its stage calls (ExecutorOptions::time_stages); after each step rank 0 hands all of them,
+//     with the plan, to on_step_measured and then to calibrate (e.g. calibrate_planner of
+//     host/calibration.hpp, which refits the planner's cost model). This happens between the
+//     end barrier and the next plan, so it is counted in the gap between steps, never in a
+//     step's measured time; with lookahead L, a model updated after step k plans step k + L on.
 //   * Failure. The first rank that fails (planning, preparing or running) makes every rank stop
 //     at the next barrier; run_training rethrows the root cause: the lowest rank's error that is
 //     not a cancellation caused by another rank's failure.
@@ -33,6 +39,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <functional>
 #include <future>
 #include <optional>
 #include <span>
@@ -52,11 +59,21 @@
 #include "pipeweaver/host/timed.hpp"
 #include "pipeweaver/ir/plan.hpp"
 #include "pipeweaver/ir/plan_binary.hpp"
+#include "pipeweaver/ir/stage_timing.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/planner/async_planner.hpp"
 #include "pipeweaver/planner/broadcast_hook.hpp"
 
 namespace pipeweaver::host {
+
+/// One executed step's measured stage calls (TrainingOptions::on_step_measured, calibrate).
+struct MeasuredStep {
+  int step = 0;
+  const Plan* plan = nullptr;           ///< the plan the step ran (valid during the call)
+  std::span<const StageTiming> stages;  ///< every rank's Forward / Backward calls: rank 0's in list order, then rank 1's, ...
+  Nanoseconds measured{0};              ///< the step's wall clock (start to end barrier)
+  Nanoseconds planned{0};               ///< the plan's emulated step time (the planner's model when it planned)
+};
 
 struct TrainingOptions {
   int lookahead = 2;  ///< steps planned ahead (>= 1; overlapping a step with the next search needs >= 2)
@@ -69,6 +86,12 @@ struct TrainingOptions {
   /// Run the rank threads under SCHED_FIFO once they have their first plan (Linux,
   /// CAP_SYS_NICE): they stand in for devices, which other work must not delay.
   bool realtime = false;
+  /// Called on rank 0's thread after each step with its measured stage times (see the header
+  /// comment). An exception it throws stops the training like a failed step.
+  std::function<void(const MeasuredStep&)> on_step_measured{};
+  /// Called right after on_step_measured, to calibrate the planner with the step's stage times
+  /// (host/calibration.hpp: calibrate_planner).
+  std::function<void(const MeasuredStep&)> calibrate{};
 };
 
 /// One executed step.
@@ -81,6 +104,7 @@ struct TrainingStep {
   Nanoseconds gap{0};        ///< end of the previous step to the start of this one (0 for step 0)
   Nanoseconds search{0};     ///< the planner's wall-clock for this plan (search or fallback)
   std::string source{};      ///< "dip" or the baseline that won (or the fallback baseline)
+  std::uint64_t cost_version = 0;  ///< the planner's cost-model version the plan was made with
 };
 
 struct TrainingReport {
@@ -168,6 +192,7 @@ TrainingReport run_training(const P& planner, std::span<const Batch> batches, co
       s.source = r.source;
       s.search = r.search_time;
       s.planned = r.step_time;
+      s.cost_version = r.cost_version;
       top_up();
       bytes = to_binary(r.plan);
     } catch (...) {
@@ -179,11 +204,27 @@ TrainingReport run_training(const P& planner, std::span<const Batch> batches, co
     return std::move(r.plan);
   };
 
+  // Measured stage times: each rank copies its own before the end barrier; rank 0 reads them all
+  // after it (the barrier orders the two).
+  const bool measure = static_cast<bool>(options.on_step_measured) || static_cast<bool>(options.calibrate);
+  std::vector<std::vector<StageTiming>> stage_times(static_cast<std::size_t>(ranks));
+  std::vector<StageTiming> all_times;
+  auto hand_over_times = [&](int k, const Plan& plan) {
+    all_times.clear();
+    for (const auto& t : stage_times) all_times.insert(all_times.end(), t.begin(), t.end());
+    const TrainingStep& s = report.steps[static_cast<std::size_t>(k)];
+    const MeasuredStep m{k, &plan, all_times, s.measured, s.planned};
+    if (options.on_step_measured) options.on_step_measured(m);
+    if (options.calibrate) options.calibrate(m);
+  };
+  ExecutorOptions executor_options = options.host.executor;
+  executor_options.time_stages = executor_options.time_stages || measure;
+
   auto rank_main = [&](int r) {
     const RankId me{r};
     auto rank = make_rank(world, me);
     using Runtime = std::remove_reference_t<decltype(rank.runtime())>;
-    Executor<Runtime> executor(rank.runtime(), options.host.executor);
+    Executor<Runtime> executor(rank.runtime(), executor_options);
     const BroadcastHook hook = bind_broadcast(broadcast, me, RankId{0});
     auto fail = [&] {
       errors[static_cast<std::size_t>(r)] = std::current_exception();
@@ -205,11 +246,19 @@ TrainingReport run_training(const P& planner, std::span<const Batch> batches, co
       if (stop_at_start) return;
       try {
         executor.run(rank.callbacks(), k);
+        if (measure) stage_times[static_cast<std::size_t>(r)].assign(executor.stage_times().begin(), executor.stage_times().end());
       } catch (...) {
         fail();
       }
       end_barrier.arrive_and_wait();
       if (stop_at_end) return;
+      if (measure && r == 0) {
+        try {
+          hand_over_times(k, plan);
+        } catch (...) {  // the others find out at the next start barrier
+          fail();
+        }
+      }
     }
   };
 
