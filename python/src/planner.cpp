@@ -162,6 +162,19 @@ iteration budget with budget=0 is reproducible.)")
              py::gil_scoped_release nogil;
              return std::visit([&](const auto& p) { return p.fallback(batch); }, self.p);
            }, py::arg("batch"), "The best baseline plan that fits memory, without a search.")
+      .def("update_cost", [](PyPlanner& self, const py::object& cost) {
+             return std::visit([&](auto& p) -> std::uint64_t {
+               using C = std::decay_t<decltype(*p.cost())>;
+               AnyCost c = cost_from(cost);
+               if (!std::holds_alternative<C>(c))
+                 throw input_error("update_cost: a cost model of another kind than the planner's", {.path = "cost", .expected = "the kind the planner was built with (analytic, table or a Python object)"});
+               py::gil_scoped_release nogil;
+               return p.update_cost(std::get<C>(std::move(c)));
+             }, self.p);
+           }, py::arg("cost"),
+           "Makes `cost` (of the planner's kind, e.g. a calibrator's model) the model of the calls that start from now on; returns its version.")
+      .def_property_readonly("cost_version", [](const PyPlanner& self) { return std::visit([](const auto& p) { return p.cost_version(); }, self.p); },
+                             "0 for the model given at construction, +1 for each update_cost.")
       .def("check", [](const PyPlanner& self, const Batch& batch) { std::visit([&](const auto& p) { p.check(batch); }, self.p); },
            py::arg("batch"), "Error(input) when the planner cannot honor the batch.")
       .def_property_readonly("placement_ready", [](const PyPlanner& self) { return std::visit([](const auto& p) { return p.placement_ready(); }, self.p); })
@@ -179,7 +192,8 @@ iteration budget with budget=0 is reproducible.)")
         return std::visit([&](const auto& p) {
           p.check(batch);
           (void)p.fallback(batch);  // chooses the placement and the baselines on a first batch
-          BaselineContext ctx(p.model(), p.setup(), p.cost());
+          const auto cost = p.cost();  // the snapshot the context refers to, alive to the end
+          BaselineContext ctx(p.model(), p.setup(), *cost);
           std::vector<std::pair<std::string, PlanResult>> out;
           for (const PreparedBaseline& pb : p.baselines()) {
             BaselinePlan b = build_baseline_plan(ctx, pb.baseline, batch);

@@ -368,7 +368,8 @@ void bind_results(py::module_& m) {
       .def_property_readonly("search_time", [](const PlanResult& r) { return r.search_time.count(); }, "wall-clock of the search (ns)")
       .def_readonly("iterations", &PlanResult::iterations)
       .def_readonly("fallback", &PlanResult::fallback)
-      .def_readonly("source", &PlanResult::source);
+      .def_readonly("source", &PlanResult::source)
+      .def_readonly("cost_version", &PlanResult::cost_version, "the planner's cost version that planned it");
 
   py::class_<RankStats>(m, "RankStats")
       .def_property_readonly("busy", [](const RankStats& r) { return r.busy.count(); })

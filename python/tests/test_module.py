@@ -375,6 +375,14 @@ def test_online_calibration_from_stage_timings(torch_vlm):
     s0 = pw.LatencySample(first.stage, first.sub_microbatch, first.measured)  # measured without a memory technique
     model_after = tab.add_step([s0])
     assert abs(model_after.latency(s0.stage, s0.sub_microbatch, s0.strategy) - s0.measured) <= 1
+    # The planner takes the calibrated model: later plans are emulated under it.
+    planner = pw.Planner(model, setup, budget=0, iterations=4, partition_steps=0)
+    assert planner.plan(batch).cost_version == 0 and planner.cost_version == 0
+    assert planner.update_cost(fitted) == 1 and planner.cost_version == 1
+    r = planner.plan(batch)
+    assert r.cost_version == 1 and r.step_time == pw.emulate(r.plan, model, setup, fitted).step_time
+    with pytest.raises(pw.InputError):
+        planner.update_cost(model_after)  # a table model for an analytic planner
     assert tab.skipped == 0
 
 
