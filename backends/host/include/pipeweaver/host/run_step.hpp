@@ -113,6 +113,17 @@ class HostExecutor {
   [[nodiscard]] std::chrono::nanoseconds last_step_time() const noexcept { return last_step_; }
   /// The executor of rank r (after a step: pool sizes, operation counts).
   [[nodiscard]] const Executor<HostRuntime>& executor(RankId r) const { return *executors_.at(r.index()); }
+  /// With ExecutorOptions::time_stages: every rank's Forward / Backward calls of the last step,
+  /// rank 0's in list order, then rank 1's, ... (what latency_samples() turns into samples for
+  /// online calibration). Empty when stage timing is off.
+  [[nodiscard]] std::vector<StageTiming> stage_times() const {
+    std::vector<StageTiming> out;
+    for (const auto& e : executors_) {
+      const std::span<const StageTiming> t = e->stage_times();
+      out.insert(out.end(), t.begin(), t.end());
+    }
+    return out;
+  }
   [[nodiscard]] const Options& options() const noexcept { return options_; }
 
  private:

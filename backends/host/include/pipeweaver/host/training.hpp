@@ -289,7 +289,7 @@ TrainingReport run_training(const P& planner, std::span<const Batch> batches, co
       if (stop_at_end) return;
       if (measure && r == 0) {
         try {
-          hand_over_times(k, plan);
+          hand_over_times(k, *shared);  // rank 0 planned this step: its plan exists
         } catch (...) {  // the others find out at the next start barrier
           fail();
         }
