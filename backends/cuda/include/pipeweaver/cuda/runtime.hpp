@@ -90,9 +90,13 @@ class CudaRuntimeT final : private detail::RankControl {
     if (group_uses(q)) flush();
     const auto s = stream_of(q);
     const auto e = take_event();
-    api_.event_record(e, s);
+    const auto& drop = options_->drop_event;
+    if (!drop || drop->rank != rank_ || drop->index != records_) api_.event_record(e, s);
+    ++records_;
     return {e};
   }
+  /// record() calls in the current step (the index RuntimeOptions::drop_event counts).
+  [[nodiscard]] std::size_t records() const noexcept { return records_; }
   void wait_event(queue_type q, const event_type& e) {
     touch();
     issued_any_ = true;
@@ -176,7 +180,6 @@ class CudaRuntimeT final : private detail::RankControl {
     issued_any_ = true;
     slot(t);
     recv_order_.push_back({t, peer});
-    if (options_->recv_waits_for_compute) api_.stream_wait(stream_of(q), record(compute_queue()).handle);
     if (options_->transport == Transport::local) {
       local_recv(q, peer, t, dst);
     } else {
@@ -208,6 +211,7 @@ class CudaRuntimeT final : private detail::RankControl {
                             {.expected = "a new process (the device may still write this rank's memory)"});
     pool_used_ = 0;
     launches_ = 0;
+    records_ = 0;
     issued_any_ = false;
     group_.clear();
     recv_done_.assign(transfers, std::nullopt);
@@ -376,6 +380,7 @@ class CudaRuntimeT final : private detail::RankControl {
   std::size_t pool_used_ = 0;
   std::vector<typename Api::event> window_;  // progress events of the last `window` launches
   std::size_t launches_ = 0;
+  std::size_t records_ = 0;  // record() calls this step
   bool issued_any_ = false;
   bool poisoned_ = false;
   std::byte* arena_ = nullptr;

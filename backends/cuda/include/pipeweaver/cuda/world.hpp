@@ -66,15 +66,16 @@ struct RuntimeOptions {
   /// between them go in one NCCL group (one launch); with CommTopology::single, consecutive
   /// communication of any link does.
   bool group_transfers = true;
-  /// Every receive first waits for the compute work issued before it, so that it never
-  /// overwrites memory an earlier stage still reads. Needed while the executor does not order a
-  /// receive after the last reader of the memory it reuses (it places a receive's buffer where
-  /// an earlier buffer lived, and only a non-eager runtime can then race); it costs overlap
-  /// (a message cannot land while the receiver computes what came before it). Turn it off
-  /// once the executor records events for cross-queue buffer reuse.
-  bool recv_waits_for_compute = true;
   /// Fault injection (tests): the sender drops this transfer.
   std::optional<TransferId> drop_transfer{};
+  /// Mutation testing (tests): on `rank`, the `index`-th record() of each step (0-based, the
+  /// events the executor's program records) hands out an event it never records, so every
+  /// wait on it orders nothing.
+  struct DroppedEvent {
+    RankId rank{};
+    std::size_t index = 0;
+  };
+  std::optional<DroppedEvent> drop_event{};
 
   [[nodiscard]] std::chrono::milliseconds host_deadline() const noexcept {
     return host_timeout.count() > 0 ? host_timeout : timeout / 2;

@@ -156,11 +156,12 @@ class FakeDeviceApi {
   }
 
   // ---- streams and events -----------------------------------------------------------------
-  stream stream_create(bool /*high_priority*/) {
+  stream stream_create(bool high_priority) {
     std::lock_guard lk(sys_->mu_);
     const std::uint64_t index = sys_->streams_.size();
-    sys_->streams_.push_back(std::make_unique<fake::Stream>(device_state(), sys_->options_.queue_capacity, sys_->options_.chaos,
-                                                            index, sys_->shutdown_));
+    const auto& chaos = sys_->options_.chaos;
+    const bool slow = chaos.slow_device == device_ && chaos.slow_high_priority == high_priority && chaos.slow_delay.count() > 0;
+    sys_->streams_.push_back(std::make_unique<fake::Stream>(device_state(), sys_->options_.queue_capacity, chaos, index, sys_->shutdown_, slow));
     return sys_->streams_.back().get();
   }
   /// The worker ends once its queue drains; the system joins it.
@@ -190,6 +191,9 @@ class FakeDeviceApi {
   // ---- memory -----------------------------------------------------------------------------
   std::byte* alloc(std::size_t n) {
     auto* p = static_cast<std::byte*>(::operator new(std::max<std::size_t>(n, 1), std::align_val_t{FakeSystem::block_alignment}));
+    // cudaMalloc does not clear memory: fresh blocks hold garbage, never what an earlier block
+    // at the same address held (so that a read before the first write shows).
+    std::memset(p, 0xa5, n);
     std::lock_guard lk(sys_->mu_);
     sys_->blocks_.insert(p);
     ++sys_->allocations_;

@@ -34,6 +34,12 @@ struct Chaos {
   std::uint64_t seed = 0;                    ///< 0: no delays
   std::chrono::microseconds max_delay{200};  ///< longest delay before a task
   double probability = 0.5;                  ///< of a delay before a task
+  /// A slow stream class (mutation tests): every task on the streams of device `slow_device`
+  /// of one priority (the compute streams, or the high-priority communication streams) first
+  /// sleeps `slow_delay`, seed or not. -1: none.
+  int slow_device = -1;
+  bool slow_high_priority = false;
+  std::chrono::microseconds slow_delay{0};
 };
 
 /// Where a stream reports a task that threw (the device's sticky error) and whether the whole
@@ -60,10 +66,11 @@ class DeviceState {
 class Stream {
  public:
   Stream(DeviceState& device, std::size_t capacity, const Chaos& chaos, std::uint64_t stream_index,
-         const std::atomic<bool>& shutdown_flag)
+         const std::atomic<bool>& shutdown_flag, bool slow = false)
       : device_(&device),
         capacity_(capacity == 0 ? 1 : capacity),
         chaos_(chaos),
+        slow_(slow),
         rng_(chaos.seed ^ (0x9e3779b97f4a7c15ULL * (stream_index + 1))),
         shutdown_(&shutdown_flag) {
     worker_ = std::thread([this] { run(); });
@@ -117,6 +124,7 @@ class Stream {
  private:
   [[nodiscard]] bool shutdown() const { return shutdown_->load(std::memory_order_acquire); }
   void delay() {
+    if (slow_) std::this_thread::sleep_for(chaos_.slow_delay);
     if (chaos_.seed == 0 || chaos_.max_delay.count() <= 0) return;
     std::uniform_real_distribution<double> coin(0.0, 1.0);
     std::uniform_int_distribution<long long> span(0, chaos_.max_delay.count());
@@ -152,6 +160,7 @@ class Stream {
   DeviceState* device_;
   std::size_t capacity_;
   Chaos chaos_;
+  bool slow_;  // every task first sleeps chaos_.slow_delay
   std::mt19937_64 rng_;  // only the worker uses it
   const std::atomic<bool>* shutdown_;
   mutable std::mutex mu_;

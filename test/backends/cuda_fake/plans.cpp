@@ -1,0 +1,409 @@
+// The CUDA runtime on the fake device against plans the library makes: the toy model's
+// gradients through the planner's (dip) plan and every baseline equal the host backend's; no
+// plan of the reference suite deadlocks under any topology, grouping and delay seed; removing
+// any one event the executor's program records makes a step fail; and a 1F1B plan's arena per
+// rank stays within 1F1B's memory bound.
+#include <doctest/doctest.h>
+
+#include "../../../examples/toy_vlm/toy_vlm.hpp"
+#include "backends/cuda_fake/fake_support.hpp"
+#include "backends/host/gradients.hpp"
+#include "backends/host/plans.hpp"
+#include "execute/pattern_callbacks.hpp"
+#include "support/plan_ir_support.hpp"
+
+#include <pipeweaver/baselines/compare.hpp>
+#include <pipeweaver/cost/analytic.hpp>
+#include <pipeweaver/cuda/fake/fake_device_api.hpp>
+#include <pipeweaver/cuda/run_step.hpp>
+#include <pipeweaver/data/packing.hpp>
+#include <pipeweaver/execute/rank_program.hpp>
+#include <pipeweaver/host.hpp>
+#include <pipeweaver/io/workload_json.hpp>
+#include <pipeweaver/partition/dip_partitioner.hpp>
+#include <pipeweaver/planner/planner.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace pw = pipeweaver;
+namespace cu = pipeweaver::cuda;
+using namespace std::chrono_literals;
+
+namespace {
+
+cu::CudaExecutor<cu::FakeDeviceApi>::ApiFactory on(cu::FakeSystem& sys) {
+  return [&sys](pw::RankId r) { return cu::FakeDeviceApi(sys, r.value()); };
+}
+
+struct Config {
+  const char* name;
+  cu::Transport transport;
+  cu::CommTopology topology;
+  bool group;
+};
+const Config nccl_configs[] = {
+    {"nccl per-edge, grouped", cu::Transport::nccl, cu::CommTopology::per_edge, true},
+    {"nccl per-edge, ungrouped", cu::Transport::nccl, cu::CommTopology::per_edge, false},
+    {"nccl single communicator, grouped", cu::Transport::nccl, cu::CommTopology::single, true},
+    {"nccl single communicator, ungrouped", cu::Transport::nccl, cu::CommTopology::single, false},
+};
+const Config local_config{"local device copies", cu::Transport::local, cu::CommTopology::per_edge, false};
+
+cu::CudaRunOptions run_options(const Config& c) {
+  cu::CudaRunOptions o;
+  o.runtime.transport = c.transport;
+  o.runtime.topology = c.topology;
+  o.runtime.group_transfers = c.group;
+  o.runtime.timeout = 20s;
+  return o;
+}
+
+/// A tiny-vlm batch where every microbatch has several images (so DIP cuts the ViT's work)
+/// and some samples have two images or none.
+toy_vlm::ToyBatch varied_batch(const toy_vlm::Config& cfg) {
+  toy_vlm::DatasetOptions o;
+  o.microbatches = 4;
+  o.samples_per_microbatch = 4;
+  o.max_images = 2;
+  for (std::uint64_t seed = 31;; ++seed) {
+    toy_vlm::ToyBatch batch = toy_vlm::make_batch(cfg, seed, o);
+    int two = 0, none = 0, min_images = 1 << 30;
+    for (const auto& mb : batch.samples) {
+      int images = 0;
+      for (const auto& s : mb) {
+        two += s.images.size() == 2 ? 1 : 0;
+        none += s.images.empty() ? 1 : 0;
+        images += static_cast<int>(s.images.size());
+      }
+      min_images = std::min(min_images, images);
+    }
+    if (two >= 2 && none >= 1 && min_images >= 3) return batch;
+  }
+}
+
+/// The plan's gradients through the host backend (the reference, itself checked against the
+/// sequential step) and through the CUDA runtime on the fake device with every transport.
+void check_gradients(const pw::ModelSpec& spec, const toy_vlm::ToyBatch& batch, const pw::Plan& plan) {
+  const auto cfg = toy_vlm::Config::from(spec);
+  toy_vlm::Model<float> seq(cfg, 42), on_host(cfg, 42), on_fake(cfg, 42);
+  const double loss_seq = toy_vlm::reference_step(seq, batch);
+  toy_vlm::Callbacks host_cb(on_host, batch, plan.rank_count()), fake_cb(on_fake, batch, plan.rank_count());
+  pw::host::Options ho;
+  ho.timeout = 60s;
+  ho.executor.sizes = host_cb.sizes();
+  pw::host::run_step(plan, spec, host_cb, ho);
+  REQUIRE(test_plans::gradient_norm(seq) > 0);
+  CHECK(test_plans::max_relative_gradient_error(seq, on_host) <= 1e-5);
+  CHECK(host_cb.loss() == doctest::Approx(loss_seq).epsilon(1e-9));
+  std::uint64_t seed = 5;
+  for (const Config& c : {nccl_configs[0], nccl_configs[1], nccl_configs[2], local_config}) {
+    const std::string config = c.name;
+    CAPTURE(config);
+    on_fake.zero_grad();
+    fake_cb.reset_loss();
+    fake_support::OnStream<toy_vlm::Callbacks> cb(fake_cb);
+    cu::FakeOptions fo;
+    fo.chaos = {.seed = seed++, .max_delay = 100us, .probability = 0.3};
+    cu::FakeSystem sys(fo);
+    cu::CudaRunOptions ro = run_options(c);
+    ro.executor.sizes = fake_cb.sizes();
+    cu::run_step<cu::FakeDeviceApi>(plan, spec, cb, on(sys), ro);
+    // The same program in the same order on every rank: the same floating-point operations.
+    CHECK(test_plans::max_relative_gradient_error(on_host, on_fake) == 0.0);
+    CHECK(fake_cb.loss() == host_cb.loss());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda runtime (fake): planned tiny-vlm steps (dip and every baseline) give the host backend's gradients") {
+  const pw::ModelSpec spec = test_plans::tiny_vlm();
+  const pw::Setup setup = pw::io::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json");
+  const auto cfg = toy_vlm::Config::from(spec);
+  const pw::AnalyticCostModel cost(spec, setup);
+  const toy_vlm::ToyBatch batch = varied_batch(cfg);
+
+  SUBCASE("the searched plan") {
+    pw::PlannerOptions po;
+    po.budget = std::chrono::nanoseconds{0};
+    po.iterations = 3;
+    po.partition_iterations = 1;
+    po.consider_baselines = false;  // the searched plan, never a baseline's
+    po.partition_steps = 0;
+    po.dip.efficiency_threshold = 0.3;  // DIP cuts the images of a microbatch (see the host test)
+    const pw::Planner<pw::AnalyticCostModel> planner(spec, setup, cost, std::vector<pw::Batch>{batch.meta}, po);
+    const pw::PlanResult r = planner.plan(batch.meta);
+    REQUIRE(r.source == "dip");
+    check_gradients(spec, batch, r.plan);
+  }
+  SUBCASE("every baseline") {
+    pw::BaselineComparison<pw::AnalyticCostModel> cmp(spec, setup, cost, std::vector<pw::Batch>{batch.meta});
+    const pw::StepComparison step = cmp.compare(batch.meta);
+    REQUIRE(step.plans.size() == pw::baseline_names.size());
+    for (const auto& p : step.plans) {
+      CAPTURE(p.name);
+      check_gradients(spec, batch, p.plan);
+    }
+  }
+}
+
+namespace {
+
+struct NoOp {
+  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
+  void backward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
+};
+
+/// The lowered plan of a suite case's step: DIP's partition (one segment per module, four
+/// items per sub-microbatch), the dual-queue interleaver's order (earlier microbatch first).
+pw::Plan suite_plan(const pw::io::Workload& w, int step) {
+  const pw::AnalyticCostModel cost(w.model, w.setup);
+  const pw::Batch batch = pw::sample_step(w.model, w.dataset, w.setup, 17, step);
+  const std::vector<int> segments(w.model.size(), 1);
+  const std::vector<std::int64_t> b(w.model.size(), 4);
+  const pw::Partition part = pw::make_dip_partition(w.model, w.setup.pipeline_stages, segments, b);
+  const auto smbs = pw::split(w.model, part, batch);
+  const pw::StageGraph graph = pw::build_stage_graph(w.model, part, smbs, {.split_backward = step % 2 == 1});
+  std::vector<std::int64_t> priority(graph.size());
+  std::vector<pw::Nanoseconds> latency(graph.size(), pw::from_ms(1));
+  for (std::size_t n = 0; n < graph.size(); ++n)
+    priority[n] = -static_cast<std::int64_t>(smbs[graph.nodes[n].stage.sub_microbatch.index()].microbatch().value());
+  pw::InterleaveInput in;
+  in.priority = priority;
+  in.latency = latency;
+  auto result = pw::DualQueueInterleaver{}.run(graph, in, [](pw::NodeIndex, pw::NodeIndex) { return pw::Nanoseconds{0}; });
+  pw::Plan plan = pw::lower(w.model, part, smbs, graph, result.schedule, cost, "dip", w.setup.name);
+  pw::validate(plan, w.model);
+  return plan;
+}
+
+}  // namespace
+
+// Every case of the reference suite, two steps each, under 20 delay seeds, each seed with one
+// of the four topology and grouping choices in turn (per-edge and single communicators, with
+// and without grouping: five seeds each): every step ends (a deadlock would end at the timeout
+// with Error(execution)). The full matrix (every seed with every choice, 1,120 steps) passes
+// too but takes minutes on two cores; this keeps CI near a minute. Small buffers (64 bytes an
+// item) and no-op stage callbacks keep it fast; the messages and events are the plan's.
+TEST_CASE("cuda runtime (fake): no plan of the reference suite deadlocks, whatever the topology, grouping and delays") {
+  const auto suite = pw::io::read_suite(std::filesystem::path(PIPEWEAVER_WORKLOADS_DIR) / "suite.json");
+  REQUIRE(!suite.cases.empty());
+  const auto t0 = std::chrono::steady_clock::now();
+  long steps = 0;
+  for (const auto& sc : suite.cases) {
+    CAPTURE(sc.name);
+    const auto w = pw::io::read_case(sc);
+    const pw::Plan plans[2] = {suite_plan(w, 0), suite_plan(w, 1)};
+    for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+      const Config& c = nccl_configs[(seed - 1) % 4];
+      const std::string config = c.name;
+      CAPTURE(config);
+      CAPTURE(seed);
+      {
+        cu::FakeOptions fo;
+        fo.chaos = {.seed = seed, .max_delay = 20us, .probability = 0.2};
+        fo.queue_capacity = 16;  // hosts block on full launch queues too
+        cu::FakeSystem sys(fo);
+        cu::CudaRunOptions o = run_options(c);
+        o.runtime.timeout = 10s;
+        o.runtime.window = 8;
+        o.executor.sizes.item_output_bytes = [](const pw::StageSpec&, const pw::SubMicrobatchSpec&, std::size_t) { return std::size_t{64}; };
+        cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
+        NoOp cb;
+        for (const pw::Plan& plan : plans) {
+          CHECK_NOTHROW(ex.run(plan, w.model, cb));
+          ++steps;
+        }
+      }
+    }
+  }
+  MESSAGE(steps << " steps in " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
+}
+
+// The mutation test is left out of ThreadSanitizer builds: there a removed event is a data
+// race, which is the point, and TSan would stop the run.
+#if defined(__SANITIZE_THREAD__)
+#define PIPEWEAVER_PLANS_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PIPEWEAVER_PLANS_UNDER_TSAN 1
+#endif
+#endif
+#ifndef PIPEWEAVER_PLANS_UNDER_TSAN
+namespace {
+
+/// One run of the routing plan (tiny-vlm, dip partition, P = 4) with pattern callbacks that
+/// throw on any wrong byte: whether the step succeeded, and per rank the events recorded.
+struct PatternRun {
+  bool ok = true;
+  std::string error{};
+  std::vector<std::size_t> records{};
+};
+struct Drop {
+  cu::RuntimeOptions::DroppedEvent event{};
+  bool on_communication_stream = false;  ///< the event is recorded on a send or receive stream
+};
+PatternRun pattern_run(const pw::ModelSpec& model, const pw::Batch& batch, const pw::Plan& plan, std::uint64_t seed, std::optional<Drop> drop) {
+  pattern::Callbacks pattern_cb(model, batch, 4);
+  pattern_cb.last_chunk_ = 3;
+  fake_support::OnStream<pattern::Callbacks> cb(pattern_cb);
+  cu::FakeOptions fo;
+  fo.chaos = {.seed = seed, .max_delay = 300us, .probability = 0.5};
+  if (drop) {  // the work the removed event covers runs late: what waited for it may run first
+    fo.chaos.slow_device = drop->event.rank.value();
+    fo.chaos.slow_high_priority = drop->on_communication_stream;
+    fo.chaos.slow_delay = 400us;
+  }
+  cu::FakeSystem sys(fo);
+  cu::CudaRunOptions o = run_options(nccl_configs[0]);
+  o.runtime.timeout = 10s;
+  if (drop) o.runtime.drop_event = drop->event;
+  o.executor.sizes = pattern_cb.sizes();
+  cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
+  PatternRun out;
+  try {
+    ex.run(plan, model, cb);
+  } catch (const pw::Error& e) {
+    out.ok = false;
+    out.error = e.what();
+  }
+  for (int r = 0; r < 4; ++r) out.records.push_back(ex.runtime(pw::RankId{r}).records());
+  return out;
+}
+
+pw::Batch two_microbatches() {
+  pw::Batch batch;
+  for (int mb = 0; mb < 2; ++mb) {
+    pw::Microbatch m;
+    m.samples.push_back(pw::Sample{7, {pw::SampleItems{"image", {8, 12, 4}}}});
+    m.samples.push_back(pw::Sample{5 + mb, {pw::SampleItems{"image", {16, 6}}}});
+    batch.microbatches.push_back(m);
+  }
+  return batch;
+}
+
+}  // namespace
+
+// Mutation test of the events the runtime records (RuntimeOptions::drop_event), each removed
+// in turn, under delays, with the work the event covers slowed down: the pattern callbacks
+// then see bytes not yet written or already overwritten. A send's data-ready event (recorded
+// on the compute stream, waited for by the send stream) is caught every time: each removal
+// must fail the step. A reuse event (the next occupant of pool memory waits for the previous
+// one's last reader, or for its send to complete) is caught only when the delays let the
+// writer overtake the reader; where the writer is a receive, the peer's data often cannot
+// arrive that early (it depends, through other ranks, on this rank's later work), so for
+// those the test asks that most removals are caught, and test/execute/rank_program.cpp shows
+// each of them necessary in the queue model (some access may run early without it).
+TEST_CASE("cuda runtime (fake): removing a recorded event makes a step fail (mutation test)") {
+  const auto model = test_plans::tiny_vlm();
+  const pw::Batch batch = two_microbatches();
+  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(2, 1), batch);
+  const PatternRun clean = pattern_run(model, batch, plan, 1, std::nullopt);
+  REQUIRE(clean.ok);
+  std::size_t ready_total = 0, reuse_total = 0, reuse_caught = 0, seeds_used = 0;
+  for (int r = 0; r < 4; ++r) {
+    // The k-th record of rank r is its program's k-th record_event operation.
+    pattern::Callbacks sizes(model, batch, 4);
+    const auto program = pw::compile_rank_program(plan, model, pw::RankId{r}, {.sizes = sizes.sizes()}, pw::SendReuse::after_completion);
+    std::vector<bool> on_comm, data_ready;
+    const auto& ops = program.operations;
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      if (ops[i].kind != pw::OpKind::record_event) continue;
+      on_comm.push_back(ops[i].queue.kind != pw::QueueKind::compute);
+      data_ready.push_back(ops[i].queue.kind == pw::QueueKind::compute && i + 2 < ops.size() && ops[i + 1].kind == pw::OpKind::wait_event &&
+                           ops[i + 1].queue.kind == pw::QueueKind::send && ops[i + 2].kind == pw::OpKind::send);
+    }
+    REQUIRE(on_comm.size() == clean.records[static_cast<std::size_t>(r)]);
+    for (std::size_t k = 0; k < on_comm.size(); ++k) {
+      CAPTURE(r);
+      CAPTURE(k);
+      bool caught = false;
+      for (std::uint64_t seed = 1; seed <= 24 && !caught; ++seed) {
+        ++seeds_used;
+        caught = !pattern_run(model, batch, plan, seed, Drop{{pw::RankId{r}, k}, on_comm[k]}).ok;
+      }
+      if (data_ready[k]) {
+        CHECK(caught);
+        ++ready_total;
+      } else {
+        reuse_caught += caught ? 1 : 0;
+        ++reuse_total;
+      }
+    }
+  }
+  MESSAGE(ready_total << " data-ready events, all caught; " << reuse_caught << " of " << reuse_total << " reuse events caught; " << seeds_used
+                      << " runs");
+  CHECK(ready_total > 0);
+  CHECK(reuse_total > 0);
+  CHECK(reuse_caught * 10 >= reuse_total * 6);
+}
+#endif
+
+namespace {
+
+/// A backbone of P layers, chunk r on rank r, M one-item microbatches in Megatron's 1F1B order
+/// (rank r: min(P-r-1, M) forwards, then one forward and one backward alternately, then the
+/// remaining backwards), lowered.
+pw::Plan one_f_one_b(const pw::ModelSpec& model, int P, int M) {
+  const auto part = planir_test::interleaved(model, P, {P});
+  std::vector<pw::SubMicrobatchSpec> smbs;
+  for (int m = 0; m < M; ++m)
+    smbs.emplace_back(pw::ModuleId{0}, pw::MicrobatchId{m}, std::vector<std::int64_t>{64}, std::vector<std::int64_t>{},
+                      std::vector<pw::ItemRef>{pw::ItemRef{0, 0}});
+  const auto g = pw::build_stage_graph(model, part, smbs, {});
+  pw::Schedule s;
+  s.ranks.resize(static_cast<std::size_t>(P));
+  for (int r = 0; r < P; ++r) {
+    const auto node = [&](int m, pw::Pass pass) { return pw::ScheduledStage{g.find({pw::ModuleId{0}, r, pw::SubMicrobatchId{m}, pass}), {}}; };
+    auto& order = s.ranks[static_cast<std::size_t>(r)];
+    const int warmup = std::min(P - r - 1, M);
+    int f = 0, b = 0;
+    while (f < warmup) order.push_back(node(f++, pw::Pass::forward));
+    while (f < M) {
+      order.push_back(node(f++, pw::Pass::forward));
+      order.push_back(node(b++, pw::Pass::backward));
+    }
+    while (b < M) order.push_back(node(b++, pw::Pass::backward));
+  }
+  return pw::lower(model, part, smbs, g, s, planir_test::TinyCost{}, "1f1b", "test");
+}
+
+}  // namespace
+
+// 1F1B's memory bound per rank: rank r holds the inputs of at most min(P - r, M) microbatches
+// in flight, plus what arrives for the next one (its input and a gradient from rank r + 1) and
+// the one buffer being sent: min(P - r, M) + 3 slots of 256 bytes, whatever M. The runtime's
+// arena (allocated once, at the first step) stays within it, and the step runs correctly.
+TEST_CASE("cuda runtime (fake): a 1F1B plan's arena per rank stays within 1F1B's memory bound") {
+  pw::ModelSpec model;
+  model.name = "chain";
+  auto bb = planir_test::module("llm", pw::ModuleRole::backbone, "text", 4);
+  bb.vocab = 512;
+  model.modules = {bb};
+  const int P = 4;
+  for (const int M : {8, 32}) {
+    CAPTURE(M);
+    const pw::Plan plan = one_f_one_b(model, P, M);
+    cu::FakeOptions fo;
+    fo.chaos = {.seed = 7, .max_delay = 50us, .probability = 0.3};
+    cu::FakeSystem sys(fo);
+    cu::CudaRunOptions o = run_options(nccl_configs[0]);
+    o.executor.sizes.item_output_bytes = [](const pw::StageSpec&, const pw::SubMicrobatchSpec&, std::size_t) { return std::size_t{256}; };
+    cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
+    NoOp cb;
+    ex.run(plan, model, cb);
+    ex.run(plan, model, cb);
+    for (int r = 0; r < P; ++r) {
+      CAPTURE(r);
+      const std::size_t bound = (static_cast<std::size_t>(std::min(P - r, M)) + 3) * 256;
+      CHECK(ex.executor(pw::RankId{r}).pool_bytes() <= bound);
+      CHECK(ex.runtime(pw::RankId{r}).arena_capacity() == ex.executor(pw::RankId{r}).pool_bytes());  // one exact allocation
+      CHECK(ex.executor(pw::RankId{r}).unpooled_bytes() >= static_cast<std::size_t>(M) * 256);      // what pooling saves grows with M
+    }
+  }
+}
