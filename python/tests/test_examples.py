@@ -1,4 +1,4 @@
-"""The quick start of docs/python.md and the newcomer's script run as written; the stubs list
+"""The quick start of docs/python.md and of the README and the newcomer's script run as written; the stubs list
 exactly the module's public names."""
 import ast
 import os
@@ -20,6 +20,12 @@ def run(script, cwd):
 def test_quick_start_in_the_docs_is_the_file_the_suite_runs():
     doc = (ROOT / "docs" / "python.md").read_text()
     block = re.search(r"## Quick start.*?```python\n(.*?)```", doc, re.S).group(1)
+    assert block == (HERE / "quickstart.py").read_text()
+
+
+def test_quick_start_in_the_readme_is_the_file_the_suite_runs():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
     assert block == (HERE / "quickstart.py").read_text()
 
 
