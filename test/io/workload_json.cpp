@@ -144,7 +144,7 @@ TEST_CASE("a few values by hand from vlm-s and vlm-web-mix and the t2v setups") 
 TEST_CASE("the suite: cases resolved relative to the suite file and every case consistent") {
   const io::Suite suite = io::read_suite(workloads + "/suite.json");
   CHECK(suite.name == "reference-suite");
-  REQUIRE(suite.cases.size() == 7);
+  REQUIRE(suite.cases.size() == 10);
   for (const io::SuiteCase& c : suite.cases) {
     CAPTURE(c.name);
     CHECK(std::filesystem::exists(c.model));

@@ -138,7 +138,7 @@ struct Spin {
 }  // namespace
 
 TEST_SUITE("gpu") {
-  TEST_CASE("gpu: smoke: device, SMs, stream priorities, CUDA and NCCL versions") {
+  TEST_CASE("gpu: smoke: device and SMs and stream priorities and the CUDA and NCCL versions") {
     const int n = devices();
     for (int d = 0; d < n; ++d) {
       cudaDeviceProp p{};
@@ -171,7 +171,7 @@ TEST_SUITE("gpu") {
     }
   }
 
-  TEST_CASE("gpu: nccl: transfers over NCCL where the machine allows them, else a one-rank smoke") {
+  TEST_CASE("gpu: nccl: transfers over NCCL where the machine allows them (else a one-rank smoke)") {
     const int n = devices();
     const int nccl = cu::CudaApi::nccl_version();
     if (n >= 4) {
@@ -285,7 +285,7 @@ TEST_SUITE("gpu") {
     CHECK(us > 0);
   }
 
-  TEST_CASE("gpu: overlap: transfers hidden behind spinning stages, timed with CUDA events") {
+  TEST_CASE("gpu: overlap: transfers hidden behind spinning stages (timed with CUDA events)") {
     (void)devices();
     const auto& w = workload();
     const auto plans = mlp_cuda::all_plans(w, mlp_cuda::make_batch(15));
