@@ -25,7 +25,7 @@ die() {
 
 build() {
   cd "${here}"
-  [[ -f build/test/build.ninja ]] || cmake --preset test
+  cmake --preset test -DPIPEWEAVER_BUILD_GPU_SUITE=ON
   ninja -C build/test -j2 test_backends_cuda_gpu test_backends_cuda cuda_train
   ninja -C build/test -j2 mpi_train || echo "gpu_suite: mpi_train not built (MPI missing?): the suite runs without it"
   rm -rf "${out}"
