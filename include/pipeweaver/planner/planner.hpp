@@ -250,10 +250,6 @@ namespace detail {
   return Nanoseconds{std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count()};
 }
 
-/// The factor the schedule evaluator scores a schedule that does not fit memory by
-/// (search/schedule_evaluator.hpp: score = lower bound / step time, times this when it does not fit).
-inline constexpr double infeasible_score_factor = 0.01;
-
 /// The MCTS trace with its scores turned back into step times (score = bound / step time, see
 /// above); points before any usable schedule (score 0) are left out.
 [[nodiscard]] inline std::vector<SearchTracePoint> search_trace(const MctsResult& r, Nanoseconds bound) {

@@ -47,6 +47,10 @@
 
 namespace pipeweaver {
 
+/// What a schedule that does not fit memory scores, as a factor of lower bound / step time (so
+/// that any fitting schedule outranks it); the planner divides it out again for its search trace.
+inline constexpr double infeasible_score_factor = 0.01;
+
 struct StepTablesOptions {
   CandidateOptions candidates{.max_candidates = 10, .selective = true, .offload = true, .max_evaluations = 120};
   /// Ablations and comparisons: when set, every stage pair gets this single strategy (given
@@ -361,7 +365,7 @@ class ScheduleEvaluator {
       best.score = 0;
     } else {
       const double s = static_cast<double>(t.bound.value.count()) / static_cast<double>(std::max<std::int64_t>(best.step_time.count(), 1));
-      best.score = best.feasible ? std::min(s, 1.0) : 0.01 * std::min(s, 1.0);
+      best.score = best.feasible ? std::min(s, 1.0) : infeasible_score_factor * std::min(s, 1.0);
     }
     if (out) *out = std::move(best);
     return best;
