@@ -6,8 +6,12 @@
 // (other K_i, other B_i) and, when asked, every distinct static placement of the baselines (as
 // they are, then with DIP's sub-microbatch sizes). Each is scored by a short, iteration-bounded
 // schedule search on the first profile steps; the best (fits memory on every scored step, then
-// the least total step time; ties to the earlier candidate) is kept. Every score is
-// deterministic, so the choice is too. Static memory that cannot fit anywhere is an
+// the least total step time; ties to the earlier candidate) is kept. A profile step of more
+// than PlacementScoring::max_microbatches microbatches is scored on its first that many: the
+// candidates differ in chunks per rank and items per sub-microbatch, whose effect on a long step
+// its first window already shows, and a bounded window keeps the one-off set-up from growing
+// with the step (the search of a step costs more than linear time in its microbatches). Every
+// score is deterministic, so the choice is too. Static memory that cannot fit anywhere is an
 // Error{infeasible} naming the rank, its bytes and the capacity. When DIP's partition cannot be
 // made (a module with fewer layers than ranks), the baselines' placements are the candidates.
 #include <algorithm>
@@ -53,6 +57,7 @@ struct PlacementScoring {
   int threads = 1;
   std::int64_t iterations = 2;
   std::size_t steps = 2;
+  std::size_t max_microbatches = 64;  ///< the window of a profile step that is scored
 };
 
 /// The chosen placement and every candidate's score (empty when only DIP's was considered).
@@ -90,6 +95,14 @@ inline void add_baseline_placements(const ModelSpec& model, const Setup& setup, 
   }
 }
 
+/// The first `max_microbatches` microbatches of `step` (all of them when it has no more).
+[[nodiscard]] inline Batch scoring_window(const Batch& step, std::size_t max_microbatches) {
+  if (step.microbatches.size() <= max_microbatches) return step;
+  Batch window;
+  window.microbatches.assign(step.microbatches.begin(), step.microbatches.begin() + static_cast<std::ptrdiff_t>(max_microbatches));
+  return window;
+}
+
 /// One candidate's score: its static memory, then a searched schedule per profile step.
 template <class C>
 [[nodiscard]] PlacementScore score_placement(const ModelSpec& model, const Setup& setup, const Partition& candidate,
@@ -101,7 +114,7 @@ template <class C>
   try {
     check_static_memory(model, setup, candidate);
     for (std::size_t k = 0; k < scoring.steps; ++k) {
-      const auto smbs = split(model, candidate, profile[k]);
+      const auto smbs = split(model, candidate, scoring_window(profile[k], scoring.max_microbatches));
       const StageGraph graph = build_stage_graph(model, candidate, smbs);
       ScheduleSearchOptions so = scoring.search;
       so.mcts.seed = scoring.seed;
