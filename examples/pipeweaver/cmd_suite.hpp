@@ -122,7 +122,13 @@ inline int run_suite(const SuiteArgs& a, std::ostream& out = std::cout, std::ost
   const pw::PlannerOptions options = planner_options(a.search);
   const pw::io::Suite suite = pw::io::read_suite(a.suite);
   std::vector<pw::io::Workload> workloads;
-  for (const pw::io::SuiteCase& c : suite.cases) workloads.push_back(pw::io::read_case(c));  // all inputs checked before any work
+  for (std::size_t i = 0; i < suite.cases.size(); ++i) {  // all inputs checked before any work
+    try {
+      workloads.push_back(pw::io::read_case(suite.cases[i]));
+    } catch (const pw::Error& e) {  // the case's file is named; say which case of which suite named it
+      throw pw::Error(e.kind(), e.message() + ", in the files of case '" + suite.cases[i].name + "' (" + a.suite + ": /cases/" + std::to_string(i) + ")", e.context());
+    }
+  }
 
   nlohmann::ordered_json j;
   j["suite"] = suite.name;
