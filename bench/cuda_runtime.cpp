@@ -17,7 +17,7 @@
 #include <pipeweaver/cuda/run_step.hpp>
 #include <pipeweaver/host.hpp>
 
-#include "backends/host/plans.hpp"
+#include "executor_plan.hpp"
 
 #include <cstdint>
 #include <string>
@@ -28,32 +28,13 @@ namespace cu = pipeweaver::cuda;
 
 namespace {
 
-const pw::ModelSpec& model() {
-  static const pw::ModelSpec m = test_plans::tiny_vlm();
-  return m;
-}
+using bench_plans::model;
 
-// 16 microbatches of 4 samples (two images each); ViT 4 chunks, LLM 8 chunks (one layer each,
-// chunk c on rank c mod P), one item per sub-microbatch (as bench/host_executor.cpp).
+// The executor benchmarks' plan (bench/executor_plan.hpp) on `ranks` ranks, built once.
 const pw::Plan& plan_for(int ranks) {
   static std::vector<pw::Plan> plans(9);
   pw::Plan& p = plans[static_cast<std::size_t>(ranks)];
-  if (!p.ranks.empty()) return p;
-  pw::Batch batch;
-  for (int mb = 0; mb < 16; ++mb) {
-    pw::Microbatch m;
-    for (int s = 0; s < 4; ++s) m.samples.push_back(pw::Sample{12, {pw::SampleItems{"image", {16, 8}}}});
-    batch.microbatches.push_back(m);
-  }
-  const auto spread = [ranks](int chunks) {
-    std::vector<int> r;
-    for (int c = 0; c < chunks; ++c) r.push_back(c % ranks);
-    return r;
-  };
-  const pw::Partition partition{"dip", ranks,
-                                {test_plans::placement(std::vector<int>(4, 1), spread(4), 1),
-                                 test_plans::placement(std::vector<int>(8, 1), spread(8), 1)}};
-  p = test_plans::make_plan(model(), partition, batch);
+  if (p.ranks.empty()) p = bench_plans::executor_plan(ranks);
   return p;
 }
 

@@ -5,4 +5,5 @@
 #include "pipeweaver/cost/calibration.hpp"
 #include "pipeweaver/cost/cost_change.hpp"
 #include "pipeweaver/cost/online_calibration.hpp"
+#include "pipeweaver/cost/stage_bytes.hpp"
 #include "pipeweaver/cost/table.hpp"

@@ -10,27 +10,14 @@
 #include "pipeweaver/schedule/pipeline_orders.hpp"
 #include "pipeweaver/ir/stage.hpp"
 #include "pipeweaver/schedule/stage_graph.hpp"
+#include "support/chain_model.hpp"
 
 namespace pwtest {
 
 using namespace pipeweaver;
 
-inline ModelSpec chain_model(int layers) {
-  ModelSpec m;
-  m.name = "chain";
-  ModuleSpec b;
-  b.name = "llm";
-  b.role = ModuleRole::backbone;
-  b.modality = "text";
-  b.layers = layers;
-  b.hidden = 64;
-  b.ffn_hidden = 256;
-  b.heads = 4;
-  b.kv_heads = 4;
-  b.vocab = 512;  // the loss (a module without one gets no backward stages)
-  m.modules.push_back(b);
-  return m;
-}
+/// With a vocabulary: the loss (a module without one gets no backward stages).
+inline ModelSpec chain_model(int layers) { return tiny_chain_model(layers, 512); }
 
 /// One sub-microbatch per microbatch, all of module 0.
 inline std::vector<SubMicrobatchSpec> chain_sub_microbatches(int microbatches, std::int64_t tokens = 128) {

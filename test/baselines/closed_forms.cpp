@@ -17,39 +17,15 @@
 #include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/baselines/builder.hpp"
 #include "baselines/chain_graph.hpp"
+#include "baselines/toy_step.hpp"
 
 using namespace pipeweaver;
 
 namespace {
 
-Setup toy_setup(int P, int M, double memory_gib = 1000) {
-  Setup s;
-  s.name = "toy";
-  s.pipeline_stages = P;
-  s.device = DeviceSpec{"toy", 1, 1, memory_gib, 0};
-  s.pipeline_link = LinkSpec{1, 0};
-  s.microbatch = MicrobatchBudget{"llm", 1 << 20, std::nullopt};
-  s.microbatches_per_step = M;
-  return s;
-}
-
-Batch toy_batch(int M) {
-  Batch b;
-  for (int i = 0; i < M; ++i) b.microbatches.push_back(Microbatch{{Sample{128 + i, {}}}});
-  return b;
-}
-
-StaticBaseline even_chain(const ModelSpec& model, int P, int v, BaselineOrder order) {
-  const int L = model.modules[0].layers;
-  ChainSplit split{P, v, {}};
-  for (int j = 0; j <= P * v; ++j) split.bounds.push_back(L * j / (P * v));
-  StaticBaseline b;
-  b.name = "t";
-  b.chain = chain_modules(model);
-  b.layout = chain_layout(model, b.chain, split, "t");
-  b.order = order;
-  return b;
-}
+using pwtest::even_chain;
+using pwtest::toy_batch;
+using pwtest::toy_setup;
 
 }  // namespace
 

@@ -20,6 +20,7 @@
 #include "pipeweaver/model/setup.hpp"
 #include "pipeweaver/schedule/validator.hpp"
 #include "baselines/chain_graph.hpp"
+#include "baselines/toy_step.hpp"
 
 using namespace pipeweaver;
 
@@ -51,33 +52,11 @@ struct SplitCost {
 };
 static_assert(CostModel<SplitCost, StageSpec, SubMicrobatchSpec>);
 
-Setup toy_setup(int P, int M) {
-  Setup s;
-  s.name = "toy";
-  s.pipeline_stages = P;
-  s.device = DeviceSpec{"toy", 1, 1, 1000, 0};
-  s.pipeline_link = LinkSpec{1, 0};
-  s.microbatch = MicrobatchBudget{"llm", 1 << 20, std::nullopt};
-  s.microbatches_per_step = M;
-  return s;
-}
-
-Batch toy_batch(int M) {
-  Batch b;
-  for (int i = 0; i < M; ++i) b.microbatches.push_back(Microbatch{{Sample{128 + i, {}}}});
-  return b;
-}
+using pwtest::toy_batch;
+using pwtest::toy_setup;
 
 StaticBaseline even_chain(const ModelSpec& model, int P, BaselineOrder order) {
-  const int L = model.modules[0].layers;
-  ChainSplit split{P, 1, {}};
-  for (int j = 0; j <= P; ++j) split.bounds.push_back(L * j / P);
-  StaticBaseline b;
-  b.name = "zero-bubble";
-  b.chain = chain_modules(model);
-  b.layout = chain_layout(model, b.chain, split, "zero-bubble");
-  b.order = order;
-  return b;
+  return pwtest::even_chain(model, P, 1, order, "zero-bubble");
 }
 
 /// Per rank: positions of the input and weight parts of each stage (both must exist, the weight

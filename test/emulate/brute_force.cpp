@@ -14,23 +14,14 @@
 #include <numeric>
 
 #include "emulate/emu_support.hpp"
+#include "support/splitmix.hpp"
 
 namespace pw = pipeweaver;
 using namespace emu_test;
 
 namespace {
 
-struct Rng {  // splitmix64: deterministic everywhere
-  std::uint64_t s;
-  std::uint64_t next() {
-    std::uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  int uniform(int lo, int hi) { return lo + static_cast<int>(next() % static_cast<std::uint64_t>(hi - lo + 1)); }
-  bool chance(int percent) { return uniform(1, 100) <= percent; }
-};
+using Rng = pwtest::SplitMix;
 
 struct Case {
   pw::ModelSpec model;

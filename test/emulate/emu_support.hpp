@@ -11,6 +11,7 @@
 #include <pipeweaver/ir/plan.hpp>
 #include <pipeweaver/schedule/stage_graph.hpp>
 
+#include "support/chain_model.hpp"
 #include "support/greedy_schedule.hpp"
 
 #include <cstdint>
@@ -58,21 +59,7 @@ struct TableCost {
 static_assert(pw::CostModel<TableCost, pw::StageSpec, pw::SubMicrobatchSpec>);
 
 /// One backbone module of `layers` layers (tiny shapes: static memory stays small).
-inline pw::ModelSpec chain_model(int layers) {
-  pw::ModelSpec m;
-  m.name = "chain";
-  pw::ModuleSpec llm;
-  llm.name = "llm";
-  llm.role = pw::ModuleRole::backbone;
-  llm.modality = "text";
-  llm.layers = layers;
-  llm.hidden = 64;
-  llm.ffn_hidden = 256;
-  llm.heads = 4;
-  llm.kv_heads = 4;
-  m.modules.push_back(llm);
-  return m;
-}
+inline pw::ModelSpec chain_model(int layers) { return pwtest::tiny_chain_model(layers); }
 
 inline pw::Setup test_setup(int ranks) {
   pw::Setup s;

@@ -6,23 +6,15 @@
 #  * bad input gives exit status 2 and one line on stderr.
 # Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads), WORK (a scratch directory).
 cmake_minimum_required(VERSION 3.25)
-foreach(v PIPEWEAVER WORKLOADS WORK)
-  if(NOT DEFINED ${v})
-    message(FATAL_ERROR "define ${v}")
-  endif()
-endforeach()
-file(REMOVE_RECURSE "${WORK}")
-file(MAKE_DIRECTORY "${WORK}")
+include("${CMAKE_CURRENT_LIST_DIR}/cli_support.cmake")
+require_variables(PIPEWEAVER WORKLOADS WORK)
+fresh_work_dir()
 set(model "${WORKLOADS}/models/vlm-s.json")
 set(dataset "${WORKLOADS}/datasets/vlm-web-mix.json")
 set(setup "${WORKLOADS}/setups/h800-tp4-pp4.json")
 
-execute_process(COMMAND "${PIPEWEAVER}" compare --model "${model}" --dataset "${dataset}" --setup "${setup}"
-                        --seed 5 --steps 2 --format json --trace-dir "${WORK}/traces" --iterations 2
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "compare failed (${rc}): ${err}")
-endif()
+run_ok(out compare --model "${model}" --dataset "${dataset}" --setup "${setup}"
+       --seed 5 --steps 2 --format json --trace-dir "${WORK}/traces" --iterations 2)
 string(JSON n LENGTH "${out}")
 if(NOT n EQUAL 6)
   message(FATAL_ERROR "compare JSON has ${n} top-level keys, expected model, dataset, setup, seed, unavailable, steps")
@@ -69,12 +61,8 @@ endforeach()
 # emulate reproduces compare's figures for a plan it wrote.
 string(JSON want_ms GET "${out}" steps 1 plans 1f1b step_ms)
 string(JSON want_gib GET "${out}" steps 1 plans 1f1b peak_memory_gib)
-execute_process(COMMAND "${PIPEWEAVER}" emulate --plan "${WORK}/traces/step1-1f1b.plan.json" --model "${model}"
-                        --setup "${setup}" --format json
-                RESULT_VARIABLE rc OUTPUT_VARIABLE emu ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "emulate failed (${rc}): ${err}")
-endif()
+run_ok(emu emulate --plan "${WORK}/traces/step1-1f1b.plan.json" --model "${model}"
+       --setup "${setup}" --format json)
 string(JSON got_ms GET "${emu}" step_ms)
 string(JSON got_gib GET "${emu}" peak_memory_gib)
 string(JSON ranks LENGTH "${emu}" ranks)

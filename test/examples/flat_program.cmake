@@ -3,19 +3,12 @@
 # of the model, and per rank actions whose ops are the documented ones; the table mentions it.
 # Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads), WORK (a scratch directory).
 cmake_minimum_required(VERSION 3.25)
-foreach(v PIPEWEAVER WORKLOADS WORK)
-  if(NOT DEFINED ${v})
-    message(FATAL_ERROR "define ${v}")
-  endif()
-endforeach()
-file(REMOVE_RECURSE "${WORK}")
-file(MAKE_DIRECTORY "${WORK}")
-execute_process(COMMAND "${PIPEWEAVER}" plan --model "${WORKLOADS}/models/tiny-vlm.json" --setup "${WORKLOADS}/setups/cpu-pp4.json"
-                        --dataset "${WORKLOADS}/datasets/vlm-captions.json" --seed 1 --iterations 2 --flat-out "${WORK}/flat.json"
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0 OR NOT out MATCHES "flat rank program written to")
-  message(FATAL_ERROR "plan --flat-out failed (${rc}): ${out}${err}")
-endif()
+include("${CMAKE_CURRENT_LIST_DIR}/cli_support.cmake")
+require_variables(PIPEWEAVER WORKLOADS WORK)
+fresh_work_dir()
+run_matching("flat rank program written to"
+             plan --model "${WORKLOADS}/models/tiny-vlm.json" --setup "${WORKLOADS}/setups/cpu-pp4.json"
+             --dataset "${WORKLOADS}/datasets/vlm-captions.json" --seed 1 --iterations 2 --flat-out "${WORK}/flat.json")
 file(READ "${WORK}/flat.json" flat)
 string(JSON format GET "${flat}" format)
 string(JSON version GET "${flat}" version)

@@ -13,24 +13,12 @@
 # Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads), BATCH (a batch file for
 # tiny-vlm), WORK (a scratch directory).
 cmake_minimum_required(VERSION 3.25)
-foreach(v PIPEWEAVER WORKLOADS BATCH WORK)
-  if(NOT DEFINED ${v})
-    message(FATAL_ERROR "define ${v}")
-  endif()
-endforeach()
-file(REMOVE_RECURSE "${WORK}")
-file(MAKE_DIRECTORY "${WORK}")
+include("${CMAKE_CURRENT_LIST_DIR}/cli_support.cmake")
+require_variables(PIPEWEAVER WORKLOADS BATCH WORK)
+fresh_work_dir()
 set(model "${WORKLOADS}/models/tiny-vlm.json")
 set(dataset "${WORKLOADS}/datasets/vlm-captions.json")
 set(setup "${WORKLOADS}/setups/cpu-pp4.json")
-
-function(run_ok outvar)
-  execute_process(COMMAND "${PIPEWEAVER}" ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "pipeweaver ${ARGN} failed (${rc}): ${err}")
-  endif()
-  set(${outvar} "${out}" PARENT_SCOPE)
-endfunction()
 
 # plan --batch, JSON, files.
 run_ok(out plan --model "${model}" --setup "${setup}" --batch "${BATCH}" --iterations 2 --threads 2 --format json

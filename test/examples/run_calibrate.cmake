@@ -9,20 +9,13 @@
 # scale that makes stages last milliseconds; the table prints the calibration summary.
 # Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads).
 cmake_minimum_required(VERSION 3.25)
-foreach(v PIPEWEAVER WORKLOADS)
-  if(NOT DEFINED ${v})
-    message(FATAL_ERROR "define ${v}")
-  endif()
-endforeach()
+include("${CMAKE_CURRENT_LIST_DIR}/cli_support.cmake")
+require_variables(PIPEWEAVER WORKLOADS)
 set(common --model "${WORKLOADS}/models/tiny-vlm.json" --setup "${WORKLOADS}/setups/cpu-pp4.json"
            --dataset "${WORKLOADS}/datasets/vlm-captions.json" --seed 3 --time-scale 0.5 --iterations 2
            --true-slowdown 2 --calibrate --grace-ms 30000)
 
-execute_process(COMMAND "${PIPEWEAVER}" run ${common} --steps 8 --format json
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "run --calibrate failed (${rc}): ${err}")
-endif()
+run_ok(out run ${common} --steps 8 --format json)
 string(JSON slowdown GET "${out}" true_slowdown)
 string(JSON n LENGTH "${out}" calibration)
 string(JSON nv LENGTH "${out}" cost_version)
@@ -75,8 +68,5 @@ if(NOT initial_pct LESS 65 OR calibrated_pct LESS 55 OR calibrated_pct GREATER 1
   message(FATAL_ERROR "run --calibrate: emulated / measured ${initial_pct} % before calibration (expected below 65 %), ${calibrated_pct} % after (expected 55 % to 145 %, and 1.4 x before): ${out}")
 endif()
 
-execute_process(COMMAND "${PIPEWEAVER}" run ${common} --steps 4
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0 OR NOT out MATCHES "stages take 2x the planner's model.*alpha after \\(f, m, n\\).*calibration: emulated vs measured [-+][0-9.]+ % over the 3 steps planned with the initial model")
-  message(FATAL_ERROR "run --calibrate table (${rc}): ${out}${err}")
-endif()
+run_matching("stages take 2x the planner's model.*alpha after \\(f, m, n\\).*calibration: emulated vs measured [-+][0-9.]+ % over the 3 steps planned with the initial model"
+             run ${common} --steps 4)

@@ -6,19 +6,12 @@
 # planner's counters adding up to every step (step 0 waits for its search). The table format too.
 # Variables: PIPEWEAVER (the tool), WORKLOADS (examples/workloads).
 cmake_minimum_required(VERSION 3.25)
-foreach(v PIPEWEAVER WORKLOADS)
-  if(NOT DEFINED ${v})
-    message(FATAL_ERROR "define ${v}")
-  endif()
-endforeach()
+include("${CMAKE_CURRENT_LIST_DIR}/cli_support.cmake")
+require_variables(PIPEWEAVER WORKLOADS)
 set(common --backend host --model "${WORKLOADS}/models/tiny-vlm.json" --setup "${WORKLOADS}/setups/cpu-pp4.json"
            --dataset "${WORKLOADS}/datasets/vlm-captions.json" --seed 3 --time-scale 0.05 --iterations 2)
 
-execute_process(COMMAND "${PIPEWEAVER}" run ${common} --steps 4 --format json
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0)
-  message(FATAL_ERROR "run failed (${rc}): ${err}")
-endif()
+run_ok(out run ${common} --steps 4 --format json)
 string(JSON n ERROR_VARIABLE e LENGTH "${out}" steps)
 if(e OR NOT n EQUAL 4)
   message(FATAL_ERROR "run JSON: 'steps' should list 4 steps (${e}): ${out}")
@@ -66,8 +59,5 @@ if(mre LESS 0)
   message(FATAL_ERROR "run JSON: mean_relative_error ${mre}")
 endif()
 
-execute_process(COMMAND "${PIPEWEAVER}" run ${common} --steps 2
-                RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-if(NOT rc EQUAL 0 OR NOT out MATCHES "time scale 0.05 · 2 steps.*emulated ms +measured ms.*mean \\|measured - emulated\\| / emulated: [0-9.]+ %")
-  message(FATAL_ERROR "run table (${rc}): ${out}${err}")
-endif()
+run_matching("time scale 0.05 · 2 steps.*emulated ms +measured ms.*mean \\|measured - emulated\\| / emulated: [0-9.]+ %"
+             run ${common} --steps 2)

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "backends/host/plans.hpp"
+#include "execute/one_rank_runtime.hpp"
 #include "execute/pattern_callbacks.hpp"
 
 #include <pipeweaver/execute.hpp>
@@ -19,28 +20,16 @@ namespace pw = pipeweaver;
 namespace {
 
 // One rank, no peers: compute runs at once, memory is a vector, float32 accumulation.
-struct SingleRankRuntime {
-  using queue_type = int;
-  struct event_type {};
-  using recv_handle = int;
+struct SingleRankRuntime : execute_test::OneRankBase {
   std::vector<std::byte> memory;
   std::vector<std::string> log;  // what ran, in order
-  bool stop = false;
 
-  pw::RankId rank() const { return pw::RankId{0}; }
-  int rank_count() const { return 1; }
-  int compute_queue() { return 0; }
-  int send_queue(pw::RankId) { return 1; }
-  int recv_queue(pw::RankId) { return 2; }
-  event_type record(int) { return {}; }
-  void wait_event(int, const event_type&) {}
   void synchronize(int) {}
   template <class F>
   void launch(int, F&& f) {
     log.push_back("launch");
     f();
   }
-  void* native_handle(int) { return nullptr; }
   std::span<std::byte> arena(std::size_t n) {
     memory.assign(n, std::byte{0xAB});  // garbage: callbacks must not rely on contents
     return memory;
@@ -55,19 +44,8 @@ struct SingleRankRuntime {
   }
   void accumulate(int, std::span<std::byte> d, std::span<const std::byte> s) {
     log.push_back("accumulate");
-    for (std::size_t i = 0; i + 4 <= s.size(); i += 4) {
-      float a, b;
-      std::memcpy(&a, d.data() + i, 4);
-      std::memcpy(&b, s.data() + i, 4);
-      a += b;
-      std::memcpy(d.data() + i, &a, 4);
-    }
+    add_f32(d, s);
   }
-  void send(int, pw::RankId, pw::TransferId, std::span<const std::byte>) { throw pw::execution_error("no peers"); }
-  int recv(int, pw::RankId, pw::TransferId, std::span<std::byte>) { throw pw::execution_error("no peers"); }
-  void wait_recv(int, const int&) {}
-  void abort(std::string_view) noexcept { stop = true; }
-  bool aborted() const { return stop; }
 };
 static_assert(pw::Runtime<SingleRankRuntime>);
 static_assert(!pw::EagerSend<SingleRankRuntime>);

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "backends/host/plans.hpp"
+#include "execute/one_rank_runtime.hpp"
 
 #include <pipeweaver/execute.hpp>
 
@@ -23,24 +24,14 @@ namespace {
 // One rank without peers; with `Timed`, it times launches itself: the k-th launch "takes"
 // 1000·(k + 1) ns, which it reveals only after synchronize() (as a stream's events would).
 template <bool Timed>
-struct OneRank {
-  using queue_type = int;
-  struct event_type {};
-  using recv_handle = int;
+struct OneRank : execute_test::OneRankBase {
   struct stage_timer {
     int launch = 0;
   };
   std::vector<std::byte> memory;
   int launches = 0, timed_launches = 0;
-  bool synchronized = false, elapsed_before_sync = false, stop = false;
+  bool synchronized = false, elapsed_before_sync = false;
 
-  pw::RankId rank() const { return pw::RankId{0}; }
-  int rank_count() const { return 1; }
-  int compute_queue() { return 0; }
-  int send_queue(pw::RankId) { return 1; }
-  int recv_queue(pw::RankId) { return 2; }
-  event_type record(int) { return {}; }
-  void wait_event(int, const event_type&) {}
   void synchronize(int q) { synchronized = synchronized || q == 0; }
   template <class F>
   void launch(int, F&& f) {
@@ -61,27 +52,13 @@ struct OneRank {
     elapsed_before_sync = elapsed_before_sync || !synchronized;
     return pw::Nanoseconds{1000 * (t.launch + 1)};
   }
-  void* native_handle(int) { return nullptr; }
   std::span<std::byte> arena(std::size_t n) {
     memory.assign(n, std::byte{0});
     return memory;
   }
   void copy(int, std::span<std::byte> d, std::span<const std::byte> s) { std::memcpy(d.data(), s.data(), s.size()); }
   void fill_zero(int, std::span<std::byte> d) { std::memset(d.data(), 0, d.size()); }
-  void accumulate(int, std::span<std::byte> d, std::span<const std::byte> s) {
-    for (std::size_t i = 0; i + 4 <= s.size(); i += 4) {
-      float a, b;
-      std::memcpy(&a, d.data() + i, 4);
-      std::memcpy(&b, s.data() + i, 4);
-      a += b;
-      std::memcpy(d.data() + i, &a, 4);
-    }
-  }
-  void send(int, pw::RankId, pw::TransferId, std::span<const std::byte>) { throw pw::execution_error("no peers"); }
-  int recv(int, pw::RankId, pw::TransferId, std::span<std::byte>) { throw pw::execution_error("no peers"); }
-  void wait_recv(int, const int&) {}
-  void abort(std::string_view) noexcept { stop = true; }
-  bool aborted() const { return stop; }
+  void accumulate(int, std::span<std::byte> d, std::span<const std::byte> s) { add_f32(d, s); }
 };
 static_assert(pw::Runtime<OneRank<false>> && !pw::TimesStages<OneRank<false>>);
 static_assert(pw::Runtime<OneRank<true>> && pw::TimesStages<OneRank<true>>);

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "io/error_check.hpp"
 #include "support/plan_ir_support.hpp"
 
 namespace pw = pipeweaver;
@@ -17,23 +18,10 @@ using namespace planir_test;
 
 namespace {
 
-std::filesystem::path temp_file(const std::string& name) {
-  const auto dir = std::filesystem::path(PIPEWEAVER_BINARY_DIR) / "test-tmp" / "flat_program_json";
-  std::filesystem::create_directories(dir);
-  return dir / name;
-}
+std::filesystem::path temp_file(const std::string& name) { return pwtest::temp_file("flat_program_json", name); }
 
 void expect_input_error(const nlohmann::json& j, const std::string& path, const std::string& text) {
-  try {
-    (void)pw::io::flat_program_from_json(j, "flat.json");
-    FAIL("accepted");
-  } catch (const pw::Error& e) {
-    INFO(e.what());
-    CHECK(e.kind() == pw::ErrorKind::input);
-    CHECK(e.context().file == "flat.json");
-    CHECK(e.context().path == path);
-    CHECK(std::string(e.what()).find(text) != std::string::npos);
-  }
+  pwtest::check_input_error([&] { (void)pw::io::flat_program_from_json(j, "flat.json"); }, "flat.json", path, text);
 }
 
 /// The first ```json block of docs/flat_program.md.

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <string>
 
+#include "io/error_check.hpp"
 #include "support/plan_ir_support.hpp"
 
 namespace pw = pipeweaver;
@@ -16,23 +17,10 @@ using namespace planir_test;
 
 namespace {
 
-std::filesystem::path temp_file(const std::string& name) {
-  const auto dir = std::filesystem::path(PIPEWEAVER_BINARY_DIR) / "test-tmp" / "plan_json";
-  std::filesystem::create_directories(dir);
-  return dir / name;
-}
+std::filesystem::path temp_file(const std::string& name) { return pwtest::temp_file("plan_json", name); }
 
 void expect_input_error(const nlohmann::json& j, const std::string& path, const std::string& text) {
-  try {
-    (void)pw::io::plan_from_json(j, "plan.json");
-    FAIL("accepted");
-  } catch (const pw::Error& e) {
-    CHECK(e.kind() == pw::ErrorKind::input);
-    CHECK(e.context().file == "plan.json");
-    CHECK(e.context().path == path);
-    INFO(e.what());
-    CHECK(std::string(e.what()).find(text) != std::string::npos);
-  }
+  pwtest::check_input_error([&] { (void)pw::io::plan_from_json(j, "plan.json"); }, "plan.json", path, text);
 }
 
 }  // namespace

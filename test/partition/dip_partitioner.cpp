@@ -38,30 +38,13 @@ static_assert(pw::CostModel<LinearCost, pw::StageSpec, pw::SubMicrobatchSpec>);
 pw::ModelSpec vlm(int vit_layers, int lm_layers) {
   pw::ModelSpec m;
   m.name = "test-vlm";
-  pw::ModuleSpec vit;
-  vit.name = "vit";
-  vit.role = pw::ModuleRole::encoder;
-  vit.modality = "image";
-  vit.layers = vit_layers;
-  vit.hidden = 1024;
-  vit.ffn_hidden = 4096;
-  vit.heads = 16;
-  vit.kv_heads = 16;
-  vit.attention = pw::AttentionKind::bidirectional;
-  vit.feeds = pw::ModuleId{1};
-  vit.output_tokens_per_input_token = 0.25;
-  pw::ModuleSpec lm;
-  lm.name = "lm";
-  lm.role = pw::ModuleRole::backbone;
-  lm.modality = "text";
-  lm.layers = lm_layers;
-  lm.hidden = 2048;
-  lm.ffn_hidden = 8192;
-  lm.heads = 16;
-  lm.kv_heads = 4;
-  lm.ffn = pw::FfnKind::swiglu;
-  lm.vocab = 32000;
-  m.modules = {vit, lm};
+  m.modules = {pw::ModuleSpec{.name = "vit", .role = pw::ModuleRole::encoder, .modality = "image", .layers = vit_layers,
+                              .hidden = 1024, .ffn_hidden = 4096, .heads = 16, .kv_heads = 16,
+                              .attention = pw::AttentionKind::bidirectional, .feeds = pw::ModuleId{1},
+                              .output_tokens_per_input_token = 0.25},
+               pw::ModuleSpec{.name = "lm", .role = pw::ModuleRole::backbone, .modality = "text", .layers = lm_layers,
+                              .hidden = 2048, .ffn_hidden = 8192, .heads = 16, .kv_heads = 4, .ffn = pw::FfnKind::swiglu,
+                              .vocab = 32000}};
   return m;
 }
 

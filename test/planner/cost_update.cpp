@@ -23,34 +23,17 @@
 #include "pipeweaver/io/workload_json.hpp"
 #include "pipeweaver/planner/async_planner.hpp"
 #include "pipeweaver/planner/planner.hpp"
+#include "planner/planner_cases.hpp"
 
 using namespace pipeweaver;
 
 namespace {
 
-const std::string W = PIPEWEAVER_WORKLOADS_DIR;
+using planner_test::Case;
+using planner_test::load;
+using planner_test::W;
 
-struct Case {
-  ModelSpec model;
-  Setup setup;
-  DatasetSpec dataset;
-};
-
-Case load(const std::string& model, const std::string& dataset, const std::string& setup) {
-  return {io::read_model(W + "/models/" + model + ".json"), io::read_setup(W + "/setups/" + setup + ".json"),
-          io::read_dataset(W + "/datasets/" + dataset + ".json")};
-}
-
-PlannerOptions quick(std::int64_t iterations = 2) {
-  PlannerOptions o;
-  o.budget = std::chrono::nanoseconds{0};
-  o.iterations = iterations;
-  o.seed = 5;
-  o.partition_steps = 1;
-  o.partition_iterations = 1;
-  o.compare.profile_steps = 1;
-  return o;
-}
+PlannerOptions quick(std::int64_t iterations = 2) { return planner_test::quick_options(iterations, 5); }
 
 /// The analytic model with one (module, pass)'s latencies scaled by `factor`; counts latency calls.
 struct Scaled {

@@ -34,36 +34,18 @@
 #include "pipeweaver/planner/planner.hpp"
 #include "pipeweaver/ir/plan_binary.hpp"
 #include "pipeweaver/schedule/validator.hpp"
+#include "planner/planner_cases.hpp"
 
 using namespace pipeweaver;
 
 namespace {
 
-const std::string W = PIPEWEAVER_WORKLOADS_DIR;
-
-struct Case {
-  ModelSpec model;
-  Setup setup;
-  DatasetSpec dataset;
-};
-
-Case load(const std::string& model, const std::string& dataset, const std::string& setup) {
-  return {io::read_model(W + "/models/" + model + ".json"), io::read_setup(W + "/setups/" + setup + ".json"),
-          io::read_dataset(W + "/datasets/" + dataset + ".json")};
-}
+using planner_test::Case;
+using planner_test::load;
+using planner_test::W;
 
 /// Small, reproducible search budgets so the tests stay fast.
-PlannerOptions quick(std::int64_t iterations = 2, int threads = 1) {
-  PlannerOptions o;
-  o.budget = std::chrono::nanoseconds{0};
-  o.iterations = iterations;
-  o.threads = threads;
-  o.seed = 11;
-  o.partition_steps = 1;
-  o.partition_iterations = 1;
-  o.compare.profile_steps = 1;
-  return o;
-}
+PlannerOptions quick(std::int64_t iterations = 2, int threads = 1) { return planner_test::quick_options(iterations, 11, threads); }
 
 /// A user's own cost model, as a trainer would write it: per-module tables of measured
 /// per-layer costs (a fixed launch cost, a cost per token and per squared token of each item),

@@ -32,34 +32,18 @@
 #include "pipeweaver/planner/planner.hpp"
 #include "pipeweaver/planner/repacking.hpp"
 #include "pipeweaver/schedule/validator.hpp"
+#include "planner/planner_cases.hpp"
+#include "support/splitmix.hpp"
 
 using namespace pipeweaver;
 
 namespace {
 
-const std::string W = PIPEWEAVER_WORKLOADS_DIR;
+using planner_test::Case;
+using planner_test::load;
+using planner_test::W;
 
-struct Case {
-  ModelSpec model;
-  Setup setup;
-  DatasetSpec dataset;
-};
-
-Case load(const std::string& model, const std::string& dataset, const std::string& setup) {
-  return {io::read_model(W + "/models/" + model + ".json"), io::read_setup(W + "/setups/" + setup + ".json"),
-          io::read_dataset(W + "/datasets/" + dataset + ".json")};
-}
-
-struct Splitmix {  // splitmix64
-  std::uint64_t s;
-  std::uint64_t next() {
-    std::uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-  std::size_t below(std::size_t n) { return static_cast<std::size_t>(next() % n); }
-};
+using Splitmix = pwtest::SplitMix;
 
 /// A sample's cost on every module, measured directly: forward and backward latency of each
 /// module's whole stack on that sample alone (a module without backward stages: forward only).

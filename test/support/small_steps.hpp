@@ -24,6 +24,8 @@
 #include <cstdint>
 #include <string>
 
+#include "splitmix.hpp"
+
 namespace pwtest {
 namespace pw = pipeweaver;
 
@@ -47,17 +49,6 @@ struct SmallStep {
 };
 
 namespace detail {
-struct SmallRng {  // splitmix64
-  std::uint64_t s;
-  std::uint64_t next() {
-    std::uint64_t z = (s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-  }
-  int uniform(int lo, int hi) { return lo + static_cast<int>(next() % static_cast<std::uint64_t>(hi - lo + 1)); }
-};
-
 /// The image-to-video dataset of the "i2v" family: a caption, one 676-patch image, one clip of
 /// 1-8 s at 2048 latent tokens per second.
 inline pw::DatasetSpec i2v_dataset() {
@@ -86,7 +77,7 @@ inline pw::DatasetSpec i2v_dataset() {
 /// The small step of `seed` (see the header comment).
 inline SmallStep small_step(std::uint64_t seed, const SmallStepLimits& limits = {}) {
   const std::string dir = PIPEWEAVER_WORKLOADS_DIR;
-  detail::SmallRng rng{seed};
+  SplitMix rng{seed};
   SmallStep s;
   const int family = rng.uniform(0, 2);
   const int P = rng.uniform(limits.min_ranks, limits.max_ranks);

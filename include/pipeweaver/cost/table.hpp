@@ -38,6 +38,7 @@
 #include "pipeweaver/core/memory_strategy.hpp"
 #include "pipeweaver/core/pass.hpp"
 #include "pipeweaver/core/units.hpp"
+#include "pipeweaver/cost/stage_bytes.hpp"
 #include "pipeweaver/model/memory.hpp"
 #include "pipeweaver/model/model_spec.hpp"
 #include "pipeweaver/model/setup.hpp"
@@ -113,19 +114,14 @@ class TableCostModel {
 
   template <Stage S, SubMicrobatch M>
   [[nodiscard]] Bytes activation_bytes(const S& stage, const M& smb, const MemoryStrategy& strategy) const {
-    check_module(stage.module());
-    return stage_activation_bytes(model_, setup_.tensor_parallel, stage.module(), stage.first_layer(),
-                                  stage.layer_count(), smb.item_tokens(), smb.context_tokens(), strategy);
+    return detail::checked_activation_bytes(model_, setup_, stage, smb, strategy);
   }
   template <Stage S, SubMicrobatch M>
   [[nodiscard]] Bytes output_bytes(const S& stage, const M& smb) const {
-    check_module(stage.module());
-    return stage_output_bytes(model_, stage.module(), stage.first_layer(), stage.layer_count(), smb.item_tokens(),
-                              smb.context_tokens());
+    return detail::checked_output_bytes(model_, stage, smb);
   }
   [[nodiscard]] Nanoseconds transfer_time(Bytes bytes) const {
-    return round_ns(setup_.pipeline_link.latency_us * 1e3 +
-                    static_cast<double>(bytes.count()) / setup_.pipeline_link.gb_per_s);
+    return detail::pipeline_transfer_time(setup_, bytes);
   }
 
  private:
@@ -198,10 +194,7 @@ class TableCostModel {
   [[nodiscard]] std::size_t key(ModuleId m, Pass p, StrategyKind k) const noexcept {
     return (m.index() * kPasses + static_cast<std::size_t>(p)) * kKinds + static_cast<std::size_t>(k);
   }
-  void check_module(ModuleId id) const {
-    if (!id.valid() || id.index() >= model_.modules.size())
-      throw input_error("stage names module " + std::to_string(id.value()), {.path = "model '" + model_.name + "'", .expected = "a module id below " + std::to_string(model_.modules.size())});
-  }
+  void check_module(ModuleId id) const { detail::check_stage_module(model_, id); }
 
   /// The series for (module, pass, kind), with the forward-of-recompute fallback; nullptr if none.
   [[nodiscard]] const Series* find(ModuleId m, Pass p, StrategyKind k) const noexcept {

@@ -72,12 +72,18 @@ Enum read_enum(const CheckedObject& o, std::string_view key, const std::pair<std
   o.fail(key, "unknown " + std::string(key) + " \"" + s + "\"", expected);
 }
 
+/// The name and the optional description every workload file (model, setup, dataset, suite) starts with.
+template <class T>
+void read_name(const CheckedObject& root, T& out) {
+  out.name = root.string("name");
+  out.description = root.string_or("description", "");
+}
+
 inline ModelSpec model_from_json(const nlohmann::json& j, std::string_view source) {
   const std::string file(source);
   CheckedObject root(j, "", file, {"name", "description", "modules"}, "a model (a JSON object)");
   ModelSpec model;
-  model.name = root.string("name");
-  model.description = root.string_or("description", "");
+  read_name(root, model);
   const auto& mods = root.array("modules", /*non_empty=*/true);
   if (mods.size() > static_cast<std::size_t>(limits::max_modules))  // before the by-name lookups below
     root.fail("modules", std::to_string(mods.size()) + " modules", "at most " + std::to_string(limits::max_modules));
@@ -140,8 +146,7 @@ inline Setup setup_from_json(const nlohmann::json& j, std::string_view source) {
                       "microbatch", "microbatches_per_step", "optimizer_bytes_per_param"},
                      "a setup (a JSON object)");
   Setup s;
-  s.name = root.string("name");
-  s.description = root.string_or("description", "");
+  read_name(root, s);
   s.pipeline_stages = static_cast<int>(root.integer("pipeline_stages", 1, limits::max_pipeline_stages));
   s.tensor_parallel = root.has("tensor_parallel") ? static_cast<int>(root.integer("tensor_parallel", 1, limits::max_tensor_parallel)) : 1;
   s.data_parallel = root.has("data_parallel") ? static_cast<int>(root.integer("data_parallel", 1, limits::max_data_parallel)) : 1;
@@ -226,8 +231,7 @@ inline DatasetSpec dataset_from_json(const nlohmann::json& j, std::string_view s
   const std::string file(source);
   CheckedObject root(j, "", file, {"name", "description", "mixture"}, "a dataset (a JSON object)");
   DatasetSpec d;
-  d.name = root.string("name");
-  d.description = root.string_or("description", "");
+  read_name(root, d);
   const auto& mix = root.array("mixture", /*non_empty=*/true);
   for (std::size_t i = 0; i < mix.size(); ++i) {
     const std::string at = "/mixture/" + std::to_string(i);
@@ -257,8 +261,7 @@ inline Suite suite_from_json(const nlohmann::json& j, std::string_view source) {
   const std::filesystem::path base = std::filesystem::path(file).parent_path();
   CheckedObject root(j, "", file, {"name", "description", "cases"}, "a suite (a JSON object)");
   Suite suite;
-  suite.name = root.string("name");
-  suite.description = root.string_or("description", "");
+  read_name(root, suite);
   const auto& cases = root.array("cases", /*non_empty=*/true);
   if (cases.size() > static_cast<std::size_t>(limits::max_suite_cases))  // before the duplicate-name checks below
     root.fail("cases", std::to_string(cases.size()) + " cases", "at most " + std::to_string(limits::max_suite_cases));

@@ -235,6 +235,12 @@ class Planner {
                                 std::chrono::steady_clock::time_point t0, int searches_left) const;
   void add_baselines(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, std::vector<Candidate>& out,
                      Bounds& bounds) const;
+  /// The candidates and bounds both plan() and fallback() start from.
+  struct Start {
+    std::vector<Candidate> candidates{};
+    Bounds bounds{};
+  };
+  [[nodiscard]] Start start(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, bool with_baselines) const;
   [[nodiscard]] PlanResult choose(std::vector<Candidate> candidates, const Bounds& bounds, const C& cost, const char* what) const;
 
   std::shared_ptr<State> s_;
@@ -449,10 +455,7 @@ PlanResult Planner<C>::plan(const Batch& batch, const SearchControl& control) co
   const Prepared& p = s_->prepared(batch);
   Lease ws(*s_);
   const C& cost = ws->ctx.cost();
-  std::vector<Candidate> candidates;
-  Bounds bounds;
-  bounds.classic = step_bound(batch, cost);
-  if (s_->options.consider_baselines) add_baselines(p, ws->ctx, batch, candidates, bounds);
+  auto [candidates, bounds] = start(p, ws->ctx, batch, s_->options.consider_baselines);
   SearchedAll searched = search_all(p, ws->ctx, batch, control, t0);
   bounds.tight = std::min(bounds.tight, searched.bounds.tight);
   bounds.classic = std::min(bounds.classic, searched.bounds.classic);
@@ -479,10 +482,7 @@ PlanResult Planner<C>::fallback(const Batch& batch) const {
   const Prepared& p = s_->prepared(batch);
   Lease ws(*s_);
   const C& cost = ws->ctx.cost();
-  std::vector<Candidate> candidates;
-  Bounds bounds;
-  bounds.classic = step_bound(batch, cost);
-  add_baselines(p, ws->ctx, batch, candidates, bounds);
+  auto [candidates, bounds] = start(p, ws->ctx, batch, true);
   PlanResult out = choose(std::move(candidates), bounds, cost, "fallback");
   out.cost_version = ws->version;
   out.search_time = detail::elapsed_since(t0);
@@ -660,6 +660,16 @@ void Planner<C>::add_baselines(const Prepared& p, BaselineContext<C>& ctx, const
     c.origin = identity_sample_origin(batch);
     out.push_back(std::move(c));
   }
+}
+
+/// The step's candidate-independent bound, and the baselines' plans for `batch` with their
+/// graphs' bounds when `with_baselines`.
+template <class C>
+auto Planner<C>::start(const Prepared& p, BaselineContext<C>& ctx, const Batch& batch, bool with_baselines) const -> Start {
+  Start s;
+  s.bounds.classic = step_bound(batch, ctx.cost());
+  if (with_baselines) add_baselines(p, ctx, batch, s.candidates, s.bounds);
+  return s;
 }
 
 /// The best candidate (fits first, then time; earlier wins ties), validated.
