@@ -10,7 +10,8 @@
 //  * ncclCommRevoke stops in-flight work (in progress until quiescent), ncclCommAbort is local;
 //  * non-blocking ncclCommInitRankConfig is in progress until every rank has joined;
 //  * a failing kernel makes every later query of the device report the error (sticky).
-// And chaos: random per-stream delays make a missing event visible.
+// And chaos: random per-stream delays make a missing event visible; the happens-before
+// checker reports one exactly, without delays.
 #include <doctest/doctest.h>
 
 #include "backends/cuda_fake/fake_support.hpp"
@@ -323,4 +324,144 @@ TEST_CASE("fake device: chaos makes a missing event visible as stale data, and t
   MESSAGE("stale reads without the event: " << stale_without << " of 40");
   CHECK(stale_without > 0);
   CHECK(stale_with == 0);
+}
+
+// The happens-before checker (fake/happens_before.hpp): accesses of device memory ordered only
+// by CUDA's and NCCL's rules, races reported whatever the timing, without chaos.
+namespace {
+
+/// Polls `e` on `api` until done or a device fault; the fault's message, or empty.
+std::string settle(cu::FakeDeviceApi& api, cu::FakeDeviceApi::event e) {
+  try {
+    if (!eventually([&] { return api.event_done(e); })) return "the event did not complete";
+  } catch (const pw::Error& x) {
+    return x.what();
+  }
+  return {};
+}
+
+}  // namespace
+
+TEST_CASE("fake device: the happens-before checker reports a missing wait, every time, and not a correct record/wait pair") {
+  for (int trial = 0; trial < 20; ++trial) {
+    CAPTURE(trial);
+    for (const bool with_event : {false, true}) {
+      cu::FakeSystem sys;  // no chaos: the check does not depend on delays
+      cu::FakeDeviceApi api(sys, 0);
+      auto s1 = api.stream_create(false), s2 = api.stream_create(true);
+      std::byte* buf = api.alloc(64);
+      std::byte* out = api.alloc(64);
+      api.zero_async(buf, 64, s1);  // the producer
+      if (with_event) {
+        auto e = api.event_create();
+        api.event_record(e, s1);
+        api.stream_wait(s2, e);
+      }
+      api.copy_async(out, buf, 64, s2);  // the consumer
+      auto done = api.event_create(), done1 = api.event_create();
+      api.event_record(done, s2);
+      api.event_record(done1, s1);
+      const std::string fault = settle(api, done) + settle(api, done1);
+      if (with_event) {
+        CHECK(fault.empty());
+        CHECK(sys.races().empty());
+        CHECK(std::to_integer<int>(out[10]) == 0);
+      } else {
+        REQUIRE(sys.races().size() == 1);
+        const std::string race = sys.races()[0];
+        CHECK(fault.find("data race") != std::string::npos);
+        // Whichever ran first, the second is reported against it: both accesses are named.
+        CHECK(race.find("a memset") != std::string::npos);
+        CHECK(race.find("a copy (source)") != std::string::npos);
+        CHECK(race.find("stream ") != std::string::npos);
+      }
+      api.release(buf);
+      api.release(out);
+    }
+  }
+}
+
+TEST_CASE("fake device: the checker's event captures the stream at record time: a wait on an earlier record does not order a later write") {
+  cu::FakeSystem sys;
+  cu::FakeDeviceApi api(sys, 0);
+  auto s1 = api.stream_create(false), s2 = api.stream_create(false);
+  std::byte* buf = api.alloc(32);
+  std::byte* src = api.alloc(32);
+  std::byte* out = api.alloc(32);
+  Gate gate;
+  api.host_func(s2, gate.task());
+  api.zero_async(buf, 32, s1);
+  api.zero_async(src, 32, s1);
+  auto e = api.event_create();
+  api.event_record(e, s1);           // before the write below
+  api.copy_async(buf, src, 32, s1);  // the write the event does not cover
+  api.stream_wait(s2, e);
+  api.copy_async(out, buf, 32, s2);  // reads buf
+  auto done1 = api.event_create();
+  api.event_record(done1, s1);
+  CHECK(settle(api, done1).empty());  // the write has finished before the read runs: still a race
+  gate.open();
+  auto done2 = api.event_create();
+  api.event_record(done2, s2);
+  const std::string fault = settle(api, done2);
+  REQUIRE(sys.races().size() == 1);
+  CHECK(fault.find("data race") != std::string::npos);
+  CHECK(sys.races()[0].find("read by a copy (source)") != std::string::npos);
+  CHECK(sys.races()[0].find("write by a copy (destination)") != std::string::npos);
+}
+
+TEST_CASE("fake device: the checker orders work the host enqueues after it saw an event done") {
+  cu::FakeSystem sys;
+  cu::FakeDeviceApi api(sys, 0);
+  auto s1 = api.stream_create(false), s2 = api.stream_create(true);
+  std::byte* x = api.alloc(16);
+  api.zero_async(x, 16, s1);
+  auto e = api.event_create();
+  api.event_record(e, s1);
+  CHECK(settle(api, e).empty());
+  api.zero_async(x, 16, s2);  // no stream wait: the host's synchronisation orders it
+  auto d = api.event_create();
+  api.event_record(d, s2);
+  CHECK(settle(api, d).empty());
+  CHECK(sys.races().empty());
+}
+
+TEST_CASE("fake device: the checker orders a receive after its send, and a read of the received bytes only through an event") {
+  for (const bool wait_for_receive : {true, false}) {
+    CAPTURE(wait_for_receive);
+    cu::FakeSystem sys;
+    Pair p(sys);
+    auto a_compute = p.a.stream_create(false), a_send = p.a.stream_create(true);
+    auto b_recv = p.b.stream_create(true), b_compute = p.b.stream_create(false);
+    std::byte* x = p.a.alloc(16);
+    std::byte* y = p.b.alloc(16);
+    std::byte* z = p.b.alloc(16);
+    p.a.zero_async(x, 16, a_compute);
+    auto ready = p.a.event_create();
+    p.a.event_record(ready, a_compute);
+    p.a.stream_wait(a_send, ready);
+    p.a.send(x, 16, 1, p.ca, a_send);
+    p.b.recv(y, 16, 0, p.cb, b_recv);
+    if (wait_for_receive) {
+      auto got = p.b.event_create();
+      p.b.event_record(got, b_recv);
+      p.b.stream_wait(b_compute, got);
+    }
+    auto sent = p.a.event_create();
+    p.a.event_record(sent, a_send);
+    CHECK(settle(p.a, sent).empty());  // the receive has run: the bytes are there before the read
+    p.b.copy_async(z, y, 16, b_compute);
+    auto d = p.b.event_create();
+    p.b.event_record(d, b_compute);
+    const std::string fault = settle(p.b, d);
+    if (wait_for_receive) {
+      CHECK(fault.empty());
+      CHECK(sys.races().empty());
+    } else {
+      REQUIRE(sys.races().size() == 1);
+      CHECK(fault.find("data race") != std::string::npos);
+      CHECK(sys.races()[0].find("the receive of rank 0 to rank 1") != std::string::npos);
+      CHECK(sys.races()[0].find("read by a copy (source)") != std::string::npos);
+    }
+  }
 }

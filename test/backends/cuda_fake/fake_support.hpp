@@ -7,6 +7,7 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 
 #include <pipeweaver/cuda/fake/fake_device_api.hpp>
@@ -18,6 +19,26 @@ namespace fake_support {
 namespace pw = pipeweaver;
 namespace cu = pipeweaver::cuda;
 using namespace std::chrono_literals;
+
+#if defined(__SANITIZE_THREAD__)
+#define PIPEWEAVER_FAKE_UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PIPEWEAVER_FAKE_UNDER_TSAN 1
+#endif
+#endif
+/// How much slower this build runs the fake device's threads: ThreadSanitizer slows
+/// synchronisation-heavy code 5 to 15 times, so deadlines meant for a step's work (not those
+/// a test measures) are scaled by 10 there.
+#ifdef PIPEWEAVER_FAKE_UNDER_TSAN
+inline constexpr int slowdown = 10;
+#else
+inline constexpr int slowdown = 1;
+#endif
+template <class Duration>
+constexpr Duration scaled(Duration d) {
+  return d * slowdown;
+}
 
 /// A gate a stream task waits on until the test opens it.
 class Gate {
@@ -53,16 +74,21 @@ inline bool eventually(const std::function<bool()>& done, std::chrono::milliseco
 }
 
 /// Runs Inner's stage callbacks as host functions on the compute stream (cudaLaunchHostFunc
-/// on a GPU): the executor's promises then hold in stream order, as for real kernels.
+/// on a GPU): the executor's promises then hold in stream order, as for real kernels. The
+/// happens-before checker sees each call's StageIO buffers (FakeDeviceApi::stage_func).
 template <class Inner>
 class OnStream {
  public:
   explicit OnStream(Inner& inner) : inner_(&inner) {}
   void forward(const pw::StageSpec& st, const pw::SubMicrobatchSpec& smb, pw::StageIO& io) {
-    cu::FakeDeviceApi::host_func(io.queue, [in = inner_, st, s = &smb, io]() mutable { in->forward(st, *s, io); });
+    cu::FakeDeviceApi::stage_func(io, true, name("forward", st, io), [in = inner_, st, s = &smb, io]() mutable { in->forward(st, *s, io); });
   }
   void backward(const pw::StageSpec& st, const pw::SubMicrobatchSpec& smb, pw::StageIO& io) {
-    cu::FakeDeviceApi::host_func(io.queue, [in = inner_, st, s = &smb, io]() mutable { in->backward(st, *s, io); });
+    cu::FakeDeviceApi::stage_func(io, false, name("backward", st, io), [in = inner_, st, s = &smb, io]() mutable { in->backward(st, *s, io); });
+  }
+  static std::string name(const char* pass, const pw::StageSpec& st, const pw::StageIO& io) {
+    return std::string("the ") + pass + " of module " + std::to_string(st.module().value()) + " chunk " + std::to_string(st.chunk()) +
+           ", sub-microbatch " + std::to_string(io.sub_microbatch.value()) + " (rank " + std::to_string(io.rank.value()) + "),";
   }
 
  private:

@@ -1,8 +1,9 @@
 // The CUDA runtime on the fake device against plans the library makes: the toy model's
 // gradients through the planner's (dip) plan and every baseline equal the host backend's; no
 // plan of the reference suite deadlocks under any topology, grouping and delay seed; removing
-// any one event the executor's program records makes a step fail; and a 1F1B plan's arena per
-// rank stays within 1F1B's memory bound.
+// any one event the executor's program records makes a step fail with a data race (the fake
+// device's happens-before checker), except the reuse events NCCL's order makes redundant; and
+// a 1F1B plan's arena per rank stays within 1F1B's memory bound.
 #include <doctest/doctest.h>
 
 #include "../../../examples/toy_vlm/toy_vlm.hpp"
@@ -59,7 +60,7 @@ cu::CudaRunOptions run_options(const Config& c) {
   o.runtime.transport = c.transport;
   o.runtime.topology = c.topology;
   o.runtime.group_transfers = c.group;
-  o.runtime.timeout = 20s;
+  o.runtime.timeout = fake_support::scaled(20s);
   return o;
 }
 
@@ -210,7 +211,7 @@ TEST_CASE("cuda runtime (fake): no plan of the reference suite deadlocks, whatev
         fo.queue_capacity = 16;  // hosts block on full launch queues too
         cu::FakeSystem sys(fo);
         cu::CudaRunOptions o = run_options(c);
-        o.runtime.timeout = 10s;
+        o.runtime.timeout = fake_support::scaled(10s);
         o.runtime.window = 8;
         o.executor.sizes.item_output_bytes = [](const pw::StageSpec&, const pw::SubMicrobatchSpec&, std::size_t) { return std::size_t{64}; };
         cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
@@ -225,44 +226,29 @@ TEST_CASE("cuda runtime (fake): no plan of the reference suite deadlocks, whatev
   MESSAGE(steps << " steps in " << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s");
 }
 
-// The mutation test is left out of ThreadSanitizer builds: there a removed event is a data
-// race, which is the point, and TSan would stop the run.
-#if defined(__SANITIZE_THREAD__)
-#define PIPEWEAVER_PLANS_UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define PIPEWEAVER_PLANS_UNDER_TSAN 1
-#endif
-#endif
-#ifndef PIPEWEAVER_PLANS_UNDER_TSAN
 namespace {
 
 /// One run of the routing plan (tiny-vlm, dip partition, P = 4) with pattern callbacks that
-/// throw on any wrong byte: whether the step succeeded, and per rank the events recorded.
+/// throw on any wrong byte, the happens-before checker on: whether the step succeeded, and
+/// per rank the events recorded.
 struct PatternRun {
   bool ok = true;
   std::string error{};
   std::vector<std::size_t> records{};
+  std::vector<std::string> races{};
 };
-struct Drop {
-  cu::RuntimeOptions::DroppedEvent event{};
-  bool on_communication_stream = false;  ///< the event is recorded on a send or receive stream
-};
-PatternRun pattern_run(const pw::ModelSpec& model, const pw::Batch& batch, const pw::Plan& plan, std::uint64_t seed, std::optional<Drop> drop) {
+PatternRun pattern_run(const pw::ModelSpec& model, const pw::Batch& batch, const pw::Plan& plan, std::uint64_t seed,
+                       std::optional<cu::RuntimeOptions::DroppedEvent> drop) {
   pattern::Callbacks pattern_cb(model, batch, 4);
   pattern_cb.last_chunk_ = 3;
   fake_support::OnStream<pattern::Callbacks> cb(pattern_cb);
   cu::FakeOptions fo;
   fo.chaos = {.seed = seed, .max_delay = 300us, .probability = 0.5};
-  if (drop) {  // the work the removed event covers runs late: what waited for it may run first
-    fo.chaos.slow_device = drop->event.rank.value();
-    fo.chaos.slow_high_priority = drop->on_communication_stream;
-    fo.chaos.slow_delay = 400us;
-  }
+  fo.check_races = true;
   cu::FakeSystem sys(fo);
   cu::CudaRunOptions o = run_options(nccl_configs[0]);
-  o.runtime.timeout = 10s;
-  if (drop) o.runtime.drop_event = drop->event;
+  o.runtime.timeout = fake_support::scaled(10s);
+  o.runtime.drop_event = drop;
   o.executor.sizes = pattern_cb.sizes();
   cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
   PatternRun out;
@@ -273,6 +259,7 @@ PatternRun pattern_run(const pw::ModelSpec& model, const pw::Batch& batch, const
     out.error = e.what();
   }
   for (int r = 0; r < 4; ++r) out.records.push_back(ex.runtime(pw::RankId{r}).records());
+  out.races = sys.races();
   return out;
 }
 
@@ -290,59 +277,66 @@ pw::Batch two_microbatches() {
 }  // namespace
 
 // Mutation test of the events the runtime records (RuntimeOptions::drop_event), each removed
-// in turn, under delays, with the work the event covers slowed down: the pattern callbacks
-// then see bytes not yet written or already overwritten. A send's data-ready event (recorded
-// on the compute stream, waited for by the send stream) is caught every time: each removal
-// must fail the step. A reuse event (the next occupant of pool memory waits for the previous
-// one's last reader, or for its send to complete) is caught only when the delays let the
-// writer overtake the reader; where the writer is a receive, the peer's data often cannot
-// arrive that early (it depends, through other ranks, on this rank's later work), so for
-// those the test asks that most removals are caught, and test/execute/rank_program.cpp shows
-// each of them necessary in the queue model (some access may run early without it).
-TEST_CASE("cuda runtime (fake): removing a recorded event makes a step fail (mutation test)") {
+// in turn, with the fake device's happens-before checker on and no delays. A send's
+// data-ready event (recorded on the compute stream, waited for by the send stream): every
+// removal fails the step with a data race. A reuse event (the next occupant of pool memory
+// waits for the previous one's last reader, or for its send to complete): every removal fails
+// the step with a data race except those NCCL's send-before-receive order already covers
+// (below). The checker orders accesses by CUDA's and NCCL's rules only, so the outcome does
+// not depend on timing. The clean run, under delays, has no race. test/execute/rank_program.cpp
+// shows each event necessary in the queue model (which has no cross-rank order).
+TEST_CASE("cuda runtime (fake): removing a recorded event makes a step fail with a data race unless NCCL's order covers it (mutation test)") {
   const auto model = test_plans::tiny_vlm();
   const pw::Batch batch = two_microbatches();
   const auto plan = test_plans::make_plan(model, test_plans::dip_partition(2, 1), batch);
   const PatternRun clean = pattern_run(model, batch, plan, 1, std::nullopt);
   REQUIRE(clean.ok);
-  std::size_t ready_total = 0, reuse_total = 0, reuse_caught = 0, seeds_used = 0;
+  CHECK(clean.races.empty());
+  std::size_t ready_total = 0, reuse_total = 0, ready_caught = 0, reuse_caught = 0, races_found = 0;
   for (int r = 0; r < 4; ++r) {
     // The k-th record of rank r is its program's k-th record_event operation.
     pattern::Callbacks sizes(model, batch, 4);
     const auto program = pw::compile_rank_program(plan, model, pw::RankId{r}, {.sizes = sizes.sizes()}, pw::SendReuse::after_completion);
-    std::vector<bool> on_comm, data_ready;
+    std::vector<bool> data_ready;
     const auto& ops = program.operations;
     for (std::size_t i = 0; i < ops.size(); ++i) {
       if (ops[i].kind != pw::OpKind::record_event) continue;
-      on_comm.push_back(ops[i].queue.kind != pw::QueueKind::compute);
       data_ready.push_back(ops[i].queue.kind == pw::QueueKind::compute && i + 2 < ops.size() && ops[i + 1].kind == pw::OpKind::wait_event &&
                            ops[i + 1].queue.kind == pw::QueueKind::send && ops[i + 2].kind == pw::OpKind::send);
     }
-    REQUIRE(on_comm.size() == clean.records[static_cast<std::size_t>(r)]);
-    for (std::size_t k = 0; k < on_comm.size(); ++k) {
+    REQUIRE(data_ready.size() == clean.records[static_cast<std::size_t>(r)]);
+    for (std::size_t k = 0; k < data_ready.size(); ++k) {
       CAPTURE(r);
       CAPTURE(k);
-      bool caught = false;
-      for (std::uint64_t seed = 1; seed <= 24 && !caught; ++seed) {
-        ++seeds_used;
-        caught = !pattern_run(model, batch, plan, seed, Drop{{pw::RankId{r}, k}, on_comm[k]}).ok;
-      }
-      if (data_ready[k]) {
-        CHECK(caught);
-        ++ready_total;
-      } else {
-        reuse_caught += caught ? 1 : 0;
-        ++reuse_total;
-      }
+      const PatternRun run = pattern_run(model, batch, plan, 0, cu::RuntimeOptions::DroppedEvent{pw::RankId{r}, k});
+      // The step fails; the checker reports the race (or the wrong data the first of the two
+      // accesses produced fails a pattern check first, and the race is found when the second
+      // runs). A step that succeeds ran every access, so no race was left: the event was
+      // redundant.
+      const bool caught = !run.ok;
+      races_found += run.races.empty() ? 0 : 1;
+      CAPTURE(run.error);
+      if (data_ready[k]) CHECK(caught);
+      (data_ready[k] ? ready_caught : reuse_caught) += caught ? 1 : 0;
+      ++(data_ready[k] ? ready_total : reuse_total);
     }
   }
-  MESSAGE(ready_total << " data-ready events, all caught; " << reuse_caught << " of " << reuse_total << " reuse events caught; " << seeds_used
-                      << " runs");
+  MESSAGE(ready_caught << " of " << ready_total << " data-ready events and " << reuse_caught << " of " << reuse_total
+                       << " reuse events make the step fail; the checker reported a data race in " << races_found << " runs");
   CHECK(ready_total > 0);
   CHECK(reuse_total > 0);
-  CHECK(reuse_caught * 10 >= reuse_total * 6);
+  // Most failures name the race; in a few, wrong data from the first of the two accesses
+  // fails a pattern check before the second runs (then the step fails all the same).
+  CHECK(races_found > 0);
+  // The reuse events whose removal leaves no race: each orders a receive into memory after its
+  // last reader (a send, or a stage) on the same rank, and the receive's data already depends
+  // on that reader through the peer (this rank's later send, itself after the reader, reaches
+  // the peer before the peer's send of the received data): NCCL orders them anyway. Measured:
+  // 10 of 124 on this plan (deterministic: the check does not depend on timing); the
+  // executor's program still records them (execute/rank_program.hpp does not model
+  // cross-rank order).
+  CHECK(reuse_total - reuse_caught == 10);
 }
-#endif
 
 namespace {
 

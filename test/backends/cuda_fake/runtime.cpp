@@ -92,7 +92,7 @@ void check_routing(const Config& c, std::uint64_t chaos_seed) {
     o.runtime.transport = c.transport;
     o.runtime.topology = c.topology;
     o.runtime.group_transfers = c.group;
-    o.runtime.timeout = 20s;
+    o.runtime.timeout = fake_support::scaled(20s);
     o.runtime.window = 4;
     o.executor.sizes = pattern_cb.sizes();
     cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);

@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -30,6 +31,7 @@
 #include "pipeweaver/cuda/watchdog.hpp"
 #include "pipeweaver/cuda/world.hpp"
 #include "pipeweaver/execute/executor.hpp"
+#include "pipeweaver/execute/rank_errors.hpp"
 #include "pipeweaver/execute/stage_io.hpp"
 #include "pipeweaver/ir/plan.hpp"
 #include "pipeweaver/model/model_spec.hpp"
@@ -42,12 +44,8 @@ struct CudaRunOptions {
   WatchdogOptions watchdog{};
 };
 
-/// How one rank ended the last step.
-struct RankOutcome {
-  bool ok = true;
-  ErrorKind kind = ErrorKind::execution;  ///< when !ok
-  std::string message{};                  ///< Error::what() when !ok
-};
+
+using pipeweaver::RankOutcome;
 
 template <DeviceApi Api>
 class CudaExecutor {
@@ -73,29 +71,21 @@ class CudaExecutor {
         throw execution_error("rank " + std::to_string(r) + ": device work of a failed step never finished (or the device failed)",
                               {.expected = "a new process: the device may still write this rank's memory"});
     if (options_.runtime.transport == Transport::nccl) connect_all();
-    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(ranks));
-    outcomes_.assign(static_cast<std::size_t>(ranks), RankOutcome{});
     auto body = [&](int r) {
       const auto i = static_cast<std::size_t>(r);
-      try {
-        auto step = runtimes_[i]->step(plan.transfers.size());
-        executors_[i]->prepare(plan, model);
-        executors_[i]->run(callbacks);
-      } catch (...) {
-        errors[i] = std::current_exception();
-        outcomes_[i] = outcome_of(errors[i]);
-        if (outcomes_[i].kind != ErrorKind::cancelled) world_->abort(RankId{r}, outcomes_[i].message);
-      }
+      auto step = runtimes_[i]->step(plan.transfers.size());
+      executors_[i]->prepare(plan, model);
+      executors_[i]->run(callbacks);
     };
     const auto start = std::chrono::steady_clock::now();
-    on_rank_threads(ranks, body);
+    errors_.run(ranks, body, abort_world());
     last_step_ = std::chrono::steady_clock::now() - start;
     if (world_->aborted())
       for (auto& rt : runtimes_) rt->drain();
-    rethrow_root_cause(errors);
+    errors_.rethrow_root_cause(world_->aborted() ? world_->first_aborting_rank() : RankId{});
   }
 
-  [[nodiscard]] const std::vector<RankOutcome>& outcomes() const noexcept { return outcomes_; }
+  [[nodiscard]] const std::vector<RankOutcome>& outcomes() const noexcept { return errors_.outcomes(); }
   [[nodiscard]] std::chrono::nanoseconds last_step_time() const noexcept { return last_step_; }
   [[nodiscard]] const Executor<Runtime>& executor(RankId r) const { return *executors_.at(r.index()); }
   [[nodiscard]] Runtime& runtime(RankId r) { return *runtimes_.at(r.index()); }
@@ -137,7 +127,7 @@ class CudaExecutor {
         errors[static_cast<std::size_t>(r)] = std::current_exception();
         world_->abort(RankId{r}, "communicator setup failed");
       }
-    });
+    }, abort_world());
     for (const auto& e : errors)
       if (e) {
         const auto by = std::chrono::steady_clock::now() + options_.runtime.abort_grace;
@@ -147,42 +137,8 @@ class CudaExecutor {
       }
   }
 
-  template <class F>
-  void on_rank_threads(int ranks, F&& body) {
-    std::vector<std::thread> threads;
-    threads.reserve(static_cast<std::size_t>(ranks));
-    try {
-      for (int r = 0; r < ranks; ++r) threads.emplace_back(std::ref(body), r);
-    } catch (...) {  // could not start a thread: stop and join those that run
-      world_->abort(RankId{0}, "could not start the rank threads");
-      for (auto& t : threads) t.join();
-      throw;
-    }
-    for (auto& t : threads) t.join();
-  }
-
-  static RankOutcome outcome_of(const std::exception_ptr& e) {
-    try {
-      std::rethrow_exception(e);
-    } catch (const Error& x) {
-      return {false, x.kind(), x.what()};
-    } catch (const std::exception& x) {
-      return {false, ErrorKind::execution, x.what()};
-    } catch (...) {
-      return {false, ErrorKind::execution, "unknown exception"};
-    }
-  }
-
-  // The error of the rank that aborted first, else any non-cancelled one, else any.
-  void rethrow_root_cause(const std::vector<std::exception_ptr>& errors) const {
-    if (world_->aborted()) {
-      const RankId first = world_->first_aborting_rank();
-      if (first.valid() && first.index() < errors.size() && errors[first.index()]) std::rethrow_exception(errors[first.index()]);
-    }
-    for (std::size_t r = 0; r < errors.size(); ++r)
-      if (errors[r] && outcomes_[r].kind != ErrorKind::cancelled) std::rethrow_exception(errors[r]);
-    for (const auto& e : errors)
-      if (e) std::rethrow_exception(e);
+  [[nodiscard]] RankAbort abort_world() {
+    return [this](RankId r, std::string_view why) { world_->abort(r, why); };
   }
 
   ApiFactory make_api_;
@@ -191,7 +147,7 @@ class CudaExecutor {
   std::vector<std::unique_ptr<Runtime>> runtimes_;
   std::vector<std::unique_ptr<Executor<Runtime>>> executors_;
   std::unique_ptr<Watchdog<Api>> watchdog_;  // declared last: stopped before the runtimes go
-  std::vector<RankOutcome> outcomes_;
+  RankErrors errors_;
   std::chrono::nanoseconds last_step_{0};
 };
 

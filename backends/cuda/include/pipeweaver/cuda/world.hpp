@@ -29,6 +29,7 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/execute/rank_errors.hpp"
 #include "pipeweaver/cuda/device_api.hpp"
 
 namespace pipeweaver::cuda {
@@ -202,17 +203,7 @@ class World {
 
   /// Stops the step on every rank (see the header). Only the first call does anything.
   void abort(RankId rank, std::string_view why, bool from_channel = false) noexcept {
-    {
-      std::lock_guard lk(mu_);
-      if (aborted_.load(std::memory_order_relaxed)) return;
-      first_rank_ = rank;
-      try {
-        reason_ = std::string(why);
-      } catch (...) {  // keep abort noexcept; the flag is what matters
-      }
-      abort_ns_.store(detail::now_ns(), std::memory_order_relaxed);
-      aborted_.store(true, std::memory_order_release);
-    }
+    if (!first_.mark(rank, why, [this] { abort_ns_.store(detail::now_ns(), std::memory_order_relaxed); })) return;
     for (auto& l : links_) {
       std::lock_guard lk(l->mu);
       l->cv.notify_all();
@@ -228,23 +219,18 @@ class World {
     for (auto& m : monitors_)
       if (m.control != nullptr) m.control->stop_comms(deadline);
   }
-  [[nodiscard]] bool aborted() const noexcept { return aborted_.load(std::memory_order_acquire); }
-  [[nodiscard]] RankId first_aborting_rank() const {
-    std::lock_guard lk(mu_);
-    return first_rank_;
-  }
-  [[nodiscard]] std::string abort_reason() const {
-    std::lock_guard lk(mu_);
-    return reason_;
-  }
+  [[nodiscard]] bool aborted() const noexcept { return first_.aborted(); }
+  [[nodiscard]] RankId first_aborting_rank() const { return first_.rank(); }
+  [[nodiscard]] std::string abort_reason() const { return first_.reason(); }
   /// When the abort happened (steady clock, ns), 0 when none did.
   [[nodiscard]] std::int64_t abort_time_ns() const noexcept { return aborted() ? abort_ns_.load(std::memory_order_relaxed) : 0; }
   /// What a rank that sees the abort throws: execution on the rank that aborted first (with
   /// its reason), cancelled elsewhere.
   [[nodiscard]] Error stop_error(RankId me) const {
-    std::lock_guard lk(mu_);
-    if (first_rank_ == me) return execution_error(reason_, {.expected = "the step to make progress"});
-    return cancelled_error("stopped because rank " + std::to_string(first_rank_.value()) + " failed: " + reason_);
+    const RankId first = first_.rank();  // fixed until reset(), which runs with no rank thread
+    const std::string reason = first_.reason();
+    if (first == me) return execution_error(reason, {.expected = "the step to make progress"});
+    return cancelled_error("stopped because rank " + std::to_string(first.value()) + " failed: " + reason);
   }
   /// Before a step, with no rank thread running: clears the abort and the local links.
   void reset() {
@@ -252,10 +238,8 @@ class World {
       std::lock_guard lk(l->mu);
       l->posted.clear();
     }
+    first_.reset();
     std::lock_guard lk(mu_);
-    aborted_.store(false, std::memory_order_release);
-    first_rank_ = RankId{};
-    reason_.clear();
     stuck_reported_ = false;
   }
 
@@ -296,10 +280,8 @@ class World {
   std::vector<detail::RankMonitor> monitors_;
   std::vector<std::unique_ptr<Link>> links_;  // [from * P + to]
   mutable std::mutex mu_;
-  std::atomic<bool> aborted_{false};
+  FirstAbort first_;
   std::atomic<std::int64_t> abort_ns_{0};
-  RankId first_rank_{};
-  std::string reason_;
   bool stuck_reported_ = false;
   std::shared_mutex controls_mu_;
   std::function<void(RankId, std::string_view)> signal_;

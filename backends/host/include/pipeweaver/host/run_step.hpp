@@ -15,6 +15,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
 #include "pipeweaver/execute/executor.hpp"
+#include "pipeweaver/execute/rank_errors.hpp"
 #include "pipeweaver/execute/stage_io.hpp"
 #include "pipeweaver/host/runtime.hpp"
 #include "pipeweaver/model/model_spec.hpp"
@@ -29,12 +31,7 @@
 
 namespace pipeweaver::host {
 
-/// How one rank ended the last step.
-struct RankOutcome {
-  bool ok = true;
-  ErrorKind kind = ErrorKind::execution;  ///< when !ok
-  std::string message{};                    ///< Error::what() when !ok
-};
+using pipeweaver::RankOutcome;
 
 /// Keeps one World, runtime and executor per rank across steps, so that pools and channel
 /// storage are reused (no allocation in the steady state beyond the P threads of a step).
@@ -61,54 +58,18 @@ class HostExecutor {
       world_->reset();
     }
     for (auto& rt : runtimes_) rt->begin_step(plan.transfers.size());
-    std::vector<std::exception_ptr> errors(static_cast<std::size_t>(ranks));
-    outcomes_.assign(static_cast<std::size_t>(ranks), RankOutcome{});
-
     auto body = [&](int r) {
-      try {
-        executors_[static_cast<std::size_t>(r)]->prepare(plan, model);
-        executors_[static_cast<std::size_t>(r)]->run(callbacks, step);
-      } catch (const Error& e) {
-        if (e.kind() != ErrorKind::cancelled) world_->abort(RankId{r}, e.what());
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-        outcomes_[static_cast<std::size_t>(r)] = RankOutcome{false, e.kind(), e.what()};
-      } catch (const std::exception& e) {
-        world_->abort(RankId{r}, e.what());
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-        outcomes_[static_cast<std::size_t>(r)] = RankOutcome{false, ErrorKind::execution, e.what()};
-      } catch (...) {
-        world_->abort(RankId{r}, "unknown exception");
-        errors[static_cast<std::size_t>(r)] = std::current_exception();
-        outcomes_[static_cast<std::size_t>(r)] = RankOutcome{false, ErrorKind::execution, "unknown exception"};
-      }
+      executors_[static_cast<std::size_t>(r)]->prepare(plan, model);
+      executors_[static_cast<std::size_t>(r)]->run(callbacks, step);
     };
-
     const auto start = std::chrono::steady_clock::now();
-    std::vector<std::thread> threads;
-    threads.reserve(static_cast<std::size_t>(ranks));
-    try {
-      for (int r = 0; r < ranks; ++r) threads.emplace_back(body, r);
-    } catch (...) {  // could not start a thread: stop and join those that run
-      world_->abort(RankId{0}, "could not start the rank threads");
-      for (auto& t : threads) t.join();
-      throw;
-    }
-    for (auto& t : threads) t.join();
+    errors_.run(ranks, body, [this](RankId r, std::string_view why) { world_->abort(r, why); });
     last_step_ = std::chrono::steady_clock::now() - start;
-
-    // The root cause: the error of the rank that aborted first, else any non-cancelled one.
-    if (world_->aborted()) {
-      const RankId first = world_->first_aborting_rank();
-      if (first.valid() && first.index() < errors.size() && errors[first.index()]) std::rethrow_exception(errors[first.index()]);
-    }
-    for (std::size_t r = 0; r < errors.size(); ++r)
-      if (errors[r] && outcomes_[r].kind != ErrorKind::cancelled) std::rethrow_exception(errors[r]);
-    for (const auto& e : errors)
-      if (e) std::rethrow_exception(e);
+    errors_.rethrow_root_cause(world_->aborted() ? world_->first_aborting_rank() : RankId{});
   }
 
   /// How each rank ended the last step (all ok after a successful step).
-  [[nodiscard]] const std::vector<RankOutcome>& outcomes() const noexcept { return outcomes_; }
+  [[nodiscard]] const std::vector<RankOutcome>& outcomes() const noexcept { return errors_.outcomes(); }
   /// Wall-clock time of the last step, from starting the threads to joining them.
   [[nodiscard]] std::chrono::nanoseconds last_step_time() const noexcept { return last_step_; }
   /// The executor of rank r (after a step: pool sizes, operation counts).
@@ -131,7 +92,7 @@ class HostExecutor {
   std::unique_ptr<World> world_;
   std::vector<std::unique_ptr<HostRuntime>> runtimes_;
   std::vector<std::unique_ptr<Executor<HostRuntime>>> executors_;
-  std::vector<RankOutcome> outcomes_;
+  RankErrors errors_;
   std::chrono::nanoseconds last_step_{0};
 };
 

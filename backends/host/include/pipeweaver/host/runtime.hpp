@@ -30,6 +30,7 @@
 
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/core/ids.hpp"
+#include "pipeweaver/execute/rank_errors.hpp"
 #include "pipeweaver/execute/runtime.hpp"
 #include "pipeweaver/execute/stage_io.hpp"
 
@@ -131,16 +132,9 @@ class World {
   /// Stops the step on every rank: sets the flag and wakes every blocked wait. The first
   /// caller's rank and reason are kept.
   void abort(RankId rank, std::string_view why) noexcept {
+    first_.mark(rank, why);
     {
-      std::lock_guard lk(mu_);
-      if (!aborted_.load(std::memory_order_relaxed)) {
-        first_rank_ = rank;
-        try {
-          reason_ = std::string(why);
-        } catch (...) {  // keep abort noexcept; the flag is what matters
-        }
-      }
-      aborted_.store(true, std::memory_order_release);
+      std::lock_guard lk(mu_);  // a sleeper checks the flag under mu_: no lost wake-up
     }
     abort_cv_.notify_all();
     for (auto& ch : channels_) {
@@ -148,20 +142,14 @@ class World {
       ch->cv.notify_all();
     }
   }
-  [[nodiscard]] bool aborted() const noexcept { return aborted_.load(std::memory_order_acquire); }
+  [[nodiscard]] bool aborted() const noexcept { return first_.aborted(); }
   /// Rank that aborted first (invalid when none did).
-  [[nodiscard]] RankId first_aborting_rank() const {
-    std::lock_guard lk(mu_);
-    return first_rank_;
-  }
-  [[nodiscard]] std::string abort_reason() const {
-    std::lock_guard lk(mu_);
-    return reason_;
-  }
+  [[nodiscard]] RankId first_aborting_rank() const { return first_.rank(); }
+  [[nodiscard]] std::string abort_reason() const { return first_.reason(); }
   /// Sleeps for `d` or until a rank aborts, whichever comes first (injected delays).
   void sleep_unless_aborted(std::chrono::milliseconds d) {
     std::unique_lock lk(mu_);
-    abort_cv_.wait_for(lk, d, [&] { return aborted_.load(std::memory_order_acquire); });
+    abort_cv_.wait_for(lk, d, [&] { return first_.aborted(); });
   }
   /// Before a step (no rank thread running): clears messages left by a failed step and the flag.
   void reset() {
@@ -171,21 +159,16 @@ class World {
       ch->buffered.clear();
       ch->posted.clear();
     }
-    std::lock_guard lk(mu_);
-    aborted_.store(false, std::memory_order_release);
-    first_rank_ = RankId{};
-    reason_.clear();
+    first_.reset();
   }
 
  private:
   int ranks_;
   Options options_;
   std::vector<std::unique_ptr<detail::Channel>> channels_;  // [from * P + to]
-  std::atomic<bool> aborted_{false};
-  mutable std::mutex mu_;
+  FirstAbort first_;
+  std::mutex mu_;  // with abort_cv_: sleeps that an abort cuts short
   std::condition_variable abort_cv_;
-  RankId first_rank_{};
-  std::string reason_;
 };
 
 /// One rank's view of a World; satisfies pipeweaver::Runtime.

@@ -12,7 +12,11 @@
 //  * revoke and abort are local: they end this rank's pending operations at once (its streams
 //    drain) and leave the peers' operations pending, as NCCL does; a failed communicator
 //    (an injected asynchronous error) keeps its operations pending until it is revoked or
-//    aborted.
+//    aborted;
+//  * with a RaceChecker (fake/happens_before.hpp): a launch runs with the join of its streams'
+//    clocks, a send's read and a receive's write are checked when they meet (a race fails the
+//    racing side's device and moves no data), the receive joins the send's clock, and every
+//    stream of the launch goes on with the launch's final clock.
 // std-only.
 #include <algorithm>
 #include <atomic>
@@ -25,11 +29,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "pipeweaver/cuda/device_api.hpp"
+#include "pipeweaver/cuda/fake/happens_before.hpp"
+#include "pipeweaver/cuda/fake/streams.hpp"
 
 namespace pipeweaver::cuda::fake {
 
@@ -41,6 +48,10 @@ struct P2pOp {
   std::size_t bytes = 0;
   int peer = 0;
   bool done = false;
+  // With a checker (set by the launch before posting):
+  const Accessor* who = nullptr;  ///< the launch's epoch and clock
+  DeviceState* device = nullptr;  ///< where a race of this operation is a fault
+  Clock received{};               ///< a receive: the clock of the send it met
 };
 
 class CommGroup;
@@ -72,7 +83,9 @@ class Comm {
 /// A communicator: every rank's endpoint and the per-link queues of posted operations.
 class CommGroup {
  public:
-  CommGroup(int size, const std::atomic<bool>& shutdown) : size_(size), members_(static_cast<std::size_t>(size), nullptr), shutdown_(&shutdown) {}
+  CommGroup(int size, const std::atomic<bool>& shutdown, RaceChecker* checker = nullptr)
+      : size_(size), members_(static_cast<std::size_t>(size), nullptr), shutdown_(&shutdown), checker_(checker) {}
+  [[nodiscard]] RaceChecker* checker() const noexcept { return checker_; }
 
   [[nodiscard]] int size() const noexcept { return size_; }
   std::mutex mu;
@@ -126,6 +139,10 @@ class CommGroup {
   };
   void meet(int from, P2pOp& s, int to, P2pOp& r) {
     if (s.bytes == r.bytes) {
+      if (!race_free(from, s, to, r)) {
+        s.done = r.done = true;
+        return;
+      }
       if (s.bytes > 0) std::memcpy(r.dst, s.src, s.bytes);
     } else {
       const std::string why = "a send of " + std::to_string(s.bytes) + " bytes from rank " + std::to_string(from) +
@@ -139,11 +156,33 @@ class CommGroup {
     s.done = r.done = true;
   }
 
+  // The send's read with its own clock, the receive's write with its clock joined with the
+  // send's; a race faults both sides' devices (no data moves, so the receiver must not go on).
+  bool race_free(int from, P2pOp& s, int to, P2pOp& r) {
+    if (checker_ == nullptr || s.who == nullptr || r.who == nullptr) return true;
+    auto fails = [&](DeviceState* d, const std::optional<std::string>& race) {
+      if (!race) return false;
+      for (DeviceState* x : {s.device, r.device})
+        if (x != nullptr) x->fault(x == d ? *race : "a message was not delivered: " + *race);
+      return true;
+    };
+    const std::string link = " of rank " + std::to_string(from) + " to rank " + std::to_string(to) + " (communicator ranks)";
+    if (fails(s.device, checker_->access(*s.who, {Access{s.src, s.bytes, false, "the send" + link}}))) return false;
+    Clock joined = *r.who->clock;
+    joined.join(*s.who->clock);
+    Accessor receiver = *r.who;
+    receiver.clock = &joined;
+    if (fails(r.device, checker_->access(receiver, {Access{r.dst, r.bytes, true, "the receive" + link}}))) return false;
+    r.received = *s.who->clock;
+    return true;
+  }
+
   int size_;
   std::vector<Comm*> members_;
   int joined_ = 0;
   std::map<std::pair<int, int>, Link> links_;  // (from, to)
   const std::atomic<bool>* shutdown_;
+  RaceChecker* checker_;
 };
 
 /// One launch: a single operation or a group, on one communicator, over one or more streams.
@@ -155,17 +194,25 @@ class Launch {
   /// The task each of the launch's streams runs: the last stream to arrive executes the
   /// launch, the others wait for it (a group joins its streams).
   void arrive() {
+    Stream* me = Stream::current();
+    const bool checking = me != nullptr && me->checking() && comm_->group().checker() != nullptr;
     std::unique_lock lk(mu_);
+    if (checking) clock_.join(me->clock());
     if (++arrived_ == streams_) {
+      if (checking) prepare_check(*me);
       lk.unlock();
       execute();
       lk.lock();
+      if (checking)
+        for (const P2pOp& op : ops_) clock_.join(op.received);
       finished_ = true;
       cv_.notify_all();
+      if (checking) me->join_clock(clock_);
       return;
     }
     CommGroup& g = comm_->group();
     while (!finished_ && !g.shutdown()) cv_.wait_for(lk, std::chrono::milliseconds(10));  // shutdown notifies no launch
+    if (checking && finished_) me->join_clock(clock_);
   }
 
  private:
@@ -184,6 +231,15 @@ class Launch {
     comm_->finished = std::max(comm_->finished, ticket_ + 1);
     g.cv.notify_all();
   }
+  // The launch's accesses run as the last arriving stream's task, with the joined clock.
+  void prepare_check(const Stream& me) {
+    who_ = me.accessor();
+    who_.clock = &clock_;
+    for (P2pOp& op : ops_) {
+      op.who = &who_;
+      op.device = &me.device_state();
+    }
+  }
   [[nodiscard]] bool all_done() const {
     return std::all_of(ops_.begin(), ops_.end(), [](const P2pOp& o) { return o.done; });
   }
@@ -196,6 +252,8 @@ class Launch {
   std::condition_variable cv_;
   int arrived_ = 0;
   bool finished_ = false;
+  Clock clock_{};   // the join of the arrived streams' clocks (guarded by mu_ until execution)
+  Accessor who_{};  // the executing stream's epoch with clock_
 };
 
 }  // namespace pipeweaver::cuda::fake

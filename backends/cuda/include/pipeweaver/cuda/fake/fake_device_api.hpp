@@ -5,7 +5,12 @@
 // (fake/streams.hpp, fake/comms.hpp): FIFO streams with bounded launch queues, events that
 // capture a stream's state when recorded, rendezvous sends, per-communicator issue order,
 // groups that join their streams, local revoke and abort. Seeded random delays per stream
-// ("chaos") shake the interleavings so that a missing event shows up as wrong data.
+// ("chaos") shake the interleavings so that a missing event shows up as wrong data. The
+// happens-before checker (fake/happens_before.hpp, FakeOptions::check_races, on by default)
+// finds a missing event exactly, without delays: every access of device memory by a copy,
+// memset, accumulate, send, receive or declared host function (stage_func: a stage's StageIO
+// buffers) must be ordered, by CUDA's and NCCL's rules only, after the conflicting accesses
+// before it; a race is a device fault naming both accesses (FakeSystem::races lists them).
 //
 // A FakeSystem is the machine: its devices, every stream, event and communicator, and the
 // fault injections. Each rank uses its own FakeDeviceApi (system, device); like an NCCL group,
@@ -32,7 +37,9 @@
 #include "pipeweaver/core/error.hpp"
 #include "pipeweaver/cuda/device_api.hpp"
 #include "pipeweaver/cuda/fake/comms.hpp"
+#include "pipeweaver/cuda/fake/happens_before.hpp"
 #include "pipeweaver/cuda/fake/streams.hpp"
+#include "pipeweaver/execute/stage_io.hpp"
 
 namespace pipeweaver::cuda {
 
@@ -40,12 +47,13 @@ struct FakeOptions {
   int devices = 64;                   ///< devices 0 .. devices-1 exist; activate() on another is infeasible
   std::size_t queue_capacity = 1024;  ///< launch-queue entries per stream (CUDA's is about 1024)
   fake::Chaos chaos{};                ///< random delays before stream tasks
+  bool check_races = true;            ///< the happens-before checker (off: no clocks, no shadow)
 };
 
 class FakeSystem {
  public:
   explicit FakeSystem(FakeOptions options = {}) : options_(options) {
-    for (int d = 0; d < std::max(options_.devices, 0); ++d) devices_.push_back(std::make_unique<fake::DeviceState>());
+    for (int d = 0; d < std::max(options_.devices, 0); ++d) devices_.push_back(std::make_unique<fake::DeviceState>(d));
   }
   FakeSystem(const FakeSystem&) = delete;
   FakeSystem& operator=(const FakeSystem&) = delete;
@@ -91,6 +99,8 @@ class FakeSystem {
     }
     return out;
   }
+  /// The races the happens-before checker found, in the order found.
+  [[nodiscard]] std::vector<std::string> races() const { return checker_.races(); }
   /// The sticky fault of `device` (a stream task that threw), or empty.
   [[nodiscard]] std::string device_error(int device) const { return devices_.at(static_cast<std::size_t>(device))->error(); }
 
@@ -122,7 +132,10 @@ class FakeSystem {
     return out;
   }
 
+  [[nodiscard]] fake::RaceChecker* checker() noexcept { return options_.check_races ? &checker_ : nullptr; }
+
   FakeOptions options_;
+  fake::RaceChecker checker_;  // declared before the streams: they use it until joined
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<fake::DeviceState>> devices_;
   std::vector<std::unique_ptr<fake::Stream>> streams_;
@@ -161,7 +174,8 @@ class FakeDeviceApi {
     const std::uint64_t index = sys_->streams_.size();
     const auto& chaos = sys_->options_.chaos;
     const bool slow = chaos.slow_device == device_ && chaos.slow_high_priority == high_priority && chaos.slow_delay.count() > 0;
-    sys_->streams_.push_back(std::make_unique<fake::Stream>(device_state(), sys_->options_.queue_capacity, chaos, index, sys_->shutdown_, slow));
+    sys_->streams_.push_back(std::make_unique<fake::Stream>(device_state(), sys_->options_.queue_capacity, chaos, index, sys_->shutdown_, slow,
+                                                            sys_->checker(), high_priority));
     return sys_->streams_.back().get();
   }
   /// The worker ends once its queue drains; the system joins it.
@@ -176,16 +190,23 @@ class FakeDeviceApi {
   void event_destroy(event) noexcept {}
   void event_record(event e, stream s) { e->record(*s); }
   /// cudaEventQuery: throws the device's sticky fault, like CUDA.
+  /// A done event orders the host's later enqueues on this device after its work.
   bool event_done(event e) {
     if (const std::string err = device_state().error(); !err.empty())
       throw execution_error("device fault on fake device " + std::to_string(device_) + ": " + err,
                             {.expected = "stream work that does not fail"});
-    return e->done();
+    const fake::Event::State st = e->snapshot();
+    if (st.stream != nullptr && !st.stream->reached(st.seq)) return false;
+    if (st.clock) device_state().host_join(st.stream->slot_clock(*st.clock));
+    return true;
   }
   void stream_wait(stream s, event e) {
-    const auto [src, seq] = e->state();
-    if (src == nullptr || src == s) return;  // never recorded: an empty wait; same stream: FIFO order
-    s->enqueue([src = src, seq = seq] { src->wait_reached(seq); });
+    fake::Event::State st = e->snapshot();
+    if (st.stream == nullptr || st.stream == s) return;  // never recorded: an empty wait; same stream: FIFO order
+    s->enqueue([src = st.stream, seq = st.seq, slot = std::move(st.clock)] {
+      src->wait_reached(seq);
+      if (slot) fake::Stream::current()->join_clock(src->slot_clock(*slot));
+    });
   }
 
   // ---- memory -----------------------------------------------------------------------------
@@ -194,6 +215,7 @@ class FakeDeviceApi {
     // cudaMalloc does not clear memory: fresh blocks hold garbage, never what an earlier block
     // at the same address held (so that a read before the first write shows).
     std::memset(p, 0xa5, n);
+    if (auto* c = sys_->checker()) c->allocated(p, n);
     std::lock_guard lk(sys_->mu_);
     sys_->blocks_.insert(p);
     ++sys_->allocations_;
@@ -207,17 +229,27 @@ class FakeDeviceApi {
       if (sys_->blocks_.erase(p) == 0) return;  // not ours: like cudaFree of a foreign pointer, an error we ignore
       --sys_->live_;
     }
+    if (auto* c = sys_->checker()) c->released(p);
     ::operator delete(p, std::align_val_t{FakeSystem::block_alignment});
   }
   void copy_async(std::byte* dst, const std::byte* src, std::size_t n, stream s) {
-    if (n > 0) s->enqueue([=] { std::memmove(dst, src, n); });
+    if (n > 0)
+      s->enqueue([=] {
+        fake::Stream::current()->access({{src, n, false, "a copy (source)"}, {dst, n, true, "a copy (destination)"}});
+        std::memmove(dst, src, n);
+      });
   }
   void zero_async(std::byte* dst, std::size_t n, stream s) {
-    if (n > 0) s->enqueue([=] { std::memset(dst, 0, n); });
+    if (n > 0)
+      s->enqueue([=] {
+        fake::Stream::current()->access({{dst, n, true, "a memset"}});
+        std::memset(dst, 0, n);
+      });
   }
   void accumulate_f32_async(std::byte* dst, const std::byte* src, std::size_t n, stream s) {
     if (n == 0) return;
     s->enqueue([=] {
+      fake::Stream::current()->access({{src, n, false, "an accumulate (source)"}, {dst, n, true, "an accumulate (destination)"}});
       for (std::size_t i = 0; i + sizeof(float) <= n; i += sizeof(float)) {
         float a, b;
         std::memcpy(&a, dst + i, sizeof a);
@@ -232,6 +264,31 @@ class FakeDeviceApi {
   void host_func(stream s, std::function<void()> f) { s->enqueue(std::move(f)); }
   /// The same through a native handle (StageIO::queue).
   static void host_func(void* native_stream, std::function<void()> f) { static_cast<stream>(native_stream)->enqueue(std::move(f)); }
+  /// A host function that reads and writes device memory as `accesses` declare: the checker
+  /// sees them when the function runs, before it touches memory (a race: the function does
+  /// not run, the device faults).
+  static void host_func(void* native_stream, std::function<void()> f, std::vector<fake::Access> accesses) {
+    static_cast<stream>(native_stream)->enqueue([f = std::move(f), a = std::move(accesses)] {
+      fake::Stream::current()->access(a);
+      f();
+    });
+  }
+  /// A stage callback's work on StageIO::queue, with its buffers' accesses as the executor's
+  /// promises define them: a forward reads `input` and writes `output` and `stash`; a
+  /// backward reads `input` and `output_grad` and writes `stash` and `input_grad`.
+  static void stage_func(const StageIO& io, bool forward, const std::string& what, std::function<void()> f) {
+    auto span_of = [](auto sp, bool write, const char* name, const std::string& w) {
+      return fake::Access{reinterpret_cast<const std::byte*>(sp.data()), sp.size(), write, w + " " + name};
+    };
+    std::vector<fake::Access> a{span_of(io.input, false, "input", what), span_of(io.stash, true, "stash", what)};
+    if (forward) {
+      a.push_back(span_of(io.output, true, "output", what));
+    } else {
+      a.push_back(span_of(io.output_grad, false, "output_grad", what));
+      a.push_back(span_of(io.input_grad, true, "input_grad", what));
+    }
+    host_func(io.queue, std::move(f), std::move(a));
+  }
   /// A kernel that keeps the stream busy for `d`.
   void spin(std::chrono::nanoseconds d, stream s) {
     s->enqueue([d] { std::this_thread::sleep_for(d); });
@@ -254,7 +311,7 @@ class FakeDeviceApi {
     if (!sys_->ids_.contains(id))
       throw input_error("comm_init with an id that unique_id() never made", {.expected = "an id from unique_id()"});
     auto& g = sys_->groups_[id];
-    if (!g) g = std::make_unique<fake::CommGroup>(ranks, sys_->shutdown_);
+    if (!g) g = std::make_unique<fake::CommGroup>(ranks, sys_->shutdown_, sys_->checker());
     std::lock_guard glk(g->mu);
     if (ranks != g->size() || rank < 0 || rank >= ranks || g->taken(rank))
       throw execution_error("comm_init(ranks " + std::to_string(ranks) + ", rank " + std::to_string(rank) + ") does not fit a communicator of " +
