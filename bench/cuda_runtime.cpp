@@ -78,7 +78,7 @@ void BM_CudaRuntimeFakeStep(benchmark::State& state) {
   }
   o.executor.sizes.item_output_bytes = item64;
   o.watchdog.enabled = false;
-  cu::FakeSystem sys;
+  cu::FakeSystem sys(cu::FakeOptions{.check_races = false});  // the runtime's overhead, not the checker's
   cu::CudaExecutor<cu::FakeDeviceApi> executor([&sys](pw::RankId r) { return cu::FakeDeviceApi(sys, r.value()); }, o);
   Empty callbacks;
   executor.run(plan, model(), callbacks);  // streams, events, arena and communicators made once
