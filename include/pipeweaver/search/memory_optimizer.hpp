@@ -477,13 +477,19 @@ class MemoryBranchAndBound {
     return total * (1.0 - 1e-12);
   }
 
+  /// work_load_[p]: the bytes live at point p under the candidates `pos`.
+  std::vector<std::int64_t>& point_loads(const std::vector<std::int32_t>& pos) {
+    const RankMemoryView& pb = *pb_;
+    work_load_.assign(pb.points(), 0);
+    for (std::size_t p = 0; p < pb.points(); ++p)
+      for (std::int32_t i : pb.point(p)) work_load_[p] += bytes(static_cast<std::size_t>(i), pos[static_cast<std::size_t>(i)]);
+    return work_load_;
+  }
+
   void greedy(std::vector<std::int32_t>& pos) {
     const RankMemoryView& pb = *pb_;
     const std::size_t np = pb.points();
-    std::vector<std::int64_t>& load = work_load_;
-    load.assign(np, 0);
-    for (std::size_t p = 0; p < np; ++p)
-      for (std::int32_t i : pb.point(p)) load[p] += bytes(static_cast<std::size_t>(i), pos[static_cast<std::size_t>(i)]);
+    std::vector<std::int64_t>& load = point_loads(pos);
     // Max-heap of (excess, point); loads only fall, so an entry whose excess is stale is
     // re-pushed with the current value (ties: the lower point index first).
     auto& heap = heap_;  // (excess, -point)
@@ -553,12 +559,7 @@ class MemoryBranchAndBound {
   // Downgrading at the worst point can over-shoot: move each pair back to the fastest
   // candidate that still fits, until nothing changes (each move strictly lowers the time).
   void upgrade(std::vector<std::int32_t>& pos) {
-    const RankMemoryView& pb = *pb_;
-    const std::size_t np = pb.points();
-    std::vector<std::int64_t>& load = work_load_;
-    load.assign(np, 0);
-    for (std::size_t p = 0; p < np; ++p)
-      for (std::int32_t i : pb.point(p)) load[p] += bytes(static_cast<std::size_t>(i), pos[static_cast<std::size_t>(i)]);
+    std::vector<std::int64_t>& load = point_loads(pos);
     for (bool changed = true; changed;) {
       changed = false;
       for (std::size_t i = 0; i < pos.size(); ++i) {
