@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "backends/cuda_fake/fake_support.hpp"
+#include "backends/fault_fixtures.hpp"
 #include "backends/host/plans.hpp"
 
 #include <pipeweaver/cuda/fake/fake_device_api.hpp>
@@ -22,37 +23,12 @@ namespace pw = pipeweaver;
 namespace cu = pipeweaver::cuda;
 using namespace std::chrono_literals;
 
+using test_faults::contains;
+using test_faults::NoOp;
+using test_faults::small_batch;
+using test_faults::ThrowOnRank;
+
 namespace {
-
-struct NoOp {
-  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-  void backward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-};
-
-// Throws on the host, in the first backward of `rank`.
-struct ThrowOnRank {
-  int rank;
-  bool thrown = false;  // touched only by that rank's thread
-  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-  void backward(const pw::StageSpec& s, const pw::SubMicrobatchSpec&, pw::StageIO&) {
-    if (s.rank().value() == rank && !thrown) {
-      thrown = true;
-      throw std::runtime_error("injected failure");
-    }
-  }
-};
-
-pw::Batch small_batch() {
-  pw::Batch b;
-  for (int mb = 0; mb < 3; ++mb) {
-    pw::Microbatch m;
-    for (int s = 0; s < 2; ++s) m.samples.push_back(pw::Sample{10 + s, {pw::SampleItems{"image", {8, 12}}}});
-    b.microbatches.push_back(m);
-  }
-  return b;
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 cu::CudaExecutor<cu::FakeDeviceApi>::ApiFactory on(cu::FakeSystem& sys) {
   return [&sys](pw::RankId r) { return cu::FakeDeviceApi(sys, r.value()); };

@@ -3,6 +3,7 @@
 // the rank, the action and the cause. (The lead runs these under TSan and ASan too.)
 #include <doctest/doctest.h>
 
+#include "backends/fault_fixtures.hpp"
 #include "backends/host/plans.hpp"
 
 #include <pipeweaver/host.hpp>
@@ -14,40 +15,10 @@
 namespace pw = pipeweaver;
 using namespace std::chrono_literals;
 
-namespace {
-
-struct NoOp {
-  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-  void backward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-};
-
-// Throws on the first backward of `rank` (called from several threads: only that rank's
-// thread ever touches `thrown`).
-struct ThrowOnRank {
-  int rank;
-  bool thrown = false;
-  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-  void backward(const pw::StageSpec& s, const pw::SubMicrobatchSpec&, pw::StageIO&) {
-    if (s.rank().value() == rank && !thrown) {
-      thrown = true;
-      throw std::runtime_error("injected failure");
-    }
-  }
-};
-
-pw::Batch small_batch() {
-  pw::Batch b;
-  for (int mb = 0; mb < 3; ++mb) {
-    pw::Microbatch m;
-    for (int s = 0; s < 2; ++s) m.samples.push_back(pw::Sample{10 + s, {pw::SampleItems{"image", {8, 12}}}});
-    b.microbatches.push_back(m);
-  }
-  return b;
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-}  // namespace
+using test_faults::contains;
+using test_faults::NoOp;
+using test_faults::small_batch;
+using test_faults::ThrowOnRank;
 
 TEST_CASE("host faults: the same plan runs cleanly without a fault") {
   const auto model = test_plans::tiny_vlm();
