@@ -1,11 +1,17 @@
 #pragma once
 // Fixtures shared by the fault tests of the host backend and of the CUDA backend on the fake
 // device: a callback that does nothing, one that throws once on one rank, the small batch both
-// backends' fault tests run (three microbatches of two image samples) and a substring check
-// for error messages. Each test keeps its own expectations; only the inputs are shared.
+// backends' fault tests run (three microbatches of two image samples), a substring check for
+// error messages and a step that must fail. Each test keeps its own expectations (the error's
+// kind, place and cause); only the inputs and the catching are shared.
+#include <doctest/doctest.h>
+
+#include <pipeweaver/core/error.hpp>
 #include <pipeweaver/data/batch.hpp>
 #include <pipeweaver/execute/stage_io.hpp>
+#include <pipeweaver/ir/plan.hpp>
 #include <pipeweaver/ir/stage.hpp>
+#include <pipeweaver/model/model_spec.hpp>
 
 #include <stdexcept>
 #include <string>
@@ -46,5 +52,28 @@ inline pw::Batch small_batch() {
 }
 
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+/// What a failed step threw: its place (`context().path`) and its message.
+struct Failure {
+  std::string path{};
+  std::string what{};
+};
+
+/// Runs one step of `plan` on `executor` that must throw an Error of `kind` whose place names
+/// `where`; returns the place and the message for the caller's checks of the cause.
+template <class Executor, class Callbacks>
+Failure expect_failure(Executor& executor, const pw::Plan& plan, const pw::ModelSpec& model, Callbacks& callbacks,
+                       pw::ErrorKind kind, const std::string& where) {
+  try {
+    executor.run(plan, model, callbacks);
+  } catch (const pw::Error& e) {
+    INFO(e.what());
+    CHECK(e.kind() == kind);
+    CHECK(contains(e.context().path, where));
+    return Failure{e.context().path, e.what()};
+  }
+  FAIL("the step succeeded despite the fault");
+  return {};
+}
 
 }  // namespace test_faults

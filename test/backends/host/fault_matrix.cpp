@@ -144,19 +144,12 @@ TEST_CASE("host fault matrix: every action kind on every rank, every fault it ca
         }
         pw::host::HostExecutor ex(o);
         const auto start = std::chrono::steady_clock::now();
-        try {
-          ex.run(plan, model, cb);
-          FAIL("the step succeeded despite the fault");
-        } catch (const pw::Error& e) {
-          const std::string what = e.what();
-          INFO(what);
-          CHECK(e.kind() == pw::ErrorKind::execution);
-          CHECK(contains(e.context().path, "rank "));
-          CHECK(contains(e.context().path, ", action "));
-          CHECK(expected_cause(what, fault));
-          if (fault == "throw") {  // the faulty rank reports it, at the faulty action
-            CHECK(e.context().path.rfind("rank " + std::to_string(rank) + ", action " + std::to_string(*at) + " (" + name(kind), 0) == 0);
-          }
+        const auto f = test_faults::expect_failure(ex, plan, model, cb, pw::ErrorKind::execution, "rank ");
+        INFO(f.what);
+        CHECK(contains(f.path, ", action "));
+        CHECK(expected_cause(f.what, fault));
+        if (fault == "throw") {  // the faulty rank reports it, at the faulty action
+          CHECK(f.path.rfind("rank " + std::to_string(rank) + ", action " + std::to_string(*at) + " (" + name(kind), 0) == 0);
         }
         const auto elapsed = std::chrono::steady_clock::now() - start;
         // Within the timeout (plus scheduling slack); a stalled callback cannot be cut short.

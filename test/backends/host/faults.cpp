@@ -16,6 +16,7 @@ namespace pw = pipeweaver;
 using namespace std::chrono_literals;
 
 using test_faults::contains;
+using test_faults::expect_failure;
 using test_faults::NoOp;
 using test_faults::small_batch;
 using test_faults::ThrowOnRank;
@@ -37,17 +38,10 @@ TEST_CASE("host faults: a throwing callback on rank 2 stops all four ranks with 
   pw::host::HostExecutor ex(o);
   ThrowOnRank cb{2};
   const auto start = std::chrono::steady_clock::now();
-  try {
-    ex.run(plan, model, cb);
-    FAIL("no error");
-  } catch (const pw::Error& e) {
-    CHECK(e.kind() == pw::ErrorKind::execution);
-    const std::string what = e.what();
-    INFO(what);
-    CHECK(contains(e.context().path, "rank 2, action "));
-    CHECK(contains(e.context().path, "(Backward"));
-    CHECK(contains(what, "backward callback threw: injected failure"));
-  }
+  const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::execution, "rank 2, action ");
+  INFO(f.what);
+  CHECK(contains(f.path, "(Backward"));
+  CHECK(contains(f.what, "backward callback threw: injected failure"));
   // Nobody waited for a timeout: the abort woke them.
   CHECK(std::chrono::steady_clock::now() - start < 1500ms);
   REQUIRE(ex.outcomes().size() == 4);
@@ -96,18 +90,12 @@ TEST_CASE("host faults: a lost transfer stops every rank within the timeout") {
     pw::host::HostExecutor ex(o);
     NoOp cb;
     const auto start = std::chrono::steady_clock::now();
-    try {
-      ex.run(plan, model, cb);
-      FAIL("no error");
-    } catch (const pw::Error& e) {
-      const std::string what = e.what();
-      INFO(what);
-      CHECK(e.kind() == pw::ErrorKind::execution);
-      CHECK(contains(e.context().path, "rank " + std::to_string(dropped.to.value()) + ", action "));
-      CHECK(contains(e.context().path, "(Wait transfer "));
-      CHECK((contains(what, "did not arrive within 300 ms") || contains(what, "was expected (a message was lost")));
-      if (last_on_link) CHECK(contains(what, "transfer " + std::to_string(o.drop_transfer->value()) + " from rank"));
-    }
+    const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::execution,
+                                  "rank " + std::to_string(dropped.to.value()) + ", action ");
+    INFO(f.what);
+    CHECK(contains(f.path, "(Wait transfer "));
+    CHECK((contains(f.what, "did not arrive within 300 ms") || contains(f.what, "was expected (a message was lost")));
+    if (last_on_link) CHECK(contains(f.what, "transfer " + std::to_string(o.drop_transfer->value()) + " from rank"));
     CHECK(std::chrono::steady_clock::now() - start < 300ms + 1500ms);
     // Every rank returned: the receiver with the error, the others stopped by it (or done,
     // when their work did not depend on the lost message).
@@ -127,13 +115,7 @@ TEST_CASE("host faults: a plan that puts an action on the wrong rank is rejected
   o.timeout = 2s;
   pw::host::HostExecutor ex(o);
   NoOp cb;
-  try {
-    ex.run(plan, model, cb);
-    FAIL("no error");
-  } catch (const pw::Error& e) {
-    INFO(e.what());
-    CHECK(e.kind() == pw::ErrorKind::invalid_plan);
-    CHECK(contains(e.context().path, "rank "));
-    CHECK((contains(e.what(), "placed on rank") || contains(e.what(), "goes from rank")));
-  }
+  const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::invalid_plan, "rank ");
+  INFO(f.what);
+  CHECK((contains(f.what, "placed on rank") || contains(f.what, "goes from rank")));
 }
