@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include "backends/host/plans.hpp"
+#include "support/dip_step.hpp"
 #include "support/plan_ir_support.hpp"
 
 #include <pipeweaver/cost/analytic.hpp>
@@ -256,18 +257,6 @@ std::optional<std::vector<pw::RankProgram>> programs(const pw::Plan& plan, const
   return out;
 }
 
-pw::Batch images_batch(int microbatches) {
-  pw::Batch b;
-  for (int mb = 0; mb < microbatches; ++mb) {
-    pw::Microbatch m;
-    m.samples.push_back(pw::Sample{7, {pw::SampleItems{"image", {8, 12, 4}}}});
-    m.samples.push_back(pw::Sample{9, {}});
-    m.samples.push_back(pw::Sample{5 + mb, {pw::SampleItems{"image", {16, 6}}}});
-    b.microbatches.push_back(m);
-  }
-  return b;
-}
-
 }  // namespace
 
 TEST_CASE("rank program: ranges in the arena, disjoint live buffers, cross-queue reuse ordered (random small plans)") {
@@ -299,7 +288,7 @@ TEST_CASE("rank program: ranges in the arena, disjoint live buffers, cross-queue
 
 TEST_CASE("rank program: tiny-vlm on four ranks, whole and split backwards") {
   const auto model = test_plans::tiny_vlm();
-  const auto batch = images_batch(4);
+  const auto batch = test_plans::routing_batch(4);
   for (const bool split : {false, true})
     for (const pw::Partition& part : {test_plans::dip_partition(2, 1), test_plans::dip_partition(1, 2), test_plans::chain_partition()}) {
       CAPTURE(part.name);
@@ -325,11 +314,7 @@ TEST_CASE("rank program: the reference workloads") {
     CAPTURE(c.name);
     const auto w = pw::io::read_case(c);
     const pw::AnalyticCostModel cost(w.model, w.setup);
-    const auto batch = pw::sample_step(w.model, w.dataset, w.setup, seed, 0);
-    const std::vector<int> segments(w.model.size(), 1);
-    std::vector<std::int64_t> b(w.model.size(), 4);
-    const auto part = pw::make_dip_partition(w.model, w.setup.pipeline_stages, segments, b);
-    const auto s = pw::split(w.model, part, batch);
+    const auto [batch, part, s] = planir_test::dip_step(w, seed);
     const auto g = pw::build_stage_graph(w.model, part, s, {.split_backward = seed % 2 == 0});
     planir_test::Rng rng(seed++);
     const auto plan = pw::lower(w.model, part, s, g, planir_test::random_schedule(g, part, rng, false), cost, "random", w.setup.name);
@@ -354,7 +339,7 @@ TEST_CASE("rank program: a rank whose work stays on the compute queue gets no ev
   // though the pool shares bytes.
   const auto model = test_plans::tiny_vlm();
   const pw::Partition single{"single", 1, {test_plans::placement({2, 2}, {0, 0}, 1), test_plans::placement({4, 4}, {0, 0}, 1)}};
-  const auto plan = test_plans::make_plan(model, single, images_batch(3));
+  const auto plan = test_plans::make_plan(model, single, test_plans::routing_batch(3));
   for (const pw::SendReuse reuse : {pw::SendReuse::after_send, pw::SendReuse::after_completion}) {
     const auto p = pw::compile_rank_program(plan, model, pw::RankId{0}, uneven_sizes(), reuse);
     check_program(p);
@@ -366,7 +351,7 @@ TEST_CASE("rank program: a rank whose work stays on the compute queue gets no ev
 
 TEST_CASE("rank program: every reuse event is needed, and eager sends need none after them") {
   const auto model = test_plans::tiny_vlm();
-  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(2, 1), images_batch(2));
+  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(2, 1), test_plans::routing_batch(2));
   long reuse_waits = 0, send_records_eager = 0, send_records_late = 0;
   for (const pw::SendReuse reuse : {pw::SendReuse::after_send, pw::SendReuse::after_completion}) {
     const auto ps = programs(plan, model, uneven_sizes(), reuse);
@@ -396,30 +381,7 @@ TEST_CASE("rank program: every reuse event is needed, and eager sends need none 
 
 namespace {
 
-/// A backbone of P layers, chunk r on rank r, M microbatches of one 1-item sub-microbatch each,
-/// in Megatron's 1F1B order (rank r: min(P-r-1, M) forwards, then one forward and one
-/// backward alternately, then the remaining backwards), lowered.
-pw::Plan one_f_one_b(const pw::ModelSpec& model, int P, int M) {
-  const auto part = planir_test::interleaved(model, P, {P});
-  std::vector<pw::SubMicrobatchSpec> smbs;
-  for (int m = 0; m < M; ++m) smbs.emplace_back(pw::ModuleId{0}, pw::MicrobatchId{m}, std::vector<std::int64_t>{64}, std::vector<std::int64_t>{}, std::vector<pw::ItemRef>{pw::ItemRef{0, 0}});
-  const auto g = pw::build_stage_graph(model, part, smbs, {});
-  pw::Schedule s;
-  s.ranks.resize(static_cast<std::size_t>(P));
-  for (int r = 0; r < P; ++r) {
-    const auto node = [&](int m, pw::Pass pass) { return pw::ScheduledStage{g.find({pw::ModuleId{0}, r, pw::SubMicrobatchId{m}, pass}), {}}; };
-    auto& order = s.ranks[static_cast<std::size_t>(r)];
-    const int warmup = std::min(P - r - 1, M);
-    int f = 0, b = 0;
-    while (f < warmup) order.push_back(node(f++, pw::Pass::forward));
-    while (f < M) {
-      order.push_back(node(f++, pw::Pass::forward));
-      order.push_back(node(b++, pw::Pass::backward));
-    }
-    while (b < M) order.push_back(node(b++, pw::Pass::backward));
-  }
-  return pw::lower(model, part, smbs, g, s, planir_test::TinyCost{}, "1f1b", "test");
-}
+using planir_test::one_f_one_b;
 
 /// Most bytes (aligned) of buffers alive at one position.
 std::size_t peak_live_bytes(const pw::RankProgram& p, std::size_t alignment) {
@@ -483,7 +445,7 @@ TEST_CASE("rank program: 1F1B with sends that complete later keeps the pool at t
 
 TEST_CASE("rank program: plans it cannot run give the executor's errors") {
   const auto model = test_plans::tiny_vlm();
-  const auto good = test_plans::make_plan(model, test_plans::dip_partition(2, 1), images_batch(2));
+  const auto good = test_plans::make_plan(model, test_plans::dip_partition(2, 1), test_plans::routing_batch(2));
   const auto compile = [&](const pw::Plan& plan, int rank, const pw::ExecutorOptions& o = {}) {
     return pw::compile_rank_program(plan, model, pw::RankId{rank}, o, pw::SendReuse::after_completion);
   };

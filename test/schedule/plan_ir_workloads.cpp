@@ -16,6 +16,7 @@
 #include <chrono>
 #include <vector>
 
+#include "support/dip_step.hpp"
 #include "support/plan_ir_support.hpp"
 
 namespace pw = pipeweaver;
@@ -29,11 +30,7 @@ TEST_CASE("reference workloads: split, graph, lower, validate, serialize") {
     CAPTURE(c.name);
     const auto w = pw::io::read_case(c);
     const pw::AnalyticCostModel cost(w.model, w.setup);
-    const auto batch = pw::sample_step(w.model, w.dataset, w.setup, seed, 0);
-    const std::vector<int> segments(w.model.size(), 1);
-    std::vector<std::int64_t> b(w.model.size(), 4);
-    const auto part = pw::make_dip_partition(w.model, w.setup.pipeline_stages, segments, b);
-    const auto s = pw::split(w.model, part, batch);
+    const auto [batch, part, s] = dip_step(w, seed);
     const bool split_backward = seed % 2 == 0;
     const auto t0 = std::chrono::steady_clock::now();
     const auto g = pw::build_stage_graph(w.model, part, s, {.split_backward = split_backward});

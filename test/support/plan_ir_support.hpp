@@ -1,6 +1,7 @@
 #pragma once
 // Shared by the plan-IR tests (test/schedule, test/io): small models built in code, partitions,
-// synthetic sub-microbatches, a tiny cost model, a seeded generator and random valid schedules.
+// synthetic sub-microbatches, a tiny cost model, a seeded generator, random valid schedules and
+// a lowered 1F1B plan.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -191,6 +192,31 @@ inline pw::Schedule gpipe_schedule(const pw::StageGraph& g, int ranks) {
   for (std::size_t n = g.nodes.size(); n-- > 0;)
     if (g.nodes[n].stage.pass != pw::Pass::forward) s.ranks[g.nodes[n].rank.index()].push_back({static_cast<pw::NodeIndex>(n), {}});
   return s;
+}
+
+/// A backbone of P layers, chunk r on rank r, M microbatches of one 1-item sub-microbatch each,
+/// in Megatron's 1F1B order (rank r: min(P-r-1, M) forwards, then one forward and one
+/// backward alternately, then the remaining backwards), lowered.
+inline pw::Plan one_f_one_b(const pw::ModelSpec& model, int P, int M) {
+  const auto part = interleaved(model, P, {P});
+  std::vector<pw::SubMicrobatchSpec> smbs;
+  for (int m = 0; m < M; ++m) smbs.emplace_back(pw::ModuleId{0}, pw::MicrobatchId{m}, std::vector<std::int64_t>{64}, std::vector<std::int64_t>{}, std::vector<pw::ItemRef>{pw::ItemRef{0, 0}});
+  const auto g = pw::build_stage_graph(model, part, smbs, {});
+  pw::Schedule s;
+  s.ranks.resize(static_cast<std::size_t>(P));
+  for (int r = 0; r < P; ++r) {
+    const auto node = [&](int m, pw::Pass pass) { return pw::ScheduledStage{g.find({pw::ModuleId{0}, r, pw::SubMicrobatchId{m}, pass}), {}}; };
+    auto& order = s.ranks[static_cast<std::size_t>(r)];
+    const int warmup = std::min(P - r - 1, M);
+    int f = 0, b = 0;
+    while (f < warmup) order.push_back(node(f++, pw::Pass::forward));
+    while (f < M) {
+      order.push_back(node(f++, pw::Pass::forward));
+      order.push_back(node(b++, pw::Pass::backward));
+    }
+    while (b < M) order.push_back(node(b++, pw::Pass::backward));
+  }
+  return pw::lower(model, part, smbs, g, s, TinyCost{}, "1f1b", "test");
 }
 
 /// A random plan: random model shape, partition, sub-microbatches and schedule, lowered.

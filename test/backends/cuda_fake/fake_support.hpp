@@ -1,7 +1,8 @@
 #pragma once
 // Test support for the CUDA backend on the fake device: gates that hold a stream, polling with
 // a deadline, and stage callbacks that run the user's callbacks on the compute stream (as a
-// GPU model enqueues its kernels), so that they see "device" memory in stream order.
+// GPU model enqueues its kernels), so that they see "device" memory in stream order; the
+// executor's factory over a fake system and the transport configurations the tests run under.
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -11,6 +12,7 @@
 #include <thread>
 
 #include <pipeweaver/cuda/fake/fake_device_api.hpp>
+#include <pipeweaver/cuda/run_step.hpp>
 #include <pipeweaver/execute/stage_io.hpp>
 #include <pipeweaver/ir/stage.hpp>
 
@@ -94,5 +96,35 @@ class OnStream {
  private:
   Inner* inner_;
 };
+
+/// The executor's device factory over `sys`: rank r drives fake device r.
+inline cu::CudaExecutor<cu::FakeDeviceApi>::ApiFactory on(cu::FakeSystem& sys) {
+  return [&sys](pw::RankId r) { return cu::FakeDeviceApi(sys, r.value()); };
+}
+
+/// A transport configuration of the runtime: NCCL over one communicator per edge or a single
+/// one, grouped or not, or device-to-device copies.
+struct Config {
+  const char* name = "";
+  cu::Transport transport = cu::Transport::nccl;
+  cu::CommTopology topology = cu::CommTopology::per_edge;
+  bool group = false;
+};
+inline const Config nccl_configs[] = {
+    {"nccl per-edge, grouped", cu::Transport::nccl, cu::CommTopology::per_edge, true},
+    {"nccl per-edge, ungrouped", cu::Transport::nccl, cu::CommTopology::per_edge, false},
+    {"nccl single communicator, grouped", cu::Transport::nccl, cu::CommTopology::single, true},
+    {"nccl single communicator, ungrouped", cu::Transport::nccl, cu::CommTopology::single, false},
+};
+inline const Config local_config{"local device copies", cu::Transport::local, cu::CommTopology::per_edge, false};
+
+/// Run options with `c`'s transport, topology and grouping (the rest at their defaults).
+inline cu::CudaRunOptions transport_options(const Config& c) {
+  cu::CudaRunOptions o;
+  o.runtime.transport = c.transport;
+  o.runtime.topology = c.topology;
+  o.runtime.group_transfers = c.group;
+  return o;
+}
 
 }  // namespace fake_support

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include "backends/cuda_fake/fake_support.hpp"
+#include "backends/fault_fixtures.hpp"
 #include "backends/host/plans.hpp"
 
 #include <pipeweaver/cuda/fake/fake_device_api.hpp>
@@ -22,41 +23,14 @@ namespace pw = pipeweaver;
 namespace cu = pipeweaver::cuda;
 using namespace std::chrono_literals;
 
+using test_faults::contains;
+using test_faults::expect_failure;
+using test_faults::NoOp;
+using test_faults::small_batch;
+using test_faults::ThrowOnRank;
+using fake_support::on;
+
 namespace {
-
-struct NoOp {
-  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-  void backward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-};
-
-// Throws on the host, in the first backward of `rank`.
-struct ThrowOnRank {
-  int rank;
-  bool thrown = false;  // touched only by that rank's thread
-  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-  void backward(const pw::StageSpec& s, const pw::SubMicrobatchSpec&, pw::StageIO&) {
-    if (s.rank().value() == rank && !thrown) {
-      thrown = true;
-      throw std::runtime_error("injected failure");
-    }
-  }
-};
-
-pw::Batch small_batch() {
-  pw::Batch b;
-  for (int mb = 0; mb < 3; ++mb) {
-    pw::Microbatch m;
-    for (int s = 0; s < 2; ++s) m.samples.push_back(pw::Sample{10 + s, {pw::SampleItems{"image", {8, 12}}}});
-    b.microbatches.push_back(m);
-  }
-  return b;
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-cu::CudaExecutor<cu::FakeDeviceApi>::ApiFactory on(cu::FakeSystem& sys) {
-  return [&sys](pw::RankId r) { return cu::FakeDeviceApi(sys, r.value()); };
-}
 
 // Every communicator endpoint ever made on the four devices was revoked, then aborted, once.
 void check_revoked_then_aborted(cu::FakeSystem& sys) {
@@ -82,16 +56,10 @@ TEST_CASE("cuda faults (fake): a throwing callback on rank 2 stops all four rank
     cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
     ThrowOnRank cb{2};
     const auto start = std::chrono::steady_clock::now();
-    try {
-      ex.run(plan, model, cb);
-      FAIL("no error");
-    } catch (const pw::Error& e) {
-      INFO(e.what());
-      CHECK(e.kind() == pw::ErrorKind::execution);
-      CHECK(contains(e.context().path, "rank 2, action "));
-      CHECK(contains(e.context().path, "(Backward"));
-      CHECK(contains(e.what(), "backward callback threw: injected failure"));
-    }
+    const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::execution, "rank 2, action ");
+    INFO(f.what);
+    CHECK(contains(f.path, "(Backward"));
+    CHECK(contains(f.what, "backward callback threw: injected failure"));
     CHECK(std::chrono::steady_clock::now() - start < 2s);  // the abort woke everyone: no timeout
     REQUIRE(ex.outcomes().size() == 4);
     for (int r = 0; r < 4; ++r) {
@@ -128,16 +96,9 @@ TEST_CASE("cuda faults (fake): a lost message stops its receiver within the time
     cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
     NoOp cb;
     const auto start = std::chrono::steady_clock::now();
-    try {
-      ex.run(plan, model, cb);
-      FAIL("no error");
-    } catch (const pw::Error& e) {
-      const std::string what = e.what();
-      INFO(what);
-      CHECK(e.kind() == pw::ErrorKind::execution);
-      CHECK(contains(e.context().path, "rank " + std::to_string(dropped.to.value()) + ", "));
-      CHECK(contains(what, "transfer " + std::to_string(lost) + " from rank " + std::to_string(dropped.from.value()) + " did not arrive"));
-    }
+    const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::execution, "rank " + std::to_string(dropped.to.value()) + ", ");
+    INFO(f.what);
+    CHECK(contains(f.what, "transfer " + std::to_string(lost) + " from rank " + std::to_string(dropped.from.value()) + " did not arrive"));
     CHECK(std::chrono::steady_clock::now() - start < 300ms + 1500ms);
     for (std::size_t r = 0; r < ex.outcomes().size(); ++r) {
       const auto& out = ex.outcomes()[r];
@@ -172,15 +133,9 @@ TEST_CASE("cuda faults (fake): a communicator's asynchronous error stops every r
   cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
   FailComms cb{&sys};
   const auto start = std::chrono::steady_clock::now();
-  try {
-    ex.run(plan, model, cb);
-    FAIL("no error");
-  } catch (const pw::Error& e) {
-    INFO(e.what());
-    CHECK(e.kind() == pw::ErrorKind::execution);
-    CHECK(contains(e.context().path, "rank 1, "));
-    CHECK(contains(e.what(), "asynchronous error: injected: remote peer vanished"));
-  }
+  const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::execution, "rank 1, ");
+  INFO(f.what);
+  CHECK(contains(f.what, "asynchronous error: injected: remote peer vanished"));
   CHECK(std::chrono::steady_clock::now() - start < 2s);
   for (int r = 0; r < 4; ++r) {
     CAPTURE(r);
@@ -213,15 +168,9 @@ TEST_CASE("cuda faults (fake): a device fault fails its rank with the device's e
   o.watchdog.on_stuck = [&](const std::string&) { ++stuck; };
   cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
   DeviceFault cb;
-  try {
-    ex.run(plan, model, cb);
-    FAIL("no error");
-  } catch (const pw::Error& e) {
-    INFO(e.what());
-    CHECK(e.kind() == pw::ErrorKind::execution);
-    CHECK(contains(e.context().path, "rank 3, "));
-    CHECK(contains(e.what(), "device fault on fake device 3: illegal memory access"));
-  }
+  const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::execution, "rank 3, ");
+  INFO(f.what);
+  CHECK(contains(f.what, "device fault on fake device 3: illegal memory access"));
   // The others stop (cancelled), or finish when their work did not need rank 3's after the fault
   // (the fake's streams go on after a fault, so rank 3's messages may still be delivered).
   for (int r = 0; r < 3; ++r) {
@@ -273,15 +222,9 @@ TEST_CASE("cuda faults (fake): a rank whose host thread stops is aborted by the 
   cu::CudaExecutor<cu::FakeDeviceApi> ex(on(sys), o);
   HangOnRank3 cb{&gate};
   const auto start = std::chrono::steady_clock::now();
-  try {
-    ex.run(plan, model, cb);
-    FAIL("no error");
-  } catch (const pw::Error& e) {
-    INFO(e.what());
-    CHECK(e.kind() == pw::ErrorKind::execution);
-    CHECK(contains(e.context().path, "rank 3, action "));
-    CHECK(contains(e.what(), "rank 3's host thread stayed outside the runtime for more than 200 ms"));
-  }
+  const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::execution, "rank 3, action ");
+  INFO(f.what);
+  CHECK(contains(f.what, "rank 3's host thread stayed outside the runtime for more than 200 ms"));
   const auto took = std::chrono::steady_clock::now() - start;
   CHECK(took < 2s);  // before any rank's own timeout
   for (int r = 0; r < 3; ++r) {

@@ -11,6 +11,7 @@
 #include "backends/host/gradients.hpp"
 #include "backends/host/plans.hpp"
 #include "execute/pattern_callbacks.hpp"
+#include "support/dip_step.hpp"
 #include "support/plan_ir_support.hpp"
 
 #include <pipeweaver/baselines/compare.hpp>
@@ -37,54 +38,16 @@ using namespace std::chrono_literals;
 
 namespace {
 
-cu::CudaExecutor<cu::FakeDeviceApi>::ApiFactory on(cu::FakeSystem& sys) {
-  return [&sys](pw::RankId r) { return cu::FakeDeviceApi(sys, r.value()); };
-}
+using fake_support::Config;
+using fake_support::local_config;
+using fake_support::nccl_configs;
+using fake_support::on;
 
-struct Config {
-  const char* name;
-  cu::Transport transport;
-  cu::CommTopology topology;
-  bool group;
-};
-const Config nccl_configs[] = {
-    {"nccl per-edge, grouped", cu::Transport::nccl, cu::CommTopology::per_edge, true},
-    {"nccl per-edge, ungrouped", cu::Transport::nccl, cu::CommTopology::per_edge, false},
-    {"nccl single communicator, grouped", cu::Transport::nccl, cu::CommTopology::single, true},
-    {"nccl single communicator, ungrouped", cu::Transport::nccl, cu::CommTopology::single, false},
-};
-const Config local_config{"local device copies", cu::Transport::local, cu::CommTopology::per_edge, false};
-
+/// `c`'s transport with a step timeout of 20 s (scaled under TSan).
 cu::CudaRunOptions run_options(const Config& c) {
-  cu::CudaRunOptions o;
-  o.runtime.transport = c.transport;
-  o.runtime.topology = c.topology;
-  o.runtime.group_transfers = c.group;
+  cu::CudaRunOptions o = fake_support::transport_options(c);
   o.runtime.timeout = fake_support::scaled(20s);
   return o;
-}
-
-/// A tiny-vlm batch where every microbatch has several images (so DIP cuts the ViT's work)
-/// and some samples have two images or none.
-toy_vlm::ToyBatch varied_batch(const toy_vlm::Config& cfg) {
-  toy_vlm::DatasetOptions o;
-  o.microbatches = 4;
-  o.samples_per_microbatch = 4;
-  o.max_images = 2;
-  for (std::uint64_t seed = 31;; ++seed) {
-    toy_vlm::ToyBatch batch = toy_vlm::make_batch(cfg, seed, o);
-    int two = 0, none = 0, min_images = 1 << 30;
-    for (const auto& mb : batch.samples) {
-      int images = 0;
-      for (const auto& s : mb) {
-        two += s.images.size() == 2 ? 1 : 0;
-        none += s.images.empty() ? 1 : 0;
-        images += static_cast<int>(s.images.size());
-      }
-      min_images = std::min(min_images, images);
-    }
-    if (two >= 2 && none >= 1 && min_images >= 3) return batch;
-  }
 }
 
 /// The plan's gradients through the host backend (the reference, itself checked against the
@@ -127,7 +90,7 @@ TEST_CASE("cuda runtime (fake): planned tiny-vlm steps (dip and every baseline) 
   const pw::Setup setup = pw::io::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json");
   const auto cfg = toy_vlm::Config::from(spec);
   const pw::AnalyticCostModel cost(spec, setup);
-  const toy_vlm::ToyBatch batch = varied_batch(cfg);
+  const toy_vlm::ToyBatch batch = test_plans::varied_batch(cfg);
 
   SUBCASE("the searched plan") {
     pw::PlannerOptions po;
@@ -164,20 +127,9 @@ struct NoOp {
 /// items per sub-microbatch), the dual-queue interleaver's order (earlier microbatch first).
 pw::Plan suite_plan(const pw::io::Workload& w, int step) {
   const pw::AnalyticCostModel cost(w.model, w.setup);
-  const pw::Batch batch = pw::sample_step(w.model, w.dataset, w.setup, 17, step);
-  const std::vector<int> segments(w.model.size(), 1);
-  const std::vector<std::int64_t> b(w.model.size(), 4);
-  const pw::Partition part = pw::make_dip_partition(w.model, w.setup.pipeline_stages, segments, b);
-  const auto smbs = pw::split(w.model, part, batch);
+  const auto [batch, part, smbs] = planir_test::dip_step(w, 17, step);
   const pw::StageGraph graph = pw::build_stage_graph(w.model, part, smbs, {.split_backward = step % 2 == 1});
-  std::vector<std::int64_t> priority(graph.size());
-  std::vector<pw::Nanoseconds> latency(graph.size(), pw::from_ms(1));
-  for (std::size_t n = 0; n < graph.size(); ++n)
-    priority[n] = -static_cast<std::int64_t>(smbs[graph.nodes[n].stage.sub_microbatch.index()].microbatch().value());
-  pw::InterleaveInput in;
-  in.priority = priority;
-  in.latency = latency;
-  auto result = pw::DualQueueInterleaver{}.run(graph, in, [](pw::NodeIndex, pw::NodeIndex) { return pw::Nanoseconds{0}; });
+  const auto result = test_plans::interleave_by_microbatch(graph, smbs);
   pw::Plan plan = pw::lower(w.model, part, smbs, graph, result.schedule, cost, "dip", w.setup.name);
   pw::validate(plan, w.model);
   return plan;
@@ -338,36 +290,7 @@ TEST_CASE("cuda runtime (fake): removing a recorded event makes a step fail with
   CHECK(reuse_total - reuse_caught == 10);
 }
 
-namespace {
-
-/// A backbone of P layers, chunk r on rank r, M one-item microbatches in Megatron's 1F1B order
-/// (rank r: min(P-r-1, M) forwards, then one forward and one backward alternately, then the
-/// remaining backwards), lowered.
-pw::Plan one_f_one_b(const pw::ModelSpec& model, int P, int M) {
-  const auto part = planir_test::interleaved(model, P, {P});
-  std::vector<pw::SubMicrobatchSpec> smbs;
-  for (int m = 0; m < M; ++m)
-    smbs.emplace_back(pw::ModuleId{0}, pw::MicrobatchId{m}, std::vector<std::int64_t>{64}, std::vector<std::int64_t>{},
-                      std::vector<pw::ItemRef>{pw::ItemRef{0, 0}});
-  const auto g = pw::build_stage_graph(model, part, smbs, {});
-  pw::Schedule s;
-  s.ranks.resize(static_cast<std::size_t>(P));
-  for (int r = 0; r < P; ++r) {
-    const auto node = [&](int m, pw::Pass pass) { return pw::ScheduledStage{g.find({pw::ModuleId{0}, r, pw::SubMicrobatchId{m}, pass}), {}}; };
-    auto& order = s.ranks[static_cast<std::size_t>(r)];
-    const int warmup = std::min(P - r - 1, M);
-    int f = 0, b = 0;
-    while (f < warmup) order.push_back(node(f++, pw::Pass::forward));
-    while (f < M) {
-      order.push_back(node(f++, pw::Pass::forward));
-      order.push_back(node(b++, pw::Pass::backward));
-    }
-    while (b < M) order.push_back(node(b++, pw::Pass::backward));
-  }
-  return pw::lower(model, part, smbs, g, s, planir_test::TinyCost{}, "1f1b", "test");
-}
-
-}  // namespace
+using planir_test::one_f_one_b;
 
 // 1F1B's memory bound per rank: rank r holds the inputs of at most min(P - r, M) microbatches
 // in flight, plus what arrives for the next one (its input and a gradient from rank r + 1) and

@@ -35,52 +35,20 @@ static_assert(!pw::EagerSend<FakeRuntime>);  // a send reads its source later, o
 
 namespace {
 
-pw::Batch routing_batch() {
-  pw::Batch batch;
-  for (int mb = 0; mb < 4; ++mb) {
-    pw::Microbatch m;
-    m.samples.push_back(pw::Sample{7, {pw::SampleItems{"image", {8, 12, 4}}}});
-    m.samples.push_back(pw::Sample{9, {}});
-    m.samples.push_back(pw::Sample{5 + mb, {pw::SampleItems{"image", {16, 6}}}});
-    batch.microbatches.push_back(m);
-  }
-  return batch;
-}
-
-struct Config {
-  const char* name;
-  cu::Transport transport;
-  cu::CommTopology topology;
-  bool group;
-};
-const Config configs[] = {
-    {"nccl per-edge, grouped", cu::Transport::nccl, cu::CommTopology::per_edge, true},
-    {"nccl per-edge, ungrouped", cu::Transport::nccl, cu::CommTopology::per_edge, false},
-    {"nccl single communicator, grouped", cu::Transport::nccl, cu::CommTopology::single, true},
-    {"local device copies", cu::Transport::local, cu::CommTopology::per_edge, false},
-};
-
-cu::CudaExecutor<cu::FakeDeviceApi>::ApiFactory on(cu::FakeSystem& sys) {
-  return [&sys](pw::RankId r) { return cu::FakeDeviceApi(sys, r.value()); };
-}
+using fake_support::Config;
+using fake_support::on;
+const Config configs[] = {fake_support::nccl_configs[0], fake_support::nccl_configs[1], fake_support::nccl_configs[2],
+                          fake_support::local_config};
 
 // Every plan of the host backend's routing test, through the fake CUDA runtime; the pattern
 // callbacks run on the compute stream and throw (a device fault) on any wrong byte.
 void check_routing(const Config& c, std::uint64_t chaos_seed) {
   const auto model = test_plans::tiny_vlm();
-  const pw::Batch batch = routing_batch();
-  struct Case {
-    pw::Partition partition;
-    int vit_last_chunk;
-    bool split;
-  };
-  for (const Case& k : {Case{test_plans::dip_partition(2, 1), 3, false}, Case{test_plans::dip_partition(1, 2), 3, true},
-                        Case{test_plans::chain_partition(), 1, false}}) {
+  const pw::Batch batch = test_plans::routing_batch();
+  for (const auto& k : test_plans::routing_cases()) {
     CAPTURE(k.partition.name);
     CAPTURE(k.split);
-    pw::StageGraphOptions go;
-    go.split_backward = k.split;
-    const auto plan = test_plans::make_plan(model, k.partition, batch, go);
+    const auto plan = test_plans::make_plan(model, k.partition, batch, {.split_backward = k.split});
     pattern::Callbacks pattern_cb(model, batch, 4);
     pattern_cb.last_chunk_ = k.vit_last_chunk;
     fake_support::OnStream<pattern::Callbacks> cb(pattern_cb);
@@ -88,10 +56,7 @@ void check_routing(const Config& c, std::uint64_t chaos_seed) {
     fo.chaos = {.seed = chaos_seed, .max_delay = 300us, .probability = 0.3};
     fo.queue_capacity = 8;  // small launch queues: hosts block on them often
     cu::FakeSystem sys(fo);
-    cu::CudaRunOptions o;
-    o.runtime.transport = c.transport;
-    o.runtime.topology = c.topology;
-    o.runtime.group_transfers = c.group;
+    cu::CudaRunOptions o = fake_support::transport_options(c);
     o.runtime.timeout = fake_support::scaled(20s);
     o.runtime.window = 4;
     o.executor.sizes = pattern_cb.sizes();
@@ -185,10 +150,7 @@ TEST_CASE("cuda runtime (fake): toy_vlm gradients equal the host backend's") {
       cu::FakeOptions fo;
       fo.chaos = {.seed = 3, .max_delay = 100us, .probability = 0.3};
       cu::FakeSystem sys(fo);
-      cu::CudaRunOptions ro;
-      ro.runtime.transport = c.transport;
-      ro.runtime.topology = c.topology;
-      ro.runtime.group_transfers = c.group;
+      cu::CudaRunOptions ro = fake_support::transport_options(c);
       ro.executor.sizes = fake_cb.sizes();
       cu::run_step<cu::FakeDeviceApi>(plan, spec, cb, on(sys), ro);
       REQUIRE(test_plans::gradient_norm(on_host) > 0);
@@ -225,7 +187,7 @@ struct WindowProbe {
 
 TEST_CASE("cuda runtime (fake): the host runs at most `window` stage launches ahead of the device") {
   const auto model = test_plans::tiny_vlm();
-  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(), routing_batch());
+  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(), test_plans::routing_batch());
   for (const std::size_t window : {std::size_t{2}, std::size_t{5}}) {
     CAPTURE(window);
     cu::FakeSystem sys;
@@ -242,16 +204,13 @@ TEST_CASE("cuda runtime (fake): the host runs at most `window` stage launches ah
 
 TEST_CASE("cuda runtime (fake): a steady step allocates nothing and creates no events or streams") {
   const auto model = test_plans::tiny_vlm();
-  const pw::Batch batch = routing_batch();
+  const pw::Batch batch = test_plans::routing_batch();
   const auto plan = test_plans::make_plan(model, test_plans::dip_partition(), batch);
   for (const Config& c : configs) {
     const std::string config = c.name;
     CAPTURE(config);
     cu::FakeSystem sys;
-    cu::CudaRunOptions o;
-    o.runtime.transport = c.transport;
-    o.runtime.topology = c.topology;
-    o.runtime.group_transfers = c.group;
+    cu::CudaRunOptions o = fake_support::transport_options(c);
     pattern::Callbacks pattern_cb(model, batch, 4);
     pattern_cb.last_chunk_ = 3;
     o.executor.sizes = pattern_cb.sizes();

@@ -6,6 +6,7 @@
 // clean step runs. ASan and TSan runs of this file check for leaks and races.
 #include <doctest/doctest.h>
 
+#include "backends/fault_fixtures.hpp"
 #include "backends/host/plans.hpp"
 
 #include <pipeweaver/host.hpp>
@@ -23,20 +24,12 @@
 namespace pw = pipeweaver;
 using namespace std::chrono_literals;
 using Fault = pw::host::TransferFault;
+using test_faults::contains;
+using test_faults::small_batch;
 
 namespace {
 
 constexpr auto timeout = 150ms;
-
-pw::Batch batch() {
-  pw::Batch b;
-  for (int mb = 0; mb < 3; ++mb) {
-    pw::Microbatch m;
-    for (int s = 0; s < 2; ++s) m.samples.push_back(pw::Sample{10 + s, {pw::SampleItems{"image", {8, 12}}}});
-    b.microbatches.push_back(m);
-  }
-  return b;
-}
 
 /// Threads of this process (Linux: one entry per thread in /proc/self/task).
 std::size_t thread_count() {
@@ -105,8 +98,6 @@ pw::TransferId transfer_of(const pw::Action& a) {
   return std::get<pw::Wait>(a).transfer;
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
 /// The causes a fault of `fault` may be reported with (by the faulty rank or by one waiting for it).
 bool expected_cause(const std::string& what, const std::string& fault) {
   if (fault == "throw") return contains(what, "injected");
@@ -120,7 +111,7 @@ bool expected_cause(const std::string& what, const std::string& fault) {
 
 TEST_CASE("host fault matrix: every action kind on every rank, every fault it can suffer, stops all ranks within the timeout") {
   const auto model = test_plans::tiny_vlm();
-  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(), batch());
+  const auto plan = test_plans::make_plan(model, test_plans::dip_partition(), small_batch());
   REQUIRE(plan.rank_count() == 4);
   const std::size_t threads_before = thread_count();
   int cells = 0;
@@ -153,19 +144,12 @@ TEST_CASE("host fault matrix: every action kind on every rank, every fault it ca
         }
         pw::host::HostExecutor ex(o);
         const auto start = std::chrono::steady_clock::now();
-        try {
-          ex.run(plan, model, cb);
-          FAIL("the step succeeded despite the fault");
-        } catch (const pw::Error& e) {
-          const std::string what = e.what();
-          INFO(what);
-          CHECK(e.kind() == pw::ErrorKind::execution);
-          CHECK(contains(e.context().path, "rank "));
-          CHECK(contains(e.context().path, ", action "));
-          CHECK(expected_cause(what, fault));
-          if (fault == "throw") {  // the faulty rank reports it, at the faulty action
-            CHECK(e.context().path.rfind("rank " + std::to_string(rank) + ", action " + std::to_string(*at) + " (" + name(kind), 0) == 0);
-          }
+        const auto f = test_faults::expect_failure(ex, plan, model, cb, pw::ErrorKind::execution, "rank ");
+        INFO(f.what);
+        CHECK(contains(f.path, ", action "));
+        CHECK(expected_cause(f.what, fault));
+        if (fault == "throw") {  // the faulty rank reports it, at the faulty action
+          CHECK(f.path.rfind("rank " + std::to_string(rank) + ", action " + std::to_string(*at) + " (" + name(kind), 0) == 0);
         }
         const auto elapsed = std::chrono::steady_clock::now() - start;
         // Within the timeout (plus scheduling slack); a stalled callback cannot be cut short.

@@ -3,6 +3,7 @@
 // the rank, the action and the cause. (The lead runs these under TSan and ASan too.)
 #include <doctest/doctest.h>
 
+#include "backends/fault_fixtures.hpp"
 #include "backends/host/plans.hpp"
 
 #include <pipeweaver/host.hpp>
@@ -14,40 +15,11 @@
 namespace pw = pipeweaver;
 using namespace std::chrono_literals;
 
-namespace {
-
-struct NoOp {
-  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-  void backward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-};
-
-// Throws on the first backward of `rank` (called from several threads: only that rank's
-// thread ever touches `thrown`).
-struct ThrowOnRank {
-  int rank;
-  bool thrown = false;
-  void forward(const pw::StageSpec&, const pw::SubMicrobatchSpec&, pw::StageIO&) {}
-  void backward(const pw::StageSpec& s, const pw::SubMicrobatchSpec&, pw::StageIO&) {
-    if (s.rank().value() == rank && !thrown) {
-      thrown = true;
-      throw std::runtime_error("injected failure");
-    }
-  }
-};
-
-pw::Batch small_batch() {
-  pw::Batch b;
-  for (int mb = 0; mb < 3; ++mb) {
-    pw::Microbatch m;
-    for (int s = 0; s < 2; ++s) m.samples.push_back(pw::Sample{10 + s, {pw::SampleItems{"image", {8, 12}}}});
-    b.microbatches.push_back(m);
-  }
-  return b;
-}
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-}  // namespace
+using test_faults::contains;
+using test_faults::expect_failure;
+using test_faults::NoOp;
+using test_faults::small_batch;
+using test_faults::ThrowOnRank;
 
 TEST_CASE("host faults: the same plan runs cleanly without a fault") {
   const auto model = test_plans::tiny_vlm();
@@ -66,17 +38,10 @@ TEST_CASE("host faults: a throwing callback on rank 2 stops all four ranks with 
   pw::host::HostExecutor ex(o);
   ThrowOnRank cb{2};
   const auto start = std::chrono::steady_clock::now();
-  try {
-    ex.run(plan, model, cb);
-    FAIL("no error");
-  } catch (const pw::Error& e) {
-    CHECK(e.kind() == pw::ErrorKind::execution);
-    const std::string what = e.what();
-    INFO(what);
-    CHECK(contains(e.context().path, "rank 2, action "));
-    CHECK(contains(e.context().path, "(Backward"));
-    CHECK(contains(what, "backward callback threw: injected failure"));
-  }
+  const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::execution, "rank 2, action ");
+  INFO(f.what);
+  CHECK(contains(f.path, "(Backward"));
+  CHECK(contains(f.what, "backward callback threw: injected failure"));
   // Nobody waited for a timeout: the abort woke them.
   CHECK(std::chrono::steady_clock::now() - start < 1500ms);
   REQUIRE(ex.outcomes().size() == 4);
@@ -125,18 +90,12 @@ TEST_CASE("host faults: a lost transfer stops every rank within the timeout") {
     pw::host::HostExecutor ex(o);
     NoOp cb;
     const auto start = std::chrono::steady_clock::now();
-    try {
-      ex.run(plan, model, cb);
-      FAIL("no error");
-    } catch (const pw::Error& e) {
-      const std::string what = e.what();
-      INFO(what);
-      CHECK(e.kind() == pw::ErrorKind::execution);
-      CHECK(contains(e.context().path, "rank " + std::to_string(dropped.to.value()) + ", action "));
-      CHECK(contains(e.context().path, "(Wait transfer "));
-      CHECK((contains(what, "did not arrive within 300 ms") || contains(what, "was expected (a message was lost")));
-      if (last_on_link) CHECK(contains(what, "transfer " + std::to_string(o.drop_transfer->value()) + " from rank"));
-    }
+    const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::execution,
+                                  "rank " + std::to_string(dropped.to.value()) + ", action ");
+    INFO(f.what);
+    CHECK(contains(f.path, "(Wait transfer "));
+    CHECK((contains(f.what, "did not arrive within 300 ms") || contains(f.what, "was expected (a message was lost")));
+    if (last_on_link) CHECK(contains(f.what, "transfer " + std::to_string(o.drop_transfer->value()) + " from rank"));
     CHECK(std::chrono::steady_clock::now() - start < 300ms + 1500ms);
     // Every rank returned: the receiver with the error, the others stopped by it (or done,
     // when their work did not depend on the lost message).
@@ -156,13 +115,7 @@ TEST_CASE("host faults: a plan that puts an action on the wrong rank is rejected
   o.timeout = 2s;
   pw::host::HostExecutor ex(o);
   NoOp cb;
-  try {
-    ex.run(plan, model, cb);
-    FAIL("no error");
-  } catch (const pw::Error& e) {
-    INFO(e.what());
-    CHECK(e.kind() == pw::ErrorKind::invalid_plan);
-    CHECK(contains(e.context().path, "rank "));
-    CHECK((contains(e.what(), "placed on rank") || contains(e.what(), "goes from rank")));
-  }
+  const auto f = expect_failure(ex, plan, model, cb, pw::ErrorKind::invalid_plan, "rank ");
+  INFO(f.what);
+  CHECK((contains(f.what, "placed on rank") || contains(f.what, "goes from rank")));
 }

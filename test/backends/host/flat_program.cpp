@@ -333,7 +333,7 @@ class Interpreter {
   std::map<std::pair<int, int>, std::vector<CatalogItem>> catalog_;  // (module, microbatch) -> items
 };
 
-pw::Setup cpu_pp4() { return pw::io::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json"); }
+using test_plans::cpu_pp4;
 
 toy_vlm::ToyBatch toy_batch(const toy_vlm::Config& cfg) {
   toy_vlm::DatasetOptions o;

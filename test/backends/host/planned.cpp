@@ -29,7 +29,7 @@ namespace pw = pipeweaver;
 
 namespace {
 
-pw::Setup cpu_pp4() { return pw::io::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json"); }
+using test_plans::cpu_pp4;
 
 using test_plans::gradient_norm;
 using test_plans::max_relative_gradient_error;
@@ -53,20 +53,8 @@ int pieces(const pw::Plan& plan, pw::ModuleId m, int mb) {
 
 /// The step's gradients through `plan` on four host threads against the sequential reference.
 void check_plan_gradients(const pw::ModelSpec& spec, const toy_vlm::ToyBatch& batch, const pw::Plan& plan) {
-  const auto cfg = toy_vlm::Config::from(spec);
   REQUIRE(plan.rank_count() == 4);
-  toy_vlm::Model<float> seq(cfg, 42), pipe(cfg, 42);
-  const double loss_seq = toy_vlm::reference_step(seq, batch);
-  toy_vlm::Callbacks callbacks(pipe, batch, plan.rank_count());
-  pw::host::Options options;
-  options.timeout = std::chrono::seconds(60);
-  options.executor.sizes = callbacks.sizes();
-  pw::host::run_step(plan, spec, callbacks, options);
-  REQUIRE(gradient_norm(seq) > 0);
-  const double err = max_relative_gradient_error(seq, pipe);
-  MESSAGE("plan " << plan.name << ": max relative gradient error " << err);
-  CHECK(err <= 1e-5);
-  CHECK(callbacks.loss() == doctest::Approx(loss_seq).epsilon(1e-9));
+  test_plans::check_sequential_gradients(spec, batch, batch, plan);
 }
 
 }  // namespace
@@ -76,27 +64,7 @@ TEST_CASE("host: planned tiny-vlm steps (dip and every baseline) give the sequen
   const pw::Setup setup = cpu_pp4();
   const auto cfg = toy_vlm::Config::from(spec);
   const pw::AnalyticCostModel cost(spec, setup);
-  toy_vlm::DatasetOptions o;
-  o.microbatches = 4;
-  o.samples_per_microbatch = 4;
-  o.max_images = 2;
-  // A batch where every microbatch has several images (so DIP cuts the ViT's work into several
-  // sub-microbatches per microbatch) and some samples have two images or none.
-  toy_vlm::ToyBatch batch;
-  for (std::uint64_t seed = 31;; ++seed) {
-    batch = toy_vlm::make_batch(cfg, seed, o);
-    int two = 0, none = 0, min_images = 1 << 30;
-    for (const auto& mb : batch.samples) {
-      int images = 0;
-      for (const auto& s : mb) {
-        two += s.images.size() == 2 ? 1 : 0;
-        none += s.images.empty() ? 1 : 0;
-        images += static_cast<int>(s.images.size());
-      }
-      min_images = std::min(min_images, images);
-    }
-    if (two >= 2 && none >= 1 && min_images >= 3) break;
-  }
+  const toy_vlm::ToyBatch batch = test_plans::varied_batch(cfg);
 
   SUBCASE("the searched plan") {
     // DIP's own placement (partition_steps = 0: no scoring against the baselines' layouts, which

@@ -45,6 +45,7 @@ struct UnitCost {
 };
 static_assert(pw::CostModel<UnitCost, pw::StageSpec, pw::SubMicrobatchSpec>);
 
+inline pw::Setup cpu_pp4() { return pw::io::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json"); }
 inline pw::ModelSpec tiny_vlm() { return pw::io::read_model(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/models/tiny-vlm.json"); }
 
 /// Module m cut into chunks of `layers_per_chunk[i]` layers placed on `ranks[i]`.
@@ -68,12 +69,11 @@ inline pw::Partition chain_partition() {
   return pw::Partition{"chain", 4, {placement({3, 1}, {0, 1}, 0), placement({2, 3, 3}, {1, 2, 3}, 0)}};
 }
 
-/// The lowered, validated plan of `batch` under `partition` (priority: earlier microbatch first;
-/// with `defer_weight`, a split backward's weight parts fill bubbles).
-inline pw::Plan make_plan(const pw::ModelSpec& model, const pw::Partition& partition, const pw::Batch& batch,
-                          const pw::StageGraphOptions& graph_options = {}, bool defer_weight = false) {
-  auto smbs = pw::split(model, partition, batch);
-  const pw::StageGraph graph = pw::build_stage_graph(model, partition, smbs, graph_options);
+/// The dual-queue interleaver's schedule of `graph` over `smbs` with every stage 1 ms and free
+/// transfers (priority: earlier microbatch first; with `defer_weight`, a split backward's weight
+/// parts fill bubbles).
+inline pw::InterleaveResult interleave_by_microbatch(const pw::StageGraph& graph, const std::vector<pw::SubMicrobatchSpec>& smbs,
+                                                    bool defer_weight = false) {
   std::vector<std::int64_t> priority(graph.size());
   std::vector<pw::Nanoseconds> latency(graph.size(), pw::from_ms(1));
   for (std::size_t n = 0; n < graph.size(); ++n)
@@ -82,11 +82,46 @@ inline pw::Plan make_plan(const pw::ModelSpec& model, const pw::Partition& parti
   in.priority = priority;
   in.latency = latency;
   in.defer_weight = defer_weight;
-  pw::DualQueueInterleaver interleaver;
-  auto result = interleaver.run(graph, in, [](pw::NodeIndex, pw::NodeIndex) { return pw::Nanoseconds{0}; });
+  return pw::DualQueueInterleaver{}.run(graph, in, [](pw::NodeIndex, pw::NodeIndex) { return pw::Nanoseconds{0}; });
+}
+
+/// The lowered, validated plan of `batch` under `partition`, in interleave_by_microbatch's order.
+inline pw::Plan make_plan(const pw::ModelSpec& model, const pw::Partition& partition, const pw::Batch& batch,
+                          const pw::StageGraphOptions& graph_options = {}, bool defer_weight = false) {
+  auto smbs = pw::split(model, partition, batch);
+  const pw::StageGraph graph = pw::build_stage_graph(model, partition, smbs, graph_options);
+  const auto result = interleave_by_microbatch(graph, smbs, defer_weight);
   pw::Plan plan = pw::lower(model, partition, smbs, graph, result.schedule, UnitCost{}, partition.name, "cpu-pp4");
   pw::validate(plan, model);
   return plan;
+}
+
+/// The routing tests' batch: `microbatches` microbatches of three samples (two with images of
+/// several sizes, one text-only), so that items of different sizes cross ranks.
+inline pw::Batch routing_batch(int microbatches = 4) {
+  pw::Batch batch;
+  for (int mb = 0; mb < microbatches; ++mb) {
+    pw::Microbatch m;
+    m.samples.push_back(pw::Sample{7, {pw::SampleItems{"image", {8, 12, 4}}}});
+    m.samples.push_back(pw::Sample{9, {}});
+    m.samples.push_back(pw::Sample{5 + mb, {pw::SampleItems{"image", {16, 6}}}});
+    batch.microbatches.push_back(m);
+  }
+  return batch;
+}
+
+/// One plan of the routing tests: a partition, the ViT's last chunk (the pattern callbacks'
+/// `last_chunk_`) and whether the backward is split.
+struct RoutingCase {
+  pw::Partition partition{};
+  int vit_last_chunk = 0;
+  bool split = false;
+};
+
+/// Spread whole and split, and the chain split (a local gather on one rank).
+inline std::vector<RoutingCase> routing_cases() {
+  return {RoutingCase{dip_partition(2, 1), 3, false}, RoutingCase{dip_partition(1, 2), 3, true},
+          RoutingCase{chain_partition(), 1, false}};
 }
 
 /// Sub-microbatches per module in a plan (to check that the test really pipelines pieces).

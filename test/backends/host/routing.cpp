@@ -14,26 +14,11 @@ namespace pw = pipeweaver;
 
 TEST_CASE("host: buffers reach the right stage, item and rank") {
   const auto model = test_plans::tiny_vlm();
-  pw::Batch batch;
-  for (int mb = 0; mb < 4; ++mb) {
-    pw::Microbatch m;
-    m.samples.push_back(pw::Sample{7, {pw::SampleItems{"image", {8, 12, 4}}}});
-    m.samples.push_back(pw::Sample{9, {}});
-    m.samples.push_back(pw::Sample{5 + mb, {pw::SampleItems{"image", {16, 6}}}});
-    batch.microbatches.push_back(m);
-  }
-  struct Case {
-    pw::Partition partition;
-    int vit_last_chunk;
-    bool split;
-  };
-  for (const Case& c : {Case{test_plans::dip_partition(2, 1), 3, false}, Case{test_plans::dip_partition(1, 2), 3, true},
-                        Case{test_plans::chain_partition(), 1, false}}) {
+  const pw::Batch batch = test_plans::routing_batch();
+  for (const auto& c : test_plans::routing_cases()) {
     CAPTURE(c.partition.name);
     CAPTURE(c.split);
-    pw::StageGraphOptions go;
-    go.split_backward = c.split;
-    const auto plan = test_plans::make_plan(model, c.partition, batch, go);
+    const auto plan = test_plans::make_plan(model, c.partition, batch, {.split_backward = c.split});
     pattern::Callbacks cb(model, batch, 4);
     cb.last_chunk_ = c.vit_last_chunk;
     pw::host::Options o;

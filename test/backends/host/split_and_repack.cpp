@@ -35,7 +35,7 @@ namespace {
 using test_plans::gradient_norm;
 using test_plans::max_relative_gradient_error;
 
-pw::Setup cpu_pp4() { return pw::io::read_setup(std::string(PIPEWEAVER_WORKLOADS_DIR) + "/setups/cpu-pp4.json"); }
+using test_plans::cpu_pp4;
 
 int weight_parts(const pw::Plan& plan) {
   int n = 0;
@@ -45,24 +45,7 @@ int weight_parts(const pw::Plan& plan) {
   return n;
 }
 
-/// Runs `plan` on `run_batch` (the data in the plan's microbatches) and compares its gradients and
-/// loss with the sequential step over `reference_batch` (the same samples, grouped as given).
-void check_gradients(const pw::ModelSpec& spec, const toy_vlm::ToyBatch& reference_batch, const toy_vlm::ToyBatch& run_batch,
-                     const pw::Plan& plan) {
-  const auto cfg = toy_vlm::Config::from(spec);
-  toy_vlm::Model<float> seq(cfg, 42), pipe(cfg, 42);
-  const double loss_seq = toy_vlm::reference_step(seq, reference_batch);
-  toy_vlm::Callbacks callbacks(pipe, run_batch, plan.rank_count());
-  pw::host::Options options;
-  options.timeout = std::chrono::seconds(60);
-  options.executor.sizes = callbacks.sizes();
-  pw::host::run_step(plan, spec, callbacks, options);
-  REQUIRE(gradient_norm(seq) > 0);
-  const double err = max_relative_gradient_error(seq, pipe);
-  MESSAGE("plan " << plan.name << ": max relative gradient error " << err);
-  CHECK(err <= 1e-5);
-  CHECK(callbacks.loss() == doctest::Approx(loss_seq).epsilon(1e-9));
-}
+using test_plans::check_sequential_gradients;
 
 toy_vlm::ToyBatch uneven_batch(const toy_vlm::Config& cfg, std::uint64_t seed) {
   toy_vlm::DatasetOptions o;
@@ -85,7 +68,7 @@ TEST_CASE("host: plans with split backwards give the sequential gradients") {
       CAPTURE(partition.name);
       const pw::Plan plan = test_plans::make_plan(spec, partition, batch.meta, {.split_backward = true}, true);
       CHECK(weight_parts(plan) > 0);
-      check_gradients(spec, batch, batch, plan);
+      check_sequential_gradients(spec, batch, batch, plan);
     }
   }
   SUBCASE("the split search the planner runs") {
@@ -107,11 +90,11 @@ TEST_CASE("host: plans with split backwards give the sequential gradients") {
     const pw::Plan plan = pw::lower(spec, planner.partition(), smbs, graph, res.schedule, cost, "dip", setup.name);
     pw::validate(plan, spec, setup, cost);
     CHECK(weight_parts(plan) > 0);
-    check_gradients(spec, batch, batch, plan);
+    check_sequential_gradients(spec, batch, batch, plan);
     // And the planner's own choice.
     const pw::PlanResult r = planner.plan(batch.meta);
     MESSAGE("planner kept " << (pw::has_split_backward(r.plan) ? "the split" : "the unsplit") << " plan");
-    check_gradients(spec, batch, batch, r.plan);
+    check_sequential_gradients(spec, batch, batch, r.plan);
   }
   SUBCASE("the zero-bubble baseline") {
     const pw::AnalyticCostModel cost(spec, setup);
@@ -120,7 +103,7 @@ TEST_CASE("host: plans with split backwards give the sequential gradients") {
     const pw::PreparedBaseline zb = pw::prepare_zero_bubble(ctx, profile);
     const pw::BaselinePlan b = pw::build_baseline_plan(ctx, zb.baseline, batch.meta);
     CHECK(weight_parts(b.plan) > 0);
-    check_gradients(spec, batch, batch, b.plan);
+    check_sequential_gradients(spec, batch, batch, b.plan);
   }
 }
 
@@ -143,7 +126,7 @@ TEST_CASE("host: a re-packed step gives the un-repacked step's gradients") {
     CHECK(moved);
     for (const pw::Partition& partition : {test_plans::dip_partition(2, 1), test_plans::chain_partition()}) {
       CAPTURE(partition.name);
-      check_gradients(spec, batch, regrouped, test_plans::make_plan(spec, partition, regrouped.meta));
+      check_sequential_gradients(spec, batch, regrouped, test_plans::make_plan(spec, partition, regrouped.meta));
     }
   }
   SUBCASE("the planner with re-packing, fed through sample_origin") {
@@ -161,7 +144,7 @@ TEST_CASE("host: a re-packed step gives the un-repacked step's gradients") {
       const pw::Planner<pw::AnalyticCostModel> planner(spec, setup, cost, std::vector<pw::Batch>{batch.meta}, po);
       const pw::PlanResult r = planner.plan(batch.meta);
       repacked += r.repacked ? 1 : 0;
-      check_gradients(spec, batch, toy_vlm::regroup(batch, r.sample_origin), r.plan);
+      check_sequential_gradients(spec, batch, toy_vlm::regroup(batch, r.sample_origin), r.plan);
     }
     MESSAGE(repacked << " of 6 steps were planned repacked");
     CHECK(repacked > 0);
