@@ -14,15 +14,13 @@
 
 #include <pipeweaver/pipeweaver.hpp>
 
+#include "support/threads.hpp"
+
 namespace pw = pipeweaver;
 
 namespace {
 
-std::size_t thread_count() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
-  return n;
-}
+using test_support::thread_count;
 
 }  // namespace
 

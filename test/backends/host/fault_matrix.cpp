@@ -8,6 +8,7 @@
 
 #include "backends/fault_fixtures.hpp"
 #include "backends/host/plans.hpp"
+#include "support/threads.hpp"
 
 #include <pipeweaver/host.hpp>
 
@@ -31,12 +32,7 @@ namespace {
 
 constexpr auto timeout = 150ms;
 
-/// Threads of this process (Linux: one entry per thread in /proc/self/task).
-std::size_t thread_count() {
-  std::size_t n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
-  return n;
-}
+using test_support::thread_count;
 
 enum class Kind { forward, backward, send, recv, wait };
 const char* name(Kind k) {
