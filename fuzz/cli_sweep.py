@@ -103,10 +103,7 @@ def mutate_document(doc, values, max_shapes=None):
                     parent, key = par, k
                     break
             if v == "<delete>":
-                if isinstance(parent, dict):
-                    del parent[key]
-                else:
-                    del parent[key]
+                del parent[key]  # a dict's key or a list's index alike
             else:
                 parent[key] = copy.deepcopy(v)
             yield f"{pointer} = {json.dumps(v) if v != '<delete>' else 'deleted'}", d
